@@ -1,0 +1,157 @@
+"""Typed configuration of ``curate build``, validated once at the edge (YAML file + flags + ``--set``)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas import canonical_json, normalize_lang
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(_Section):
+    """How input columns map onto the contract; ``format="auto"`` decides from the columns present."""
+
+    format: Literal["auto", "messages", "prompt_response", "preference", "parallel"] = "auto"
+    id_field: str = "id"
+    messages_field: str = "messages"
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    system_field: str = "system"
+    chosen_field: str = "chosen"
+    rejected_field: str = "rejected"
+    lang_field: str = "lang"
+    task_field: str = "task"
+    default_task: str = "chat"
+
+
+class HFTranslatorConfig(_Section):
+    """A local Marian / NLLB / M2M100 checkpoint. ``model_path`` may hold ``{lang}`` for per-pair models."""
+
+    model_path: str | None = None
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(512, ge=1)
+    num_beams: int = Field(1, ge=1)
+    device: str = "cpu"
+    lang_codes: dict[str, str] = Field(default_factory=dict)
+
+
+class OpenAITranslatorConfig(_Section):
+    """An OpenAI-compatible ``/chat/completions`` endpoint (vLLM, TGI, llama.cpp server, ...)."""
+
+    base_url: str = "http://localhost:8000/v1"
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = Field(8, ge=1)
+    max_retries: int = Field(5, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    temperature: float = 0.0
+
+
+class ApertiumTranslatorConfig(_Section):
+    """Debian's offline rule-based MT; ``modes`` overrides the mode name per target (``{"es": "eng-spa"}``)."""
+
+    binary: str = "apertium"
+    modes: dict[str, str] = Field(default_factory=dict)
+
+
+class TranslateConfig(_Section):
+    backend: Literal["pretranslated", "hf", "openai", "apertium"] = "apertium"
+    cache: Path | None = None
+    hf: HFTranslatorConfig = Field(default_factory=HFTranslatorConfig)
+    openai: OpenAITranslatorConfig = Field(default_factory=OpenAITranslatorConfig)
+    apertium: ApertiumTranslatorConfig = Field(default_factory=ApertiumTranslatorConfig)
+
+
+class StructureConfig(_Section):
+    enabled: bool = True
+    code: bool = True
+    numbers: bool = True
+    tool_calls: bool = True
+
+
+class LidConfig(_Section):
+    """fastText language ID; ``model_path`` None means the shipped lid.176.ftz."""
+
+    enabled: bool = True
+    model_path: Path | None = None
+    min_prob: float = Field(0.5, ge=0, le=1)
+    min_chars: int = Field(20, ge=0)
+
+
+class EquivalenceConfig(_Section):
+    """Cosine of each translated message against its anchor, plus a length-ratio check.
+
+    ``threshold`` None takes the embedder's default (see ``curate.equivalence``); scores are
+    model-specific, so set it per embedder, not once for all.
+    """
+
+    enabled: bool = True
+    backend: Literal["use", "sentence-transformers"] = "use"
+    model_path: str | None = None
+    batch_size: int = Field(64, ge=1)
+    device: str = "cpu"
+    threshold: float | None = Field(None, ge=-1, le=1)
+    aggregate: Literal["min", "mean"] = "min"
+    length_ratio_min: float = Field(0.4, gt=0)
+    length_ratio_max: float = Field(2.5, gt=0)
+    min_chars_for_ratio: int = Field(20, ge=0)
+
+    @model_validator(mode="after")
+    def _ratio_order(self) -> EquivalenceConfig:
+        if self.length_ratio_min >= self.length_ratio_max:
+            msg = f"length_ratio_min ({self.length_ratio_min}) must be below length_ratio_max ({self.length_ratio_max})"
+            raise ValueError(msg)
+        return self
+
+
+class WriteConfig(_Section):
+    chunk_size: int = Field(256, ge=1, description="groups per chunk; one chunk is one shard")
+    compression: Literal["zstd", "lz4", "none"] = "zstd"
+
+
+class BuildConfig(_Section):
+    inputs: list[Path] = Field(default_factory=list)
+    out: Path | None = None
+    anchor_lang: str = "en"
+    langs: list[str] = Field(default_factory=list)
+    input: InputConfig = Field(default_factory=InputConfig)
+    translate: TranslateConfig = Field(default_factory=TranslateConfig)
+    structure: StructureConfig = Field(default_factory=StructureConfig)
+    lid: LidConfig = Field(default_factory=LidConfig)
+    equivalence: EquivalenceConfig = Field(default_factory=EquivalenceConfig)
+    write: WriteConfig = Field(default_factory=WriteConfig)
+    report: bool = True
+
+    @field_validator("anchor_lang")
+    @classmethod
+    def _anchor(cls, v: str) -> str:
+        return normalize_lang(v)
+
+    @field_validator("langs")
+    @classmethod
+    def _langs(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for code in v:
+            lang = normalize_lang(code)
+            if lang not in out:
+                out.append(lang)
+        return out
+
+    @model_validator(mode="after")
+    def _targets(self) -> BuildConfig:
+        self.langs = [lang for lang in self.langs if lang != self.anchor_lang]
+        return self
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the output (not where it goes), to refuse mixing builds."""
+        payload = self.model_dump(mode="json", exclude={"out", "report"})
+        payload["translate"].pop("cache", None)
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]

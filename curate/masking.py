@@ -1,0 +1,94 @@
+"""Protect what must not be translated: code, math, URLs, placeholders, calculator annotations.
+
+Each protected span is replaced by a token ``⟦i⟧`` before translation and put back afterwards. The token
+survives rule-based MT (Apertium), seq2seq MT and LLM translators alike; a translation that loses,
+duplicates or invents a token cannot be restored and is rejected by the caller.
+
+    "Run `pip install x` at https://a.io"  ─mask→  "Run ⟦0⟧ at ⟦1⟧"  ─translate→  "Ejecute ⟦0⟧ en ⟦1⟧"
+                                            ─unmask→ "Ejecute `pip install x` en https://a.io"
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Order matters: earlier patterns win where spans overlap (a URL inside a code block stays code).
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("code_block", re.compile(r"```.*?(?:```|\Z)", re.DOTALL)),
+    ("math_display", re.compile(r"\$\$.+?\$\$|\\\[.+?\\\]", re.DOTALL)),
+    ("math_inline", re.compile(r"\\\(.+?\\\)|(?<![\\$\w])\$(?=\S)[^$\n]*?(?<=\S)\$(?!\d)")),
+    ("code_inline", re.compile(r"`[^`\n]+`")),
+    ("url", re.compile(r"\b(?:https?|ftp)://[^\s<>\"')\]]+[^\s<>\"')\].,;:!?]")),
+    ("calc", re.compile(r"<<[^<>\n]*>>")),
+    ("placeholder", re.compile(r"\{\{\s*[\w.\-]+\s*\}\}|\{[A-Za-z_][\w.\-]*\}|\{\d+\}|%\([\w]+\)[sdf]|%[sd]\b")),
+)
+
+_TOKEN = re.compile(r"⟦(\d+)⟧")
+
+
+@dataclass(frozen=True)
+class Span:
+    kind: str
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Masked:
+    """Text with protected spans replaced by ``⟦i⟧`` tokens; ``spans[i]`` is what token i stands for."""
+
+    text: str
+    spans: tuple[Span, ...]
+
+
+class MaskError(ValueError):
+    """A translation whose mask tokens do not match the source's (lost, duplicated or invented)."""
+
+
+def protected_spans(text: str) -> list[Span]:
+    """Non-overlapping protected spans of ``text``, in order of position."""
+    taken: list[Span] = []
+    for kind, pattern in _PATTERNS:
+        for m in pattern.finditer(text):
+            if any(m.start() < s.end and s.start < m.end() for s in taken):
+                continue
+            taken.append(Span(kind, m.start(), m.end(), m.group(0)))
+    return sorted(taken, key=lambda s: s.start)
+
+
+def mask(text: str) -> Masked:
+    spans = protected_spans(text)
+    parts: list[str] = []
+    cursor = 0
+    for i, span in enumerate(spans):
+        parts.append(text[cursor : span.start])
+        parts.append(f"⟦{i}⟧")
+        cursor = span.end
+    parts.append(text[cursor:])
+    return Masked("".join(parts), tuple(spans))
+
+
+def unmask(translated: str, spans: tuple[Span, ...]) -> str:
+    """Put protected spans back; raises :class:`MaskError` unless every token appears exactly once."""
+    found = [int(m.group(1)) for m in _TOKEN.finditer(translated)]
+    if sorted(found) != list(range(len(spans))):
+        missing = sorted(set(range(len(spans))) - set(found))
+        extra = sorted(i for i in set(found) if found.count(i) > 1 or i >= len(spans))
+        msg = f"mask tokens do not match: missing {missing}, duplicated or unknown {extra}"
+        raise MaskError(msg)
+    return _TOKEN.sub(lambda m: spans[int(m.group(1))].text, translated)
+
+
+def strip_protected(text: str) -> str:
+    """The translatable prose only: what language ID and sentence embeddings should look at."""
+    spans = protected_spans(text)
+    parts: list[str] = []
+    cursor = 0
+    for span in spans:
+        parts.append(text[cursor : span.start])
+        parts.append(" ")
+        cursor = span.end
+    parts.append(text[cursor:])
+    return re.sub(r"\s+", " ", "".join(parts)).strip()

@@ -1,0 +1,201 @@
+"""Typed records mirroring the Arrow schemas, for code that builds or reads rows one at a time.
+
+Tool calls are kept as canonical JSON text (OpenAI format: ``[{"id", "type": "function", "function":
+{"name", "arguments"}}]`` with ``arguments`` as a JSON object) so that one representation travels from the
+input file through translation to the training collator unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.langs import normalize_lang
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+Kind = Literal["sft", "preference"]
+
+SCHEMA_VERSION = "1.0"
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys: equal values give equal text (and equal hashes)."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    content: str
+    tool_calls: str | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def as_chat(self) -> dict[str, Any]:
+        """The message as a chat-template dict, tool calls decoded."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls is not None:
+            out["tool_calls"] = json.loads(self.tool_calls)
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+def _lang(value: str) -> str:
+    return normalize_lang(value)
+
+
+class SourceExample(BaseModel):
+    """One conversation in the anchor language, as read from the input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    example_id: str
+    lang: str
+    task: str = "chat"
+    messages: list[Message]
+    meta: str = "{}"
+
+    _norm = field_validator("lang")(lambda cls, v: _lang(v))
+
+
+class PreferenceExample(BaseModel):
+    """A prompt with a preferred and a dispreferred completion (DPO / ORPO)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    example_id: str
+    lang: str
+    task: str = "chat"
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+    meta: str = "{}"
+
+    _norm = field_validator("lang")(lambda cls, v: _lang(v))
+
+
+class ParallelRow(BaseModel):
+    """One (group_id, lang) row of a shard: the anchor or one of its translations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group_id: str
+    lang: str
+    is_anchor: bool
+    kind: Kind = "sft"
+    task: str = "chat"
+    messages: list[Message]
+    chosen: list[Message] | None = None
+    rejected: list[Message] | None = None
+    meta: str = "{}"
+    translator: str
+    lid_lang: str | None = None
+    lid_prob: float | None = None
+    equivalence: float | None = None
+    length_ratio: float | None = None
+    content_hash: str
+
+    _norm = field_validator("lang")(lambda cls, v: _lang(v))
+
+
+class RejectRow(BaseModel):
+    """A row that did not make it, with the stage that dropped it and why (``lid.wrong_lang``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group_id: str | None = None
+    lang: str | None = None
+    is_anchor: bool | None = None
+    kind: Kind | None = None
+    task: str | None = None
+    messages: list[Message] | None = None
+    chosen: list[Message] | None = None
+    rejected: list[Message] | None = None
+    meta: str | None = None
+    translator: str | None = None
+    lid_lang: str | None = None
+    lid_prob: float | None = None
+    equivalence: float | None = None
+    length_ratio: float | None = None
+    content_hash: str | None = None
+    stage: str
+    reason: str
+    detail: str | None = None
+    raw: str | None = None
+
+
+def content_hash(
+    messages: list[dict[str, Any]] | None,
+    chosen: list[dict[str, Any]] | None = None,
+    rejected: list[dict[str, Any]] | None = None,
+) -> str:
+    """sha256 of a row's text content: the key for deduplication and for the translation cache."""
+    payload = canonical_json({"messages": messages, "chosen": chosen, "rejected": rejected})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class ShardInfo(BaseModel):
+    file: str
+    rows: int
+    groups: int
+    sha256: str
+    langs: dict[str, int] = Field(default_factory=dict)
+
+
+class LangCounts(BaseModel):
+    """Per-language accounting; ``read == kept + sum(rejected.values())`` always."""
+
+    read: int = 0
+    kept: int = 0
+    rejected: dict[str, int] = Field(default_factory=dict)
+
+    def __add__(self, other: LangCounts) -> LangCounts:
+        rejected = dict(self.rejected)
+        for reason, n in other.rejected.items():
+            rejected[reason] = rejected.get(reason, 0) + n
+        return LangCounts(read=self.read + other.read, kept=self.kept + other.kept, rejected=rejected)
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.kept + sum(self.rejected.values())
+
+
+class InputInfo(BaseModel):
+    path: str
+    sha256: str
+
+
+class Manifest(BaseModel):
+    """``manifest.json`` next to the shards: what was built, from what, and how every row ended."""
+
+    schema_version: str = SCHEMA_VERSION
+    anchor_lang: str
+    langs: list[str]
+    shards: list[ShardInfo]
+    rejects: list[ShardInfo]
+    counts: dict[str, LangCounts]
+    inputs: list[InputInfo]
+    config: dict[str, Any]
+    config_hash: str
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_major(cls, v: str) -> str:
+        check_schema_version(v)
+        return v
+
+
+def check_schema_version(version: str) -> None:
+    """Refuse a manifest written by an incompatible (different major) schema."""
+    major = version.split(".", 1)[0]
+    if major != SCHEMA_VERSION.split(".", 1)[0]:
+        msg = f"unsupported schema_version {version!r}: this reader understands {SCHEMA_VERSION.split('.')[0]}.x"
+        raise ValueError(msg)
