@@ -100,6 +100,9 @@ class EquivalenceConfig(_Section):
     device: str = "cpu"
     threshold: float | None = Field(None, ge=-1, le=1)
     aggregate: Literal["min", "mean"] = "min"
+    # Label-free calibration: a translation must score at least ``margin`` above its best match among
+    # the other anchors of the batch. None turns the check off.
+    margin: float | None = 0.0
     length_ratio_min: float = Field(0.4, gt=0)
     length_ratio_max: float = Field(2.5, gt=0)
     min_chars_for_ratio: int = Field(20, ge=0)
