@@ -21,7 +21,10 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("code_inline", re.compile(r"`[^`\n]+`")),
     ("url", re.compile(r"\b(?:https?|ftp)://[^\s<>\"')\]]+[^\s<>\"')\].,;:!?]")),
     ("calc", re.compile(r"<<[^<>\n]*>>")),
-    ("placeholder", re.compile(r"\{\{\s*[\w.\-]+\s*\}\}|\{[A-Za-z_][\w.\-]*\}|\{\d+\}|%\([\w]+\)[sdf]|%[sd]\b")),
+    (
+        "placeholder",
+        re.compile(r"\{\{\s*[\w.\-]+\s*\}\}|\{[A-Za-z_][\w.\-]*\}|\{\d+\}|%\([\w]+\)[sdf]|%[sd]\b"),
+    ),
 )
 
 _TOKEN = re.compile(r"⟦(\d+)⟧")

@@ -116,8 +116,11 @@ def to_rejects(
 ) -> pa.Table:
     """Turn parallel rows into reject rows (same columns, all nullable, plus stage/reason/detail/raw)."""
     n = rows.num_rows
-    arrays = [rows.column(f.name).cast(f.type) if f.name in rows.column_names else pa.nulls(n, f.type)
-              for f in REJECT_SCHEMA if f.name in PARALLEL_SCHEMA.names]
+    arrays = [
+        rows.column(f.name).cast(f.type) if f.name in rows.column_names else pa.nulls(n, f.type)
+        for f in REJECT_SCHEMA
+        if f.name in PARALLEL_SCHEMA.names
+    ]
     arrays += [
         pa.array([stage] * n, pa.string()),
         pa.array(list(reasons), pa.string()),
@@ -139,4 +142,4 @@ def anchor_index(batch: pa.Table) -> dict[str, int]:
     """Row index of each group's anchor in ``batch``."""
     groups = batch.column("group_id").to_pylist()
     anchors = batch.column("is_anchor").to_pylist()
-    return {g: i for i, (g, a) in enumerate(zip(groups, anchors)) if a}
+    return {g: i for i, (g, a) in enumerate(zip(groups, anchors, strict=True)) if a}

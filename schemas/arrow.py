@@ -142,12 +142,16 @@ def _check_messages(column: str, values: list[list[dict[str, Any]] | None]) -> N
             raise SchemaValidationError("empty conversation", column=column, row=row)
         for m in messages:
             if m["role"] not in ROLES:
-                raise SchemaValidationError(f"unknown role {m['role']!r}, expected one of {ROLES}", column=column, row=row)
+                raise SchemaValidationError(
+                    f"unknown role {m['role']!r}, expected one of {ROLES}", column=column, row=row
+                )
             if m["tool_calls"] is not None:
                 try:
                     calls = json.loads(m["tool_calls"])
                 except json.JSONDecodeError as e:
-                    raise SchemaValidationError(f"tool_calls is not JSON ({e})", column=column, row=row) from e
+                    raise SchemaValidationError(
+                        f"tool_calls is not JSON ({e})", column=column, row=row
+                    ) from e
                 if not isinstance(calls, list):
                     raise SchemaValidationError("tool_calls must be a JSON list", column=column, row=row)
 
@@ -161,7 +165,9 @@ def _check_langs(column: str, values: list[str | None]) -> None:
         except UnknownLanguageError as e:
             raise SchemaValidationError(str(e), column=column, row=row) from e
         if canonical != code:
-            raise SchemaValidationError(f"language {code!r} is not normalised (use {canonical!r})", column=column, row=row)
+            raise SchemaValidationError(
+                f"language {code!r} is not normalised (use {canonical!r})", column=column, row=row
+            )
 
 
 def _check_groups(table: pa.Table) -> None:
@@ -170,13 +176,17 @@ def _check_groups(table: pa.Table) -> None:
     groups = table.column("group_id").to_pylist()
     langs = table.column("lang").to_pylist()
     is_anchor = table.column("is_anchor").to_pylist()
-    for row, (group, lang, anchor) in enumerate(zip(groups, langs, is_anchor)):
+    for row, (group, lang, anchor) in enumerate(zip(groups, langs, is_anchor, strict=False)):
         if (group, lang) in seen:
-            raise SchemaValidationError(f"duplicate (group_id, lang) = ({group!r}, {lang!r})", column="group_id", row=row)
+            raise SchemaValidationError(
+                f"duplicate (group_id, lang) = ({group!r}, {lang!r})", column="group_id", row=row
+            )
         seen.add((group, lang))
         if anchor:
             if group in anchors:
-                raise SchemaValidationError(f"second anchor row for group {group!r}", column="is_anchor", row=row)
+                raise SchemaValidationError(
+                    f"second anchor row for group {group!r}", column="is_anchor", row=row
+                )
             anchors[group] = row
     missing = sorted({g for g in groups if g not in anchors})
     if missing:

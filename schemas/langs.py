@@ -17,9 +17,24 @@ _LABEL_PREFIX = "__label__"
 # Individual languages that LID models (GlotLID, OpenLID, NLLB codes) emit for what users call by the
 # macrolanguage code: ``swh`` is the Swahili everyone writes as ``sw``.
 _MACRO = {
-    "arb": "ar", "azj": "az", "cmn": "zh", "ekk": "et", "gaz": "om", "khk": "mn", "lvs": "lv",
-    "npi": "ne", "ory": "or", "pes": "fa", "plt": "mg", "prs": "fa", "quy": "qu", "swh": "sw",
-    "uzn": "uz", "ydd": "yi", "zsm": "ms", "als": "sq",
+    "arb": "ar",
+    "azj": "az",
+    "cmn": "zh",
+    "ekk": "et",
+    "gaz": "om",
+    "khk": "mn",
+    "lvs": "lv",
+    "npi": "ne",
+    "ory": "or",
+    "pes": "fa",
+    "plt": "mg",
+    "prs": "fa",
+    "quy": "qu",
+    "swh": "sw",
+    "uzn": "uz",
+    "ydd": "yi",
+    "zsm": "ms",
+    "als": "sq",
 }
 
 

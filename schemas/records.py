@@ -185,6 +185,7 @@ class Manifest(BaseModel):
     inputs: list[InputInfo]
     config: dict[str, Any]
     config_hash: str
+    thresholds: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("schema_version")
     @classmethod

@@ -1,0 +1,36 @@
+# Set-up and the two everyday jobs. `make demo` builds the demo corpus and trains on it; `make test` runs
+# the test suite. Both install what they need first (a virtualenv in .venv, Apertium from Debian).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU wheel by default; GPU users set TORCH_SPEC= (empty) to keep the torch they installed in the venv.
+TORCH_SPEC ?= torch==2.13.0
+APERTIUM_PAIRS := apertium-eng-spa apertium-eng-cat apertium-en-gl apertium-eo-en
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-deps demo test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(if $(TORCH_SPEC),$(PY) -m pip install -q "$(TORCH_SPEC)")
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed system-deps
+
+system-deps:
+	@if ! command -v apertium >/dev/null || ! [ -f /usr/share/apertium/modes/en-eo.mode ]; then \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q apertium $(APERTIUM_PAIRS); fi
+
+demo: install
+	$(VENV)/bin/curate build examples/demo.yaml --out out/demo
+	$(VENV)/bin/curate inspect out/demo --rows 1
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf out runs

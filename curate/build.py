@@ -1,0 +1,144 @@
+"""``curate build``: read → translate → structure → lid → equivalence → write, resumable chunk by chunk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from curate.config import BuildConfig
+from curate.equivalence import Equivalence
+from curate.executor import LocalExecutor
+from curate.lid import Lid
+from curate.overrides import apply_overrides, load_yaml
+from curate.readers import fingerprint_inputs, read_chunks
+from curate.report import write_report
+from curate.stage import Stage
+from curate.structure import Structure
+from curate.translate import Translate, make_translator
+from curate.translation_cache import TranslationCache
+from curate.writer import STATE_DIR, ChunkRecord, ShardWriter, atomic_write_bytes
+from schemas import InputInfo, LangCounts, Manifest
+
+
+class BuildError(ValueError):
+    """A build that cannot start as configured (the CLI prints it as one line)."""
+
+
+def make_stages(config: BuildConfig) -> list[Stage]:
+    """The pipeline's stages in order, as the config switches them on."""
+    assert config.out is not None
+    cache = None
+    if config.translate.backend != "pretranslated":
+        cache = TranslationCache(config.translate.cache or config.out / STATE_DIR / "translations.sqlite")
+    stages: list[Stage] = [
+        Translate(
+            make_translator(config.translate), anchor_lang=config.anchor_lang, langs=config.langs, cache=cache
+        )
+    ]
+    if config.structure.enabled:
+        stages.append(Structure(config.structure))
+    if config.lid.enabled:
+        stages.append(Lid(config.lid))
+    if config.equivalence.enabled:
+        stages.append(Equivalence(config.equivalence))
+    return stages
+
+
+def thresholds(config: BuildConfig, stages: list[Stage]) -> dict[str, float]:
+    """The cut-offs in force, for the manifest and the report's plots."""
+    out: dict[str, float] = {}
+    if config.lid.enabled:
+        out["lid_min_prob"] = config.lid.min_prob
+    for stage in stages:
+        if isinstance(stage, Equivalence):
+            out["equivalence"] = stage.threshold
+            out["length_ratio_min"] = config.equivalence.length_ratio_min
+            out["length_ratio_max"] = config.equivalence.length_ratio_max
+    return out
+
+
+def build(config: BuildConfig, *, progress: bool = True) -> Manifest:
+    """Run a whole build into ``config.out`` and return its manifest; committed chunks are skipped."""
+    if not config.inputs:
+        msg = "no input: pass --input PATH (or `inputs:` in the config file)"
+        raise BuildError(msg)
+    if config.out is None:
+        msg = "no output directory: pass --out DIR"
+        raise BuildError(msg)
+    if not config.langs:
+        msg = "no target languages: pass --langs, e.g. --langs de,fr,sw"
+        raise BuildError(msg)
+    inputs = fingerprint_inputs(config.inputs)
+    _claim_output(config, inputs)
+    stages = make_stages(config)
+    writer = ShardWriter(config.out, compression=config.write.compression)
+    chunks = read_chunks(
+        config.inputs,
+        config=config.input,
+        anchor_lang=config.anchor_lang,
+        langs=config.langs,
+        chunk_size=config.write.chunk_size,
+    )
+    executor = LocalExecutor(stages, writer, progress=progress)
+    records = executor.run(chunks)
+    manifest = assemble_manifest(config, records, inputs, thresholds(config, stages))
+    atomic_write_bytes(config.out / "manifest.json", manifest.model_dump_json(indent=1).encode())
+    if config.report:
+        write_report(config.out)
+    return manifest
+
+
+def _claim_output(config: BuildConfig, inputs: list[InputInfo]) -> None:
+    """Refuse to resume into a directory built from another config or other inputs."""
+    assert config.out is not None
+    state = config.out / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    identity = {"config": config.fingerprint(), "inputs": [i.sha256 for i in inputs]}
+    path = state / "build.json"
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != identity:
+            msg = (
+                f"{config.out} holds a build from another config or other inputs "
+                f"(config {previous.get('config')} vs {identity['config']}): use a new --out or delete it"
+            )
+            raise BuildError(msg)
+    else:
+        atomic_write_bytes(path, json.dumps(identity).encode())
+
+
+def assemble_manifest(
+    config: BuildConfig, records: list[ChunkRecord], inputs: list[InputInfo], cuts: dict[str, float]
+) -> Manifest:
+    counts: dict[str, LangCounts] = {}
+    for record in records:
+        for lang, c in record.counts.items():
+            counts[lang] = counts.get(lang, LangCounts()) + c
+    order = [config.anchor_lang, *config.langs]
+    ordered = {lang: counts[lang] for lang in order if lang in counts}
+    ordered |= {lang: counts[lang] for lang in sorted(counts) if lang not in ordered}
+    return Manifest(
+        anchor_lang=config.anchor_lang,
+        langs=config.langs,
+        shards=[r.shard for r in records if r.shard is not None],
+        rejects=[r.rejects for r in records if r.rejects is not None],
+        counts=ordered,
+        inputs=inputs,
+        config=config.model_dump(mode="json", exclude={"out"}),
+        config_hash=config.fingerprint(),
+        thresholds=cuts,
+    )
+
+
+def load_config(path: Path | None, overrides: dict[str, object], sets: list[str]) -> BuildConfig:
+    """File, then CLI flags, then ``--set`` entries; validated once."""
+    data = load_yaml(path)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return BuildConfig.model_validate(apply_overrides(data, sets))

@@ -1,0 +1,175 @@
+"""``report/``: what a build kept and dropped, per language, and where the score thresholds cut.
+
+Everything is derived from ``manifest.json`` and the score columns of the shards and rejects, so the report
+can be redrawn at any time (``curate report DIR``) without re-running the build.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import polars as pl
+
+from schemas import Manifest
+
+REPORT_DIR = "report"
+_SCORE_COLUMNS = ("lang", "is_anchor", "lid_prob", "equivalence", "length_ratio")
+
+
+def load_manifest(out: Path) -> Manifest:
+    path = out / "manifest.json"
+    if not path.is_file():
+        msg = f"no manifest.json in {out}: is it the output directory of `curate build`?"
+        raise FileNotFoundError(msg)
+    return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+def load_scores(out: Path, manifest: Manifest) -> pl.DataFrame:
+    """Score columns of every kept and rejected translation, with ``outcome`` = kept / stage.reason."""
+    frames = []
+    for info in manifest.shards:
+        frame = pl.read_ipc(out / info.file, columns=list(_SCORE_COLUMNS), memory_map=False)
+        frames.append(frame.with_columns(pl.lit("kept").alias("outcome")))
+    for info in manifest.rejects:
+        frame = pl.read_ipc(out / info.file, columns=[*_SCORE_COLUMNS, "stage", "reason"], memory_map=False)
+        frames.append(
+            frame.with_columns(pl.concat_str("stage", pl.lit("."), "reason").alias("outcome")).drop(
+                "stage", "reason"
+            )
+        )
+    if not frames:
+        return pl.DataFrame(schema={c: pl.Utf8 for c in (*_SCORE_COLUMNS, "outcome")})
+    scores = pl.concat(frames, how="vertical_relaxed")
+    return scores.filter(pl.col("is_anchor").not_() & pl.col("lang").is_not_null())
+
+
+def write_report(out: Path) -> Path:
+    """Write ``report/report.md`` and its PNG plots; returns the markdown path."""
+    manifest = load_manifest(out)
+    scores = load_scores(out, manifest)
+    report = out / REPORT_DIR
+    report.mkdir(parents=True, exist_ok=True)
+    plots = [_plot_keep_rate(manifest, report / "keep_rate.png")]
+    for column, title, lines in (
+        ("equivalence", "equivalence (cosine to anchor)", [manifest.thresholds.get("equivalence")]),
+        ("lid_prob", "language ID probability", [manifest.thresholds.get("lid_min_prob")]),
+        (
+            "length_ratio",
+            "length ratio (translation / anchor)",
+            [manifest.thresholds.get("length_ratio_min"), manifest.thresholds.get("length_ratio_max")],
+        ),
+    ):
+        path = _plot_histograms(
+            scores, column, title, [x for x in lines if x is not None], report / f"{column}.png"
+        )
+        if path is not None:
+            plots.append(path)
+    md = report / "report.md"
+    md.write_text(_markdown(manifest, scores, plots), encoding="utf-8")
+    return md
+
+
+def _markdown(manifest: Manifest, scores: pl.DataFrame, plots: list[Path]) -> str:
+    lines = [
+        "# Curation report",
+        "",
+        f"Anchor language `{manifest.anchor_lang}`; targets {', '.join(f'`{x}`' for x in manifest.langs)}. "
+        f"{sum(s.rows for s in manifest.shards)} rows kept in {len(manifest.shards)} shards, "
+        f"{sum(s.rows for s in manifest.rejects)} rejected. Config hash `{manifest.config_hash}`.",
+        "",
+        "## Rows per language",
+        "",
+        "| lang | read | kept | keep rate | rejected |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for lang, c in manifest.counts.items():
+        rate = f"{c.kept / c.read:.1%}" if c.read else "-"
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(c.rejected.items(), key=lambda kv: -kv[1])) or "-"
+        lines.append(f"| {lang} | {c.read} | {c.kept} | {rate} | {reasons} |")
+    reasons = sorted({r for c in manifest.counts.values() for r in c.rejected})
+    if reasons:
+        langs = list(manifest.counts)
+        lines += [
+            "",
+            "## Rejections by reason",
+            "",
+            "| reason | " + " | ".join(langs) + " | total |",
+            "|---|" + "---:|" * (len(langs) + 1),
+        ]
+        for reason in reasons:
+            per = [manifest.counts[lang].rejected.get(reason, 0) for lang in langs]
+            lines.append(f"| `{reason}` | " + " | ".join(map(str, per)) + f" | {sum(per)} |")
+    if scores.height:
+        lines += [
+            "",
+            "## Scores of translations (kept and rejected)",
+            "",
+            "| lang | n | equivalence p10 / p50 / p90 | lid_prob p10 / p50 | length ratio p50 |",
+            "|---|---:|---|---|---:|",
+        ]
+        for lang in sorted(scores["lang"].unique().to_list()):
+            s = scores.filter(pl.col("lang") == lang)
+            eq = _quantiles(s["equivalence"], (0.1, 0.5, 0.9))
+            lid = _quantiles(s["lid_prob"], (0.1, 0.5))
+            ratio = _quantiles(s["length_ratio"], (0.5,))
+            lines.append(f"| {lang} | {s.height} | {eq} | {lid} | {ratio} |")
+    if manifest.thresholds:
+        lines += [
+            "",
+            "Thresholds: " + ", ".join(f"{k} = {v:g}" for k, v in sorted(manifest.thresholds.items())),
+        ]
+    lines += [""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def _quantiles(values: pl.Series, qs: tuple[float, ...]) -> str:
+    values = values.drop_nulls().cast(pl.Float64)
+    if values.is_empty():
+        return "-"
+    return " / ".join(f"{values.quantile(q, interpolation='linear'):.2f}" for q in qs)
+
+
+def _plot_keep_rate(manifest: Manifest, path: Path) -> Path:
+    langs = [lang for lang, c in manifest.counts.items() if c.read]
+    rates = [manifest.counts[lang].kept / manifest.counts[lang].read for lang in langs]
+    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(langs) + 2), 3.2))
+    bars = ax.bar(langs, rates, color="#4C72B0")
+    ax.bar_label(bars, labels=[f"{r:.0%}" for r in rates], fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("kept / read")
+    ax.set_title("keep rate per language")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_histograms(
+    scores: pl.DataFrame, column: str, title: str, lines: list[float], path: Path
+) -> Path | None:
+    data = scores.filter(pl.col(column).is_not_null())
+    if data.is_empty():
+        return None
+    langs = sorted(data["lang"].unique().to_list())
+    fig, axes = plt.subplots(1, len(langs), figsize=(3 * len(langs) + 1, 2.8), squeeze=False, sharey=False)
+    for ax, lang in zip(axes[0], langs, strict=True):
+        s = data.filter(pl.col("lang") == lang)
+        kept = s.filter(pl.col("outcome") == "kept")[column].cast(pl.Float64).to_list()
+        dropped = s.filter(pl.col("outcome") != "kept")[column].cast(pl.Float64).to_list()
+        ax.hist(
+            [kept, dropped], bins=20, stacked=True, color=["#55A868", "#C44E52"], label=["kept", "rejected"]
+        )
+        for x in lines:
+            ax.axvline(x, color="black", linestyle="--", linewidth=1)
+        ax.set_title(lang)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,128 @@
+"""Arrow IPC shards, written atomically, and the per-chunk completion markers that make a build resumable.
+
+Layout of an output directory::
+
+    OUT/shards/part-000000.arrow     kept rows of chunk 0, sorted by (group_id, lang)
+    OUT/rejects/part-000000.arrow    rejected rows of chunk 0 with stage and reason
+    OUT/.state/chunks/000000.json    written last: chunk 0 is committed
+    OUT/manifest.json                written at the end from the markers
+
+A file is written under a temporary name and renamed when complete, so a killed build leaves either a
+whole file or none; a chunk counts as done only once its marker exists and its files match their hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import LangCounts, ShardInfo
+
+SHARDS_DIR = "shards"
+REJECTS_DIR = "rejects"
+STATE_DIR = ".state"
+RECORD_BATCH_ROWS = 1024
+
+
+@dataclass
+class ChunkRecord:
+    """What a committed chunk produced; persisted as its completion marker."""
+
+    index: int
+    shard: ShardInfo | None
+    rejects: ShardInfo | None
+    counts: dict[str, LangCounts] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        payload = {
+            "index": self.index,
+            "shard": self.shard.model_dump() if self.shard else None,
+            "rejects": self.rejects.model_dump() if self.rejects else None,
+            "counts": {lang: c.model_dump() for lang, c in sorted(self.counts.items())},
+        }
+        return json.dumps(payload, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ChunkRecord:
+        data = json.loads(text)
+        return cls(
+            index=data["index"],
+            shard=ShardInfo(**data["shard"]) if data["shard"] else None,
+            rejects=ShardInfo(**data["rejects"]) if data["rejects"] else None,
+            counts={lang: LangCounts(**c) for lang, c in data["counts"].items()},
+        )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+class ShardWriter:
+    """Writes one chunk's kept and rejected rows, and its marker, under ``out``."""
+
+    def __init__(self, out: Path, *, compression: str = "zstd") -> None:
+        self.out = out
+        self.options = pa.ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
+        for sub in (SHARDS_DIR, REJECTS_DIR, f"{STATE_DIR}/chunks"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+
+    def marker_path(self, index: int) -> Path:
+        return self.out / STATE_DIR / "chunks" / f"{index:06d}.json"
+
+    def committed(self, index: int) -> ChunkRecord | None:
+        """The chunk's record if it was committed and its files are intact, else None (redo it)."""
+        marker = self.marker_path(index)
+        if not marker.is_file():
+            return None
+        record = ChunkRecord.from_json(marker.read_text(encoding="utf-8"))
+        for info in (record.shard, record.rejects):
+            if info is not None:
+                path = self.out / info.file
+                if not path.is_file() or sha256_file(path) != info.sha256:
+                    return None
+        return record
+
+    def commit(
+        self, index: int, kept: pa.Table, rejected: pa.Table, counts: dict[str, LangCounts]
+    ) -> ChunkRecord:
+        kept = kept.sort_by([("group_id", "ascending"), ("lang", "ascending")])
+        shard = self._write(kept, f"{SHARDS_DIR}/part-{index:06d}.arrow") if kept.num_rows else None
+        rej = self._write(rejected, f"{REJECTS_DIR}/part-{index:06d}.arrow") if rejected.num_rows else None
+        record = ChunkRecord(index=index, shard=shard, rejects=rej, counts=counts)
+        atomic_write_bytes(self.marker_path(index), record.to_json().encode())
+        return record
+
+    def _write(self, table: pa.Table, relative: str) -> ShardInfo:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema, options=self.options) as writer:
+            writer.write_table(table, max_chunksize=RECORD_BATCH_ROWS)
+        data = sink.getvalue().to_pybytes()
+        atomic_write_bytes(self.out / relative, data)
+        langs = Counter(lang or "und" for lang in table.column("lang").to_pylist())
+        return ShardInfo(
+            file=relative,
+            rows=table.num_rows,
+            groups=len(pc.unique(table.column("group_id"))),
+            sha256=hashlib.sha256(data).hexdigest(),
+            langs=dict(sorted(langs.items())),
+        )

@@ -1,0 +1,152 @@
+import json
+
+import pyarrow as pa
+import pytest
+
+import schemas
+from schemas import (
+    PARALLEL_SCHEMA,
+    LangCounts,
+    Manifest,
+    SchemaValidationError,
+    content_hash,
+    normalize_lang,
+    validate,
+)
+
+
+def parallel_row(group_id: str, lang: str, *, anchor: bool, content: str = "Hello there.", **extra) -> dict:
+    messages = [{"role": "user", "content": content, "tool_calls": None, "tool_call_id": None, "name": None}]
+    row = {
+        "group_id": group_id,
+        "lang": lang,
+        "is_anchor": anchor,
+        "kind": "sft",
+        "task": "chat",
+        "messages": messages,
+        "chosen": None,
+        "rejected": None,
+        "meta": "{}",
+        "translator": "source" if anchor else "apertium",
+        "lid_lang": None,
+        "lid_prob": None,
+        "equivalence": None,
+        "length_ratio": None,
+        "content_hash": content_hash(messages),
+    }
+    row.update(extra)
+    return row
+
+
+def table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=PARALLEL_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("de", "de"),
+        ("deu", "de"),
+        ("de-DE", "de"),
+        ("DE", "de"),
+        ("zh-Hant", "zh_Hant"),
+        ("zho_Hans", "zh"),
+        ("swh", "sw"),
+        ("__label__deu_Latn", "de"),
+        ("__label__en", "en"),
+        ("sr_Latn", "sr_Latn"),
+        ("fil", "fil"),
+    ],
+)
+def test_normalize_lang(code: str, expected: str) -> None:
+    assert normalize_lang(code) == expected
+
+
+@pytest.mark.parametrize("code", ["xx", "", "english", "12"])
+def test_normalize_lang_rejects_unknown(code: str) -> None:
+    with pytest.raises(schemas.UnknownLanguageError, match="unknown language code"):
+        normalize_lang(code)
+
+
+def test_valid_parallel_table_passes() -> None:
+    validate(table([parallel_row("g1", "en", anchor=True), parallel_row("g1", "de", anchor=False)]))
+
+
+def test_validate_names_column_and_row_for_bad_role() -> None:
+    rows = [parallel_row("g1", "en", anchor=True), parallel_row("g1", "de", anchor=False)]
+    rows[1]["messages"][0]["role"] = "narrator"
+    with pytest.raises(SchemaValidationError) as info:
+        validate(table(rows))
+    assert (info.value.column, info.value.row) == ("messages", 1)
+    assert "narrator" in str(info.value)
+
+
+def test_validate_flags_unnormalised_lang_duplicates_and_missing_anchor() -> None:
+    with pytest.raises(SchemaValidationError, match="not normalised") as info:
+        validate(table([parallel_row("g1", "en", anchor=True), parallel_row("g1", "deu", anchor=False)]))
+    assert info.value.row == 1
+    with pytest.raises(SchemaValidationError, match="duplicate"):
+        validate(table([parallel_row("g1", "en", anchor=True), parallel_row("g1", "en", anchor=False)]))
+    with pytest.raises(SchemaValidationError, match="no anchor") as info:
+        validate(table([parallel_row("g1", "en", anchor=True), parallel_row("g2", "de", anchor=False)]))
+    assert (info.value.column, info.value.row) == ("is_anchor", 1)
+
+
+def test_validate_flags_missing_column_wrong_type_and_nulls() -> None:
+    good = table([parallel_row("g1", "en", anchor=True)])
+    with pytest.raises(SchemaValidationError, match="missing") as info:
+        validate(good.drop_columns(["content_hash"]), "parallel")
+    assert info.value.column == "content_hash" and info.value.row is None
+    bad_type = good.set_column(good.schema.get_field_index("lid_prob"), "lid_prob", pa.array(["x"]))
+    with pytest.raises(SchemaValidationError, match="type"):
+        validate(bad_type, "parallel")
+    nullable = pa.schema([f.with_nullable(True) for f in PARALLEL_SCHEMA])
+    nulls = pa.Table.from_pylist([parallel_row("g1", "en", anchor=True, task=None)], schema=nullable)
+    with pytest.raises(SchemaValidationError, match="null in a required field") as info:
+        validate(nulls, "parallel")
+    assert (info.value.column, info.value.row) == ("task", 0)
+
+
+def test_validate_flags_bad_tool_calls() -> None:
+    rows = [parallel_row("g1", "en", anchor=True)]
+    rows[0]["messages"][0]["tool_calls"] = "{not json"
+    with pytest.raises(SchemaValidationError, match="tool_calls is not JSON"):
+        validate(table(rows))
+
+
+def test_content_hash_is_key_order_independent() -> None:
+    a = [{"role": "user", "content": "x", "tool_calls": None}]
+    b = [{"tool_calls": None, "content": "x", "role": "user"}]
+    assert content_hash(a) == content_hash(b)
+    assert content_hash(a) != content_hash(a, chosen=a)
+
+
+def test_lang_counts_add_and_balance() -> None:
+    a = LangCounts(read=5, kept=3, rejected={"lid.wrong_lang": 2})
+    b = LangCounts(read=2, kept=1, rejected={"lid.wrong_lang": 1})
+    total = a + b
+    assert total == LangCounts(read=7, kept=4, rejected={"lid.wrong_lang": 3})
+    assert total.balanced
+    assert not LangCounts(read=3, kept=1).balanced
+
+
+def test_manifest_refuses_unknown_major_version() -> None:
+    base = {
+        "anchor_lang": "en",
+        "langs": ["de"],
+        "shards": [],
+        "rejects": [],
+        "counts": {},
+        "inputs": [],
+        "config": {},
+        "config_hash": "x",
+    }
+    Manifest.model_validate({**base, "schema_version": "1.7"})
+    with pytest.raises(ValueError, match="unsupported schema_version"):
+        Manifest.model_validate_json(json.dumps({**base, "schema_version": "2.0"}))
+
+
+def test_message_as_chat_decodes_tool_calls() -> None:
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]
+    m = schemas.Message(role="assistant", content="", tool_calls=json.dumps(calls))
+    assert m.as_chat() == {"role": "assistant", "content": "", "tool_calls": calls}
