@@ -14,6 +14,7 @@ from schemas.arrow import (
 )
 from schemas.langs import UnknownLanguageError, base_lang, is_valid_lang, normalize_lang
 from schemas.records import (
+    MANIFEST_FILE,
     ROLES,
     SCHEMA_VERSION,
     InputInfo,
@@ -31,6 +32,7 @@ from schemas.records import (
 )
 
 __all__ = [
+    "MANIFEST_FILE",
     "MESSAGES_TYPE",
     "MESSAGE_TYPE",
     "PARALLEL_SCHEMA",

@@ -176,7 +176,7 @@ def _check_groups(table: pa.Table) -> None:
     groups = table.column("group_id").to_pylist()
     langs = table.column("lang").to_pylist()
     is_anchor = table.column("is_anchor").to_pylist()
-    for row, (group, lang, anchor) in enumerate(zip(groups, langs, is_anchor, strict=False)):
+    for row, (group, lang, anchor) in enumerate(zip(groups, langs, is_anchor, strict=True)):
         if (group, lang) in seen:
             raise SchemaValidationError(
                 f"duplicate (group_id, lang) = ({group!r}, {lang!r})", column="group_id", row=row

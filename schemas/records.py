@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.langs import normalize_lang
 
@@ -173,6 +174,9 @@ class InputInfo(BaseModel):
     sha256: str
 
 
+MANIFEST_FILE = "manifest.json"
+
+
 class Manifest(BaseModel):
     """``manifest.json`` next to the shards: what was built, from what, and how every row ended."""
 
@@ -192,6 +196,21 @@ class Manifest(BaseModel):
     def _known_major(cls, v: str) -> str:
         check_schema_version(v)
         return v
+
+    @classmethod
+    def load(cls, out_dir: Path) -> Manifest:
+        """The manifest of a ``curate build`` output folder, with one-line errors for a missing or bad file."""
+        path = Path(out_dir) / MANIFEST_FILE
+        if not path.is_file():
+            msg = f"no {MANIFEST_FILE} in {out_dir}: expected the output folder of `curate build`"
+            raise FileNotFoundError(msg)
+        try:
+            return cls.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            msg = f"{path} is not a valid manifest ({e.error_count()} errors; {where}: {first['msg']})"
+            raise ValueError(msg) from e
 
 
 def check_schema_version(version: str) -> None:
