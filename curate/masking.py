@@ -16,15 +16,24 @@ from dataclasses import dataclass
 # Order matters: earlier patterns win where spans overlap (a URL inside a code block stays code).
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("code_block", re.compile(r"```.*?(?:```|\Z)", re.DOTALL)),
+    ("code_inline", re.compile(r"`[^`\n]+`")),
     ("math_display", re.compile(r"\$\$.+?\$\$|\\\[.+?\\\]", re.DOTALL)),
     ("math_inline", re.compile(r"\\\(.+?\\\)|(?<![\\$\w])\$(?=\S)[^$\n]*?(?<=\S)\$(?!\d)")),
-    ("code_inline", re.compile(r"`[^`\n]+`")),
-    ("url", re.compile(r"\b(?:https?|ftp)://[^\s<>\"')\]]+[^\s<>\"')\].,;:!?]")),
+    # Balanced parentheses stay inside a URL (wiki links); an unpaired ")" and trailing punctuation
+    # belong to the sentence.
+    (
+        "url",
+        re.compile(
+            r"\b(?:https?|ftp)://(?:\([^\s()<>]*\)|[^\s<>\"'()\[\]])*(?:\([^\s()<>]*\)|[^\s<>\"'()\[\].,;:!?])"
+        ),
+    ),
     ("calc", re.compile(r"<<[^<>\n]*>>")),
     (
         "placeholder",
         re.compile(r"\{\{\s*[\w.\-]+\s*\}\}|\{[A-Za-z_][\w.\-]*\}|\{\d+\}|%\([\w]+\)[sdf]|%[sd]\b"),
     ),
+    # A token already present in the source is protected like any span, so it cannot collide with ours.
+    ("mask_token", re.compile(r"⟦\d+⟧")),
 )
 
 _TOKEN = re.compile(r"⟦(\d+)⟧")
