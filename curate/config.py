@@ -32,7 +32,7 @@ class InputConfig(_Section):
 
 
 class HFTranslatorConfig(_Section):
-    """A local Marian / NLLB / M2M100 checkpoint. ``model_path`` may hold ``{lang}`` for per-pair models."""
+    """A local Marian / NLLB / M2M100 checkpoint. ``model_path`` may hold ``{src}`` and ``{tgt}`` for per-pair models."""
 
     model_path: str | None = None
     batch_size: int = Field(16, ge=1)

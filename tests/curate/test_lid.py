@@ -1,0 +1,300 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fasttext
+import pyarrow as pa
+import pytest
+
+from curate.config import LidConfig
+from curate.lid import Lid, default_model_path
+from curate.stage import StageResult
+from schemas import PARALLEL_SCHEMA, content_hash, validate
+
+
+def msg(role: str, content: str, **fields: str) -> dict[str, Any]:
+    return {
+        "role": role,
+        "content": content,
+        "tool_calls": None,
+        "tool_call_id": None,
+        "name": None,
+        **fields,
+    }
+
+
+def row(
+    group: str,
+    lang: str,
+    messages: list[dict[str, Any]],
+    *,
+    chosen: list[dict[str, Any]] | None = None,
+    rejected: list[dict[str, Any]] | None = None,
+    anchor: bool | None = None,
+) -> dict[str, Any]:
+    """A parallel row; English rows are the anchors unless ``anchor`` says otherwise."""
+    is_anchor = lang == "en" if anchor is None else anchor
+    return {
+        "group_id": group,
+        "lang": lang,
+        "is_anchor": is_anchor,
+        "kind": "sft" if chosen is None else "preference",
+        "task": "chat",
+        "messages": messages,
+        "chosen": chosen,
+        "rejected": rejected,
+        "meta": "{}",
+        "translator": "source" if is_anchor else "test",
+        "lid_lang": None,
+        "lid_prob": None,
+        "equivalence": None,
+        "length_ratio": None,
+        "content_hash": content_hash(messages, chosen, rejected),
+    }
+
+
+def table(*rows: dict[str, Any]) -> pa.Table:
+    out = pa.Table.from_pylist(list(rows), schema=PARALLEL_SCHEMA)
+    validate(out)
+    return out
+
+
+def by_key(result: StageResult) -> dict[str, dict[str, Any]]:
+    """``group/lang`` → the row as kept or rejected (``reason`` None when kept)."""
+    out = {f"{r['group_id']}/{r['lang']}": {**r, "reason": None} for r in result.kept.to_pylist()}
+    out |= {f"{r['group_id']}/{r['lang']}": r for r in result.rejected.to_pylist()}
+    return out
+
+
+def convo(user: str, assistant: str) -> list[dict[str, Any]]:
+    return [msg("user", user), msg("assistant", assistant)]
+
+
+EN = convo("What is the weather like in Paris tomorrow?", "It will be sunny and warm all day.")
+DE = convo("Wie ist das Wetter morgen in Paris?", "Es wird den ganzen Tag sonnig und warm.")
+FR = convo("Quel temps fera-t-il demain à Paris ?", "Il fera beau et chaud toute la journée.")
+ES = convo("¿Qué tiempo hará mañana en París?", "Hará sol y calor todo el día.")
+
+
+@pytest.fixture(scope="module")
+def lid() -> Lid:
+    stage = Lid(LidConfig())
+    stage.setup()
+    return stage
+
+
+def test_translations_in_their_language_are_kept(lid: Lid) -> None:
+    zh = convo(
+        "明天巴黎的天氣怎麼樣？我想和朋友一起去公園散步。", "明天巴黎全天都會是晴朗溫暖的好天氣，很適合散步。"
+    )
+    rows = by_key(
+        lid.process(
+            table(
+                row("g", "en", EN),
+                row("g", "de", DE),
+                row("g", "fr", FR),
+                row("g", "es", ES),
+                row("g", "zh_Hant", zh),
+            )
+        )
+    )
+    assert {k: r["reason"] for k, r in rows.items()} == dict.fromkeys(
+        ["g/en", "g/de", "g/fr", "g/es", "g/zh_Hant"], None
+    )
+    assert {k: r["lid_lang"] for k, r in rows.items()} == {
+        "g/en": "en",
+        "g/de": "de",
+        "g/fr": "fr",
+        "g/es": "es",
+        "g/zh_Hant": "zh",
+    }
+    assert all(0.5 <= r["lid_prob"] <= 1.0 for r in rows.values())
+    # The least sure message decides: "Es wird den ganzen Tag sonnig und warm." (0.989), not the other (1.0).
+    assert rows["g/de"]["lid_prob"] == pytest.approx(0.9888, abs=1e-3)
+
+
+def test_wrong_lang(lid: Lid) -> None:
+    prompt = [msg("user", "Wie ist das Wetter morgen in Paris?")]
+    result = lid.process(
+        table(
+            row("g", "en", EN),
+            row("g", "de", [DE[0], EN[1]]),
+            row("g", "ca", ES),
+            row(
+                "p", "en", prompt, chosen=[EN[1]], rejected=[msg("assistant", "It will snow all week long.")]
+            ),
+            row(
+                "p", "de", prompt, chosen=[DE[1]], rejected=[msg("assistant", "It will snow all week long.")]
+            ),
+        )
+    )
+    rows = by_key(result)
+    assert {k: (r["reason"], r["lid_lang"]) for k, r in rows.items()} == {
+        "g/en": (None, "en"),
+        "g/de": ("wrong_lang", "en"),
+        "g/ca": ("wrong_lang", "es"),
+        "p/en": (None, "de"),
+        "p/de": ("wrong_lang", "en"),
+    }
+    assert rows["g/de"]["detail"].startswith("messages[1]: read as en (p=0.9")
+    assert rows["p/de"]["detail"].startswith("rejected[0]: read as en")
+    assert set(result.rejected.column("stage").to_pylist()) == {"lid"}
+
+
+def test_low_prob_and_wrong_lang_outranks_it(lid: Lid) -> None:
+    vague = msg("assistant", "Paris Berlin London Madrid Rome")
+    rows = by_key(
+        lid.process(
+            table(
+                row("g", "en", EN),
+                row("g", "de", [DE[0], vague]),
+                row("g", "fr", [EN[0], vague]),
+            )
+        )
+    )
+    assert rows["g/de"]["reason"] == "low_prob"
+    assert rows["g/de"]["lid_lang"] == "de"
+    assert rows["g/de"]["lid_prob"] < 0.5
+    assert rows["g/de"]["detail"].startswith("messages[1]: read as de (p=0.4")
+    assert rows["g/fr"]["reason"] == "wrong_lang"
+    assert rows["g/fr"]["lid_lang"] == "en"
+
+
+def test_min_prob_comes_from_config() -> None:
+    strict = Lid(LidConfig(min_prob=0.999))
+    strict.setup()
+    rows = by_key(strict.process(table(row("g", "en", EN), row("g", "es", ES))))
+    assert rows["g/es"]["reason"] == "low_prob"
+    assert rows["g/en"]["reason"] is None
+
+
+def test_only_prose_of_prose_roles_is_judged(lid: Lid) -> None:
+    code = "```python\nfor city in ['London', 'Berlin']:\n    print('The weather is fine in', city)\n```"
+    tool_call = '[{"id": "c1", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]'
+    messages = [
+        msg("system", "Du bist ein hilfreicher Assistent für das Wetter."),
+        msg("user", f"Was macht dieser Code hier genau?\n{code}"),
+        msg("assistant", "", tool_calls=tool_call),
+        msg(
+            "tool",
+            "The weather in Paris is sunny, the temperature is 21 degrees.",
+            tool_call_id="c1",
+            name="get_weather",
+        ),
+        msg(
+            "assistant",
+            "Er gibt für jede Stadt eine Zeile aus, siehe `print` und https://docs.python.org/3/library/functions.html",
+        ),
+    ]
+    rows = by_key(lid.process(table(row("g", "en", EN), row("g", "de", messages))))
+    assert rows["g/de"]["reason"] is None
+    assert rows["g/de"]["lid_lang"] == "de"
+
+
+def test_rows_with_nothing_long_enough_are_kept_with_null_scores(lid: Lid) -> None:
+    short = convo("Danke!", "Gern.")
+    code_only = convo("`ls -la /tmp && echo done`", "```\nThe quick brown fox jumps over the lazy dog.\n```")
+    rows = by_key(lid.process(table(row("g", "en", EN), row("g", "de", short), row("g", "fr", code_only))))
+    for key in ("g/de", "g/fr"):
+        assert (rows[key]["reason"], rows[key]["lid_lang"], rows[key]["lid_prob"]) == (None, None, None)
+
+
+def test_anchors_are_never_rejected(lid: Lid) -> None:
+    rows = by_key(lid.process(table(row("g", "en", DE), row("g", "de", DE), row("h", "fr", EN, anchor=True))))
+    assert {k: (r["reason"], r["lid_lang"]) for k, r in rows.items()} == {
+        "g/en": (None, "de"),
+        "g/de": (None, "de"),
+        "h/fr": (None, "en"),
+    }
+
+
+class CountingModel:
+    """The real fastText model, counting ``predict`` calls."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.calls: list[int] = []
+
+    def predict(self, texts: list[str], k: int) -> Any:
+        self.calls.append(len(texts))
+        return self.model.predict(texts, k=k)
+
+
+def test_one_predict_call_per_batch() -> None:
+    stage = Lid(LidConfig())
+    stage.setup()
+    counting = CountingModel(stage._model)
+    stage._model = counting
+    stage.process(
+        table(
+            row("g", "en", EN), row("g", "de", DE), row("g", "fr", FR), row("h", "en", EN), row("h", "es", ES)
+        )
+    )
+    assert counting.calls == [10]
+
+
+@pytest.fixture(scope="module")
+def glotlid_style_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real fastText model with GlotLID-style labels, plus ``eml``, a code langcodes rejects."""
+    sentences = {
+        "deu_Latn": [
+            "das wetter ist heute sehr schön",
+            "wie viele äpfel hat tom jetzt",
+            "bitte buche einen tisch",
+        ],
+        "eng_Latn": [
+            "the weather is very nice today",
+            "how many apples does tom have now",
+            "please book a table",
+        ],
+        "eml": ["a gh'è dla nèva in dla strê", "al tèmp l'è bël incō", "mé a vâg a cà"],
+    }
+    folder = tmp_path_factory.mktemp("glotlid")
+    train = folder / "train.txt"
+    train.write_text("".join(f"__label__{label} {s}\n" for label, ss in sentences.items() for s in ss) * 10)
+    # Character n-grams and a gentle learning rate: this fastText build can diverge (NaN) on so little data.
+    model = fasttext.train_supervised(
+        input=str(train), epoch=100, lr=0.2, minn=2, maxn=4, bucket=10_000, thread=1, seed=0, verbose=0
+    )
+    model.save_model(str(folder / "model.bin"))
+    return folder / "model.bin"
+
+
+def test_any_fasttext_model_with_other_labels(glotlid_style_model: Path) -> None:
+    stage = Lid(LidConfig(model_path=glotlid_style_model, min_chars=10))
+    stage.setup()
+    rows = by_key(
+        stage.process(
+            table(
+                row("g", "en", [msg("user", "the weather is very nice today")]),
+                row("g", "de", [msg("user", "das wetter ist heute sehr schön")]),
+                row("g", "fr", [msg("user", "al tèmp l'è bël incō, a gh'è dla nèva")]),
+            )
+        )
+    )
+    assert {k: (r["reason"], r["lid_lang"]) for k, r in rows.items()} == {
+        "g/en": (None, "en"),
+        "g/de": (None, "de"),
+        "g/fr": ("wrong_lang", None),
+    }
+    assert rows["g/fr"]["detail"].startswith("messages[0]: read as __label__eml")
+
+
+def test_missing_or_broken_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"lid.model_path: no file at .*missing\.ftz"):
+        Lid(LidConfig(model_path=tmp_path / "missing.ftz")).setup()
+    broken = tmp_path / "broken.bin"
+    broken.write_bytes(b"not a fastText model")
+    with pytest.raises(ValueError, match="is not a fastText model"):
+        Lid(LidConfig(model_path=broken)).setup()
+
+
+def test_default_model_is_the_shipped_lid176() -> None:
+    assert default_model_path().name == "lid.176.ftz"
+    assert default_model_path().is_file()
+
+
+def test_judge_before_setup_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="setup"):
+        Lid(LidConfig()).process(table(row("g", "en", EN), row("g", "de", DE)))
