@@ -13,11 +13,12 @@ import pyarrow as pa
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from curate.build import BuildError, build, load_config
 from curate.readers import InputError
-from curate.report import load_manifest, write_report
+from curate.report import write_report
 from schemas import Manifest, UnknownLanguageError
 
 app = typer.Typer(
@@ -86,7 +87,7 @@ def inspect_cmd(
 ) -> None:
     """Summary of a build and a few rows per language."""
     try:
-        manifest = load_manifest(out)
+        manifest = Manifest.load(out)
     except (FileNotFoundError, ValidationError, ValueError) as e:
         raise fail(str(e)) from None
     _print_counts(manifest)
@@ -102,7 +103,8 @@ def inspect_cmd(
         scores = ", ".join(
             f"{k}={row[k]:.2f}" for k in ("lid_prob", "equivalence", "length_ratio") if row[k] is not None
         )
-        console.rule(f"{row['group_id']} [{row['lang']}] {row['translator']} {scores}", style="dim")
+        title = f"{row['group_id']} [{row['lang']}] {row['translator']} {scores}"
+        console.rule(escape(title), style="dim")
         for m in row["messages"]:
             text = m["content"].replace("\n", " ⏎ ")
             text = text if len(text) <= width else text[: width - 1] + "…"

@@ -65,7 +65,8 @@ def count_rows(read: Counter[str], kept: pa.Table, rejects: pa.Table) -> dict[st
     for lang, stage, reason in zip(
         rejects.column("lang").to_pylist(),
         rejects.column("stage").to_pylist(),
-        rejects.column("reason").to_pylist(), strict=True,
+        rejects.column("reason").to_pylist(),
+        strict=True,
     ):
         rejected[lang or "und"][f"{stage}.{reason}"] += 1
     counts = {}

@@ -6,7 +6,6 @@ can be redrawn at any time (``curate report DIR``) without re-running the build.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -21,22 +20,14 @@ REPORT_DIR = "report"
 _SCORE_COLUMNS = ("lang", "is_anchor", "lid_prob", "equivalence", "length_ratio")
 
 
-def load_manifest(out: Path) -> Manifest:
-    path = out / "manifest.json"
-    if not path.is_file():
-        msg = f"no manifest.json in {out}: is it the output directory of `curate build`?"
-        raise FileNotFoundError(msg)
-    return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
-
-
 def load_scores(out: Path, manifest: Manifest) -> pl.DataFrame:
     """Score columns of every kept and rejected translation, with ``outcome`` = kept / stage.reason."""
     frames = []
     for info in manifest.shards:
-        frame = pl.read_ipc(out / info.file, columns=list(_SCORE_COLUMNS), memory_map=False)
+        frame = pl.read_ipc(out / info.file, columns=list(_SCORE_COLUMNS))
         frames.append(frame.with_columns(pl.lit("kept").alias("outcome")))
     for info in manifest.rejects:
-        frame = pl.read_ipc(out / info.file, columns=[*_SCORE_COLUMNS, "stage", "reason"], memory_map=False)
+        frame = pl.read_ipc(out / info.file, columns=[*_SCORE_COLUMNS, "stage", "reason"])
         frames.append(
             frame.with_columns(pl.concat_str("stage", pl.lit("."), "reason").alias("outcome")).drop(
                 "stage", "reason"
@@ -50,7 +41,7 @@ def load_scores(out: Path, manifest: Manifest) -> pl.DataFrame:
 
 def write_report(out: Path) -> Path:
     """Write ``report/report.md`` and its PNG plots; returns the markdown path."""
-    manifest = load_manifest(out)
+    manifest = Manifest.load(out)
     scores = load_scores(out, manifest)
     report = out / REPORT_DIR
     report.mkdir(parents=True, exist_ok=True)

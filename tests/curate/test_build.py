@@ -1,0 +1,235 @@
+"""``curate build`` end to end on the shipped demo data, through the real CLI and real components."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from datasets import load_dataset
+from typer.testing import CliRunner
+
+from curate.cli import app
+from schemas import Manifest, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "examples" / "demo"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_subset(tmp_path_factory) -> Path:
+    """The first 60 good demo rows plus every deliberately bad line, to keep the run short."""
+    lines = (DEMO / "source.jsonl").read_bytes().splitlines(keepends=True)
+    path = tmp_path_factory.mktemp("input") / "source.jsonl"
+    path.write_bytes(b"".join(lines[:60] + lines[-14:]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_build(tmp_path_factory, demo_subset: Path) -> Path:
+    out = tmp_path_factory.mktemp("build") / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "build",
+            str(ROOT / "examples" / "demo.yaml"),
+            "--input",
+            str(demo_subset),
+            "--out",
+            str(out),
+            "--set",
+            "write.chunk_size=16",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_demo_build_accounts_for_every_row(demo_build: Path) -> None:
+    manifest = Manifest.load(demo_build)
+    assert manifest.langs == ["es", "ca"]
+    for lang, counts in manifest.counts.items():
+        assert counts.read == counts.kept + sum(counts.rejected.values()), lang
+    kept = sum(s.rows for s in manifest.shards)
+    rejected = sum(s.rows for s in manifest.rejects)
+    assert kept == sum(c.kept for c in manifest.counts.values())
+    assert rejected == sum(sum(c.rejected.values()) for c in manifest.counts.values())
+    read_reasons = set(manifest.counts["en"].rejected)
+    assert {"read.bad_json", "read.invalid_utf8", "read.unknown_role", "read.empty_content"} <= read_reasons
+    for lang in manifest.langs:
+        assert manifest.counts[lang].kept > 0, f"nothing kept for {lang}"
+
+
+def test_demo_shards_follow_the_contract(demo_build: Path) -> None:
+    manifest = Manifest.load(demo_build)
+    groups: set[str] = set()
+    for info in manifest.shards:
+        table = pa.ipc.open_file(str(demo_build / info.file)).read_all()
+        validate(table)
+        keys = list(zip(table.column("group_id").to_pylist(), table.column("lang").to_pylist(), strict=True))
+        assert keys == sorted(keys)
+        shard_groups = set(table.column("group_id").to_pylist())
+        assert not shard_groups & groups, "a group spans two shards"
+        groups |= shard_groups
+        translated = table.filter(pa.compute.invert(table.column("is_anchor")))
+        assert translated.column("equivalence").null_count < translated.num_rows
+    ds = load_dataset("arrow", data_files=[str(demo_build / s.file) for s in manifest.shards], split="train")
+    assert ds.num_rows == sum(s.rows for s in manifest.shards)
+    frame = pl.concat([pl.read_ipc(demo_build / s.file) for s in manifest.shards])
+    assert frame.height == ds.num_rows
+    es = frame.filter(pl.col("lang") == "es")
+    assert es.height > 0 and (es["translator"].str.starts_with("apertium")).all()
+
+
+def test_report_and_inspect(demo_build: Path) -> None:
+    report = (demo_build / "report" / "report.md").read_text()
+    assert "keep rate" in report.lower() and "read.bad_json" in report
+    for png in ("keep_rate.png", "equivalence.png", "lid_prob.png"):
+        assert (demo_build / "report" / png).stat().st_size > 1000
+    (demo_build / "report" / "keep_rate.png").unlink()
+    runner = CliRunner()
+    assert runner.invoke(app, ["report", str(demo_build)]).exit_code == 0
+    assert (demo_build / "report" / "keep_rate.png").is_file()
+    result = runner.invoke(app, ["inspect", str(demo_build), "--rows", "1"])
+    assert result.exit_code == 0 and "[es]" in result.output
+
+
+def _rebuild(out: Path, source: Path, *extra: str):  # type: ignore[no-untyped-def]
+    args = [
+        "build",
+        str(ROOT / "examples" / "demo.yaml"),
+        "--input",
+        str(source),
+        "--out",
+        str(out),
+        "--set",
+        "write.chunk_size=16",
+        "--no-progress",
+        *extra,
+    ]
+    return CliRunner().invoke(app, args)
+
+
+def test_rerun_of_finished_build_changes_nothing(demo_build: Path, demo_subset: Path) -> None:
+    before = {p: p.read_bytes() for p in sorted(demo_build.rglob("*.arrow"))}
+    manifest = (demo_build / "manifest.json").read_bytes()
+    result = _rebuild(demo_build, demo_subset)
+    assert result.exit_code == 0, result.output
+    assert {p: p.read_bytes() for p in sorted(demo_build.rglob("*.arrow"))} == before
+    assert (demo_build / "manifest.json").read_bytes() == manifest
+
+
+def test_rerun_with_another_config_is_refused(demo_build: Path, demo_subset: Path) -> None:
+    result = _rebuild(demo_build, demo_subset, "--set", "lid.min_prob=0.9")
+    assert result.exit_code == 2 and "another config" in result.output
+
+
+def test_pretranslated_demo_exercises_every_downstream_check(tmp_path: Path) -> None:
+    out = tmp_path / "parallel"
+    result = CliRunner().invoke(
+        app, ["build", str(ROOT / "examples" / "demo_pretranslated.yaml"), "--out", str(out), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.load(out)
+    reasons = {r for c in manifest.counts.values() for r in c.rejected}
+    expected = {
+        "read.missing_anchor",
+        "read.unknown_lang",
+        "read.duplicate_id",
+        "read.lang_not_requested",
+        "structure.code_changed",
+        "structure.numbers_changed",
+        "structure.tool_calls_changed",
+        "lid.wrong_lang",
+        "equivalence.length_ratio",
+    }
+    assert expected <= reasons, expected - reasons
+    assert reasons & {"equivalence.low_similarity", "equivalence.mismatch"}
+    assert all(c.balanced for c in manifest.counts.values())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "missing.jsonl", "--out", "{out}", "--langs", "es"], "missing.jsonl"),
+        (["--input", "{input}", "--out", "{out}", "--langs", "es,xx"], "unknown language code 'xx'"),
+        (
+            ["--input", "{input}", "--out", "{out}", "--langs", "es", "--set", "lid.min_prob=3"],
+            "lid.min_prob",
+        ),
+        (
+            ["--input", "{input}", "--out", "{out}", "--langs", "es", "--translator", "babel"],
+            "translate.backend",
+        ),
+        (["--input", "{input}", "--out", "{out}"], "no target languages"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path: Path, demo_subset: Path, args: list[str], message: str) -> None:
+    args = [a.format(out=tmp_path / "o", input=demo_subset) for a in args]
+    result = CliRunner().invoke(app, ["build", *args, "--no-progress"])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def _build_cmd(out: Path, source: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "curate",
+        "build",
+        str(ROOT / "examples" / "demo.yaml"),
+        "--input",
+        str(source),
+        "--out",
+        str(out),
+        "--set",
+        "write.chunk_size=6",
+        "--no-progress",
+    ]
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    paths = [*out.glob("shards/*.arrow"), *out.glob("rejects/*.arrow"), out / "manifest.json"]
+    return {str(p.relative_to(out)): p.read_bytes() for p in paths}
+
+
+def test_kill_minus_9_then_resume_is_byte_identical(tmp_path: Path, demo_subset: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    full = tmp_path / "full"
+    subprocess.run(_build_cmd(full, demo_subset), check=True, env=env, cwd=ROOT, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _build_cmd(killed, demo_subset),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    markers = killed / ".state" / "chunks"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(markers.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "manifest.json").exists(), "the build finished before it could be killed"
+    committed = len(list(markers.glob("*.json")))
+    assert committed >= 2
+
+    resumed = subprocess.run(
+        _build_cmd(killed, demo_subset), env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert _files(killed) == _files(full)
+    assert json.loads((killed / "manifest.json").read_text())["counts"]

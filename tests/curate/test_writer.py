@@ -1,0 +1,106 @@
+from collections import Counter
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from datasets import load_dataset
+
+from curate.executor import count_rows, run_chunk
+from curate.readers import Chunk
+from curate.stage import FilterStage, Verdict, empty_rejects, to_rejects
+from curate.writer import ShardWriter, sha256_file
+from schemas import LangCounts, validate
+from tests.curate.rows import row, table
+
+
+class DropGerman(FilterStage):
+    """Rejects every German translation: enough to see the executor's bookkeeping."""
+
+    name = "test"
+
+    def judge(self, batch: pa.Table) -> Verdict:
+        langs = batch.column("lang").to_pylist()
+        return Verdict(reasons=["german" if lang == "de" else None for lang in langs])
+
+
+class LosesRows(FilterStage):
+    name = "lossy"
+
+    def judge(self, batch: pa.Table) -> Verdict:
+        return Verdict(reasons=[None] * batch.num_rows)
+
+    def process(self, batch):  # type: ignore[no-untyped-def]
+        result = super().process(batch)
+        result.kept = result.kept.slice(1)
+        return result
+
+
+def chunk(index: int = 0) -> Chunk:
+    rows = table(
+        [
+            row("g2", "en", "Hi."),
+            row("g1", "en", "Hello."),
+            row("g1", "de", "Hallo."),
+            row("g1", "fr", "Salut."),
+        ]
+    )
+    bad = to_rejects(table([row("g3", "en", "x")]), stage="read", reasons=["bad_json"], raw=["{oops"])
+    return Chunk(index=index, rows=rows, rejects=bad, read=Counter({"en": 3, "de": 1, "fr": 1}))
+
+
+def test_run_chunk_accounts_for_every_row() -> None:
+    out = run_chunk([DropGerman()], chunk())
+    assert out.kept.num_rows == 3
+    assert out.counts["de"] == LangCounts(read=1, kept=0, rejected={"test.german": 1})
+    assert out.counts["en"] == LangCounts(read=3, kept=2, rejected={"read.bad_json": 1})
+    assert all(c.balanced for c in out.counts.values())
+
+
+def test_run_chunk_refuses_a_stage_that_loses_rows() -> None:
+    with pytest.raises(RuntimeError, match="lost rows"):
+        run_chunk([LosesRows()], chunk())
+
+
+def test_count_rows_refuses_unbalanced_counts() -> None:
+    with pytest.raises(RuntimeError, match="do not balance"):
+        count_rows(Counter({"en": 5}), table([row("g1", "en", "x")]), empty_rejects())
+
+
+def test_commit_writes_sorted_shards_that_arrow_tools_read(tmp_path) -> None:
+    writer = ShardWriter(tmp_path)
+    out = run_chunk([DropGerman()], chunk())
+    record = writer.commit(0, out.kept, out.rejected, out.counts)
+    shard = tmp_path / record.shard.file
+    assert record.shard.rows == 3 and record.shard.groups == 2 and record.shard.langs == {"en": 2, "fr": 1}
+    assert record.shard.sha256 == sha256_file(shard)
+    frame = pl.read_ipc(shard)
+    assert list(zip(frame["group_id"], frame["lang"], strict=True)) == [
+        ("g1", "en"),
+        ("g1", "fr"),
+        ("g2", "en"),
+    ]
+    ds = load_dataset("arrow", data_files=str(shard), split="train")
+    assert ds.num_rows == 3 and ds[0]["messages"][0]["content"] == "Hello."
+    rejects = pl.read_ipc(tmp_path / record.rejects.file)
+    assert sorted(rejects["reason"].to_list()) == ["bad_json", "german"]
+    validate(pa.ipc.open_file(str(shard)).read_all())
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_committed_chunk_is_skipped_until_its_files_change(tmp_path) -> None:
+    writer = ShardWriter(tmp_path)
+    out = run_chunk([DropGerman()], chunk())
+    assert writer.committed(0) is None
+    record = writer.commit(0, out.kept, out.rejected, out.counts)
+    assert writer.committed(0) == record
+    (tmp_path / record.shard.file).write_bytes(b"truncated")
+    assert writer.committed(0) is None
+
+
+def test_same_chunk_gives_byte_identical_shards(tmp_path) -> None:
+    paths = []
+    for name in ("a", "b"):
+        writer = ShardWriter(tmp_path / name)
+        out = run_chunk([DropGerman()], chunk())
+        paths.append(tmp_path / name / writer.commit(0, out.kept, out.rejected, out.counts).shard.file)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
