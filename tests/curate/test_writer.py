@@ -37,14 +37,12 @@ class LosesRows(FilterStage):
 
 def chunk(index: int = 0) -> Chunk:
     rows = table(
-        [
-            row("g2", "en", "Hi."),
-            row("g1", "en", "Hello."),
-            row("g1", "de", "Hallo."),
-            row("g1", "fr", "Salut."),
-        ]
+        row("g2", "en", "Hi."),
+        row("g1", "en", "Hello."),
+        row("g1", "de", "Hallo."),
+        row("g1", "fr", "Salut."),
     )
-    bad = to_rejects(table([row("g3", "en", "x")]), stage="read", reasons=["bad_json"], raw=["{oops"])
+    bad = to_rejects(table(row("g3", "en", "x")), stage="read", reasons=["bad_json"], raw=["{oops"])
     return Chunk(index=index, rows=rows, rejects=bad, read=Counter({"en": 3, "de": 1, "fr": 1}))
 
 
@@ -63,7 +61,7 @@ def test_run_chunk_refuses_a_stage_that_loses_rows() -> None:
 
 def test_count_rows_refuses_unbalanced_counts() -> None:
     with pytest.raises(RuntimeError, match="do not balance"):
-        count_rows(Counter({"en": 5}), table([row("g1", "en", "x")]), empty_rejects())
+        count_rows(Counter({"en": 5}), table(row("g1", "en", "x")), empty_rejects())
 
 
 def test_commit_writes_sorted_shards_that_arrow_tools_read(tmp_path) -> None:
