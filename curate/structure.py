@@ -9,8 +9,6 @@ order roles, tool calls, code, numbers.
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
@@ -22,38 +20,16 @@ from curate.config import StructureConfig
 from curate.conversation import CONVERSATION_COLUMNS, Conversation, Message, conversations
 from curate.masking import protected_spans
 from curate.stage import FilterStage, Verdict, anchor_index
-from schemas import canonical_json
+from schemas import canonical_json, read_numbers
 
 _CODE_KINDS = frozenset({"code_block", "code_inline"})
-# A run of digits joined by separators. Grouping marks that are never decimal marks (spaces, apostrophes,
-# the Arabic thousands sign) only join a group of exactly three digits, so "3 4" stays two numbers.
-_NUMBER = re.compile(r"\d+(?:(?:[.,\u066b]|[ \u00a0\u2009\u202f'’\u066c](?=\d{3}(?!\d)))\d+)*")
-_GROUPING = str.maketrans("", "", " \u00a0\u2009\u202f'’\u066c")
 _DETAIL_CHARS = 40
 
 
 def number_values(text: str) -> Counter[Decimal]:
-    """The numbers written in ``text``, whatever the locale: "1,234.5", "1.234,5", "1 234,5" and "١٬٢٣٤٫٥"
-    all read 1234.5.
-
-    Where both "." and "," appear, the last one is the decimal mark. A lone mark followed by exactly three
-    digits ("1,234", "1.234") is read as grouping in every locale, so an anchor and its translation agree
-    whichever convention each uses. Signs are ignored: a hyphen is as often a range or a dash.
-    """
-    values: Counter[Decimal] = Counter()
-    for match in _NUMBER.finditer(text):
-        token = "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in match.group())
-        token = token.translate(_GROUPING).replace("\u066b", ".")
-        marks = [c for c in token if c in ".,"]
-        if marks:
-            last = marks[-1]
-            whole, _, fraction = token.rpartition(last)
-            is_decimal = marks.count(last) == 1 and (len(set(marks)) == 2 or len(fraction) != 3)
-            digits = re.sub(r"[.,]", "", whole) + "." + fraction if is_decimal else re.sub(r"[.,]", "", token)
-        else:
-            digits = token
-        values[Decimal(digits)] += 1
-    return values
+    """The numbers of ``text`` (:func:`schemas.read_numbers`) as a multiset, signs dropped: translators
+    turn "-5" into words ("minus 5") as often as they keep the sign."""
+    return Counter(abs(value) for value in read_numbers(text))
 
 
 class Structure(FilterStage):

@@ -13,6 +13,7 @@ from schemas.arrow import (
     validate,
 )
 from schemas.langs import UnknownLanguageError, base_lang, is_valid_lang, normalize_lang
+from schemas.numbers import read_numbers
 from schemas.records import (
     MANIFEST_FILE,
     ROLES,
@@ -60,5 +61,6 @@ __all__ = [
     "infer_kind",
     "is_valid_lang",
     "normalize_lang",
+    "read_numbers",
     "validate",
 ]

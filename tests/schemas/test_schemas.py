@@ -11,6 +11,7 @@ from schemas import (
     SchemaValidationError,
     content_hash,
     normalize_lang,
+    read_numbers,
     validate,
 )
 
@@ -150,3 +151,15 @@ def test_message_as_chat_decodes_tool_calls() -> None:
     calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]
     m = schemas.Message(role="assistant", content="", tool_calls=json.dumps(calls))
     assert m.as_chat() == {"role": "assistant", "content": "", "tool_calls": calls}
+
+
+@pytest.mark.parametrize(
+    ("text", "numbers"),
+    [
+        ("from 3-5 apples, −2 left and -0 change", ["3", "5", "-2", "0"]),
+        ("1,234.5 = 1.234,5 = 1 234,5 = ١٬٢٣٤٫٥", ["1234.5"] * 4),
+        ("0.125 but 1.250 and x² = ४२", ["0.125", "1250", "42"]),
+    ],
+)
+def test_read_numbers_in_order_whatever_the_locale(text: str, numbers: list[str]) -> None:
+    assert [format(n.normalize(), "f") for n in read_numbers(text)] == numbers
