@@ -80,6 +80,30 @@ def load_model(path: Path | None, tokenizer: PreTrainedTokenizerBase, *, seed: i
     return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
 
 
+@torch.no_grad()
+def packing_is_exact(model: torch.nn.Module) -> bool:
+    """Whether ``model`` computes a packed sequence exactly as it computes it alone.
+
+    Packing relies on the attention implementation turning restarting ``position_ids`` into a
+    block-diagonal mask (Hugging Face's sdpa, eager and flex paths do; flash-attention reads them as varlen
+    boundaries). An architecture or kernel that ignores them would silently attend across sequences, so
+    two random sequences are run packed and alone and their logits compared.
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    first, second = (torch.randint(model.config.vocab_size, (1, n), generator=generator) for n in (5, 7))
+    packed_ids = torch.cat([first, second], dim=1).to(device)
+    positions = torch.cat([torch.arange(5), torch.arange(7)]).unsqueeze(0).to(device)
+    training = model.training
+    model.eval()
+    try:
+        packed = model(input_ids=packed_ids, position_ids=positions, use_cache=False).logits[0, 5:]
+        alone = model(input_ids=second.to(device), use_cache=False).logits[0]
+    finally:
+        model.train(training)
+    return torch.allclose(packed.float(), alone.float(), atol=1e-4, rtol=1e-3)
+
+
 def load_policy(
     cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, checkpoint: Path | None = None
 ) -> torch.nn.Module:
