@@ -1,26 +1,50 @@
-"""``align-train``: train on ``curate build`` shards from a YAML config, flags and ``--set`` overrides.
+"""``align-train``: train on ``curate build`` shards, evaluate per language, and run coverage sweeps.
 
-Single process: ``align-train demo.yaml --shards out/ --out runs/demo``.
+Single process: ``align-train demo.yaml --shards out/ --out runs/demo`` (the same as ``align-train train
+...``: an argument that is not a subcommand name starts training).
 Several processes: ``torchrun --nproc_per_node 2 -m align_train demo.yaml ...`` (one data-parallel rank each).
+Evaluation: ``align-train eval --model runs/demo --data out/ --out runs/demo/eval``.
+Sweeps: ``align-train sweep sweep.yaml`` (or ``--print-commands`` for a cluster).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import click
 import typer
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from typer.core import TyperGroup
 
-from align_train.config import ConfigError, TrainConfig, describe
+from align_train.config import ConfigError, EvalConfig, SweepConfig, TrainConfig, describe
 from curate.overrides import apply_overrides, load_yaml
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+Config = TypeVar("Config", bound=BaseModel)
 
 
-@app.command()
-def main(
+class _TrainByDefault(TyperGroup):
+    """Routes ``align-train CONFIG.yaml ...`` and ``align-train --shards ...`` to the ``train`` command, so
+    the training command line (and ``torchrun -m align_train ...``) reads as it always has."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["train", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_TrainByDefault,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Train LLMs on balanced parallel batches, evaluate them per language, run coverage sweeps.",
+)
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="key=value override, repeatable")]
+
+
+@app.command("train")
+def train_command(
     config: Annotated[Path | None, typer.Argument(help="YAML file with TrainConfig fields")] = None,
     shards: Annotated[Path | None, typer.Option(help="output folder of `curate build`")] = None,
     out: Annotated[Path | None, typer.Option(help="folder for checkpoints and metrics")] = None,
@@ -28,7 +52,7 @@ def main(
     objective: Annotated[str | None, typer.Option(metavar="sft|dpo|orpo")] = None,
     policy: Annotated[str | None, typer.Option(metavar="all|sample|monolingual")] = None,
     max_steps: Annotated[str | None, typer.Option(metavar="N", help="optimizer steps")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value override, repeatable")] = None,
+    set_: SetOption = None,
 ) -> None:
     """Train a causal LM on balanced parallel batches (SFT, DPO or ORPO)."""
     # Choices and numbers arrive as text and TrainConfig checks them, so a bad value gets the same
@@ -42,7 +66,7 @@ def main(
         "max_steps": max_steps,
     }
     try:
-        cfg = load_config(config, flags=flags, overrides=set_ or [])
+        cfg = load_config(TrainConfig, config, flags=flags, overrides=set_ or [])
         # Imported only now so that --help and config mistakes answer without waiting for torch.
         from align_train.train import train
 
@@ -51,7 +75,83 @@ def main(
         _fail(str(e))
 
 
-def load_config(path: Path | None, *, flags: dict[str, Any], overrides: list[str]) -> TrainConfig:
+@app.command("eval")
+def eval_command(
+    config: Annotated[Path | None, typer.Argument(help="YAML file with EvalConfig fields")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="model folder, checkpoint, training run or adapter; omit: demo model")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="output folder of `curate build`")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for the report")] = None,
+    split: Annotated[str | None, typer.Option(metavar="eval|train|all")] = None,
+    holdout: Annotated[str | None, typer.Option(metavar="F", help="the training run's holdout")] = None,
+    langs: Annotated[str | None, typer.Option(help="comma-separated; the anchor is always included")] = None,
+    max_groups: Annotated[str | None, typer.Option(metavar="N")] = None,
+    max_new_tokens: Annotated[str | None, typer.Option(metavar="N")] = None,
+    backend: Annotated[str | None, typer.Option(metavar="transformers|vllm")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Per-language accuracy, loss, gap to the anchor language and cross-lingual consistency."""
+    flags = {
+        "model": model,
+        "data": data,
+        "out": out,
+        "split": split,
+        "holdout": holdout,
+        "langs": None if langs is None else langs.split(","),
+        "max_groups": max_groups,
+        "max_new_tokens": max_new_tokens,
+        "backend": backend,
+    }
+    try:
+        cfg = load_config(EvalConfig, config, flags=flags, overrides=set_ or [])
+        from align_train.evaluate import evaluate
+
+        typer.echo(f"evaluating split {cfg.split} (holdout {cfg.holdout:g}) of {cfg.data} → {cfg.out}")
+        evaluate(cfg)
+    except ConfigError as e:
+        _fail(str(e))
+    typer.echo((cfg.out / "report.md").read_text(encoding="utf-8").split("\n## ")[0].rstrip())
+
+
+@app.command("sweep")
+def sweep_command(
+    config: Annotated[Path, typer.Argument(help="YAML file with SweepConfig fields")],
+    out: Annotated[Path | None, typer.Option(help="folder of the run folders and the results")] = None,
+    print_commands: Annotated[
+        bool, typer.Option(help="write the run configs and print torchrun commands; run nothing")
+    ] = False,
+    nproc_per_node: Annotated[int, typer.Option(help="processes per run in printed commands")] = 1,
+    collect_only: Annotated[
+        bool, typer.Option(help="tabulate the runs that are complete; run nothing")
+    ] = False,
+    set_: SetOption = None,
+) -> None:
+    """Train and evaluate every combination of language sets, objectives, policies and seeds."""
+    try:
+        cfg = load_config(SweepConfig, config, flags={"out": out}, overrides=set_ or [])
+        from align_train.sweep import commands, expand, run_sweep
+
+        runs = expand(cfg)
+        if print_commands:
+            for line in commands(runs, nproc_per_node=nproc_per_node):
+                typer.echo(line)
+            return
+        outcomes = run_sweep(cfg, runs, collect_only=collect_only)
+    except ConfigError as e:
+        _fail(str(e))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        typer.echo(
+            f"align-train: error: {len(failed)} of {len(outcomes)} runs failed: see {cfg.out / 'results.md'}",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def load_config(
+    model: type[Config], path: Path | None, *, flags: dict[str, Any], overrides: list[str]
+) -> Config:
     """The config file, then the flags that were given, then ``--set`` entries; validated once.
 
     Every user mistake (missing file, bad YAML, unknown key, invalid value) becomes a :class:`ConfigError`.
@@ -59,7 +159,7 @@ def load_config(path: Path | None, *, flags: dict[str, Any], overrides: list[str
     try:
         data = load_yaml(path)
         data |= {key: value for key, value in flags.items() if value is not None}
-        return TrainConfig.model_validate(apply_overrides(data, overrides))
+        return model.model_validate(apply_overrides(data, overrides))
     except ValidationError as e:
         raise ConfigError(describe(e)) from e
     except (OSError, ValueError, yaml.YAMLError) as e:

@@ -15,6 +15,9 @@ from align_train.sampler import ParallelBatch
 from schemas import Message, canonical_json
 
 IGNORE_INDEX = -100
+# How a tool call is written into the assistant text when the chat template cannot render ``tool_calls``
+# (the Hermes / Qwen convention); evaluation reads generated calls back in the same format.
+TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
 ROLE_SFT, ROLE_CHOSEN, ROLE_REJECTED = 0, 1, 2
 Objective = Literal["sft", "dpo", "orpo"]
 OBJECTIVE_NAMES: tuple[str, ...] = ("sft", "dpo", "orpo")
@@ -245,11 +248,16 @@ class Collator:
         chat = Message.model_validate(message).as_chat()
         if self._inline_tool_calls and "tool_calls" in chat:
             calls = [
-                f"<tool_call>\n{canonical_json(c.get('function', c))}\n</tool_call>"
+                f"{TOOL_CALL_OPEN}\n{canonical_json(c.get('function', c))}\n{TOOL_CALL_CLOSE}"
                 for c in chat.pop("tool_calls")
             ]
             chat["content"] = "\n".join([chat["content"], *calls] if chat["content"] else calls)
         return chat
+
+    def prompt(self, messages: Sequence[dict[str, Any]]) -> str:
+        """``messages`` rendered exactly as in training, then the template's generation prompt: the text a
+        model continues with its next assistant turn."""
+        return self._render([self._chat(m) for m in messages], add_generation_prompt=True)
 
     def _render(self, chats: Sequence[dict[str, Any]], *, add_generation_prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(

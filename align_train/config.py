@@ -1,4 +1,5 @@
-"""Typed configuration of ``align-train``, validated once at the edge (YAML file + flags + ``--set``).
+"""Typed configuration of ``align-train``, ``align-train eval`` and ``align-train sweep``, validated once at
+the edge (YAML file + flags + ``--set``).
 
 Everything that can be checked before a model is loaded is checked here: the shard dir and its manifest,
 the languages asked for, and settings that contradict each other.
@@ -7,11 +8,15 @@ the languages asked for, and settings that contradict each other.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from align_train.split import Split, check_split
 from schemas import MANIFEST_FILE, Manifest, normalize_lang
+
+RUN_CONFIG = "config.yaml"
 
 
 class ConfigError(ValueError):
@@ -51,7 +56,10 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0, description="None turns clipping off")
     max_length: int = Field(2048, ge=16)
-    pack: bool = False
+    pack: bool | Literal["auto"] = Field(
+        "auto",
+        description="padding-free batches; auto = when the model's attention honours them, else padding",
+    )
     seed: int = 0
     shuffle_buffer: int = Field(1024, ge=1, description="groups held by the stream's shuffle buffer")
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -66,16 +74,13 @@ class TrainConfig(_Section):
     save_every: int = Field(0, ge=0, description="optimizer steps between checkpoints; 0 = only at the end")
     log_every: int = Field(10, ge=1)
     langs: list[str] | None = Field(None, description="train on these languages only; None = all of them")
+    holdout: float = Field(
+        0.0, ge=0, lt=1, description="fraction of groups held out for evaluation (by group_id hash); 0 = none"
+    )
     tensorboard: bool = False
     resume: bool = Field(True, description="continue from OUT/checkpoints/latest when it exists")
 
-    @field_validator("shards")
-    @classmethod
-    def _shard_dir(cls, v: Path) -> Path:
-        if not (v / MANIFEST_FILE).is_file():
-            msg = f"shard dir {v} has no {MANIFEST_FILE} (expected the output folder of `curate build`)"
-            raise ValueError(msg)
-        return v
+    _check_shards = field_validator("shards")(lambda cls, v: _require_manifest(v))
 
     @field_validator("model")
     @classmethod
@@ -85,22 +90,13 @@ class TrainConfig(_Section):
             raise ValueError(msg)
         return v
 
-    @field_validator("langs")
-    @classmethod
-    def _normalise_langs(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else list(dict.fromkeys(normalize_lang(code) for code in v))
+    _check_langs = field_validator("langs")(lambda cls, v: _dedupe_langs(v))
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         manifest = Manifest.load(self.shards)
         if self.langs is not None:
-            present = {manifest.anchor_lang, *manifest.langs, *(x for s in manifest.shards for x in s.langs)}
-            missing = [lang for lang in self.langs if lang not in present]
-            if missing:
-                msg = f"langs {', '.join(missing)} not in {self.shards} (it has {', '.join(sorted(present))})"
-                raise ValueError(msg)
-            # The anchor is in every group whatever the selection; `langs` names the translations.
-            self.langs = [lang for lang in self.langs if lang != manifest.anchor_lang]
+            self.langs = _translations(self.langs, manifest, self.shards)
         if self.reference is None:
             self.reference = "adapter-disabled" if self.lora.enabled else "frozen"
         if self.reference == "adapter-disabled" and not self.lora.enabled:
@@ -121,6 +117,168 @@ class TrainConfig(_Section):
     def beta(self) -> float:
         """β of the preference objective; SFT has none."""
         return {"dpo": self.dpo_beta, "orpo": self.orpo_beta}.get(self.objective, 0.0)
+
+
+DEFAULT_SCORERS: dict[str, str] = {"math": "math", "tool_calling": "tool", "tool": "tool"}
+
+
+class EvalConfig(_Section):
+    """What ``align-train eval`` scores, on which groups, and how it generates."""
+
+    model: Path | None = Field(
+        None,
+        description="model folder, training checkpoint, training run (its latest checkpoint) or peft "
+        "adapter folder; None = the tiny demo model, randomly initialised",
+    )
+    base_model: Path | None = Field(
+        None, description="base model of an adapter folder; None = the one its adapter_config.json names"
+    )
+    data: Path
+    out: Path
+    split: Split = Field("all", description="unset: 'eval' when holdout > 0, else 'all'")
+    holdout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="unset: the holdout of the training run `model` belongs to, when it trained on `data`",
+    )
+    langs: list[str] | None = Field(None, description="evaluate these languages (and the anchor); None = all")
+    tasks: list[str] | None = Field(None, description="evaluate rows of these tasks only; None = all")
+    scorers: dict[str, Literal["math", "tool"]] = Field(
+        default_factory=lambda: dict(DEFAULT_SCORERS),
+        description="task → answer scorer; other tasks get the loss only",
+    )
+    max_groups: int | None = Field(None, ge=1, description="the first N groups by holdout hash; None = all")
+    require_all_langs: bool = Field(False, description="only groups that have every evaluated language")
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+    max_length: int = Field(2048, ge=16, description="tokens of prompt + reference scored for the loss")
+    backend: Literal["transformers", "vllm"] = "transformers"
+    dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
+
+    _check_data = field_validator("data")(lambda cls, v: _require_manifest(v))
+    _check_langs = field_validator("langs")(lambda cls, v: _dedupe_langs(v))
+
+    @field_validator("model")
+    @classmethod
+    def _model_kind(cls, v: Path | None) -> Path | None:
+        kinds = ("config.json", "adapter_config.json", "checkpoints/latest")
+        if v is not None and not any((v / kind).is_file() for kind in kinds):
+            msg = (
+                f"model {v} is neither a model folder (config.json), a peft adapter folder "
+                "(adapter_config.json) nor a training run (checkpoints/latest)"
+            )
+            raise ValueError(msg)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvalConfig:
+        manifest = Manifest.load(self.data)
+        if self.langs is not None:
+            self.langs = [manifest.anchor_lang, *_translations(self.langs, manifest, self.data)]
+        # Left unset, the split is the held-out part of the run that trained the model, when there is one.
+        if "holdout" not in self.model_fields_set:
+            self.holdout = _run_holdout(self.model, self.data)
+        if "split" not in self.model_fields_set:
+            self.split = "eval" if self.holdout > 0 else "all"
+        check_split(self.split, self.holdout)
+        return self
+
+
+def training_run(model: Path | None) -> Path | None:
+    """The training run folder ``model`` is, or is a checkpoint of (it holds ``config.yaml``), if any."""
+    if model is None:
+        return None
+    candidates = [model, model.parent.parent] if model.parent.name == "checkpoints" else [model]
+    return next((run for run in candidates if (run / RUN_CONFIG).is_file()), None)
+
+
+def _run_holdout(model: Path | None, data: Path) -> float:
+    """The holdout a training run used, when it trained on ``data``: its eval groups are the ones to score."""
+    run = training_run(model)
+    if run is None:
+        return 0.0
+    settings = yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) or {}
+    if Path(settings.get("shards", "")).resolve() != data.resolve():
+        return 0.0
+    return float(settings.get("holdout", 0.0))
+
+
+GRID_KEYS = {"train": ("out", "langs", "objective", "policy", "seed"), "eval": ("model", "out")}
+
+
+class SweepConfig(_Section):
+    """A grid of training runs (language sets × objectives × policies × seeds), each then evaluated.
+
+    ``train`` holds the :class:`TrainConfig` settings shared by every run and ``eval`` the
+    :class:`EvalConfig` settings (``data`` defaults to ``train.shards`` and ``holdout`` to
+    ``train.holdout``); both are validated per run when the grid is expanded, before anything runs.
+    """
+
+    out: Path
+    train: dict[str, Any]
+    lang_sets: list[list[str]] = Field(min_length=1, description="each a list or a string like 'en+es'")
+    objectives: list[Literal["sft", "dpo", "orpo"]] = Field(default_factory=lambda: ["sft"], min_length=1)
+    policies: list[Literal["all", "sample", "monolingual"]] = Field(
+        default_factory=lambda: ["all"], min_length=1
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    eval: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("lang_sets", mode="before")
+    @classmethod
+    def _split_strings(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        return [item.replace(",", "+").split("+") if isinstance(item, str) else item for item in v]
+
+    @field_validator("lang_sets")
+    @classmethod
+    def _normalise_sets(cls, v: list[list[str]]) -> list[list[str]]:
+        sets = [list(dict.fromkeys(normalize_lang(code.strip()) for code in s)) for s in v]
+        names = ["+".join(s) for s in sets]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated or not all(sets):
+            msg = f"lang_sets must be non-empty and distinct, got {names}"
+            raise ValueError(msg)
+        return sets
+
+    @model_validator(mode="after")
+    def _no_grid_keys_in_sections(self) -> SweepConfig:
+        for section, keys in GRID_KEYS.items():
+            clash = sorted(set(keys) & set(getattr(self, section)))
+            if clash:
+                msg = f"{section}.{clash[0]} is set per run by the sweep: remove it from {section}"
+                raise ValueError(msg)
+        return self
+
+
+def save_yaml(config: BaseModel, path: Path) -> None:
+    """``config`` as YAML that validates back into the same model (paths as text, fields in order)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def _require_manifest(v: Path) -> Path:
+    if not (v / MANIFEST_FILE).is_file():
+        msg = f"shard dir {v} has no {MANIFEST_FILE} (expected the output folder of `curate build`)"
+        raise ValueError(msg)
+    return v
+
+
+def _dedupe_langs(v: list[str] | None) -> list[str] | None:
+    return None if v is None else list(dict.fromkeys(normalize_lang(code) for code in v))
+
+
+def _translations(langs: list[str], manifest: Manifest, shards: Path) -> list[str]:
+    """``langs`` without the anchor, which is in every group whatever the selection; all must exist."""
+    present = {manifest.anchor_lang, *manifest.langs, *(x for s in manifest.shards for x in s.langs)}
+    missing = [lang for lang in langs if lang not in present]
+    if missing:
+        msg = f"langs {', '.join(missing)} not in {shards} (it has {', '.join(sorted(present))})"
+        raise ValueError(msg)
+    return [lang for lang in langs if lang != manifest.anchor_lang]
 
 
 def describe(error: ValidationError) -> str:

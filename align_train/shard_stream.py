@@ -8,6 +8,10 @@ and its shuffle buffer in memory. The order of an epoch is a pure function of ``
    ``g % world_size``; groups with ``g >= groups_per_rank() * world_size`` are dropped, so every rank
    yields the same number of groups and DDP ranks step together;
 3. each rank shuffles its groups through a buffer seeded from ``(seed, epoch, rank)``.
+
+With ``split='train'`` or ``'eval'`` only the groups of that side of the held-out split are numbered and
+yielded (see :mod:`align_train.split`); the group and row counts of the split are then read once from the
+``group_id`` and ``lang`` columns, since the manifest only counts whole shards.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.feather as feather
 
+from align_train.split import Split, check_split, in_split
 from schemas import Manifest, ShardInfo, normalize_lang, validate
 
 
@@ -59,7 +65,10 @@ class ShardStream:
         seed: int = 0,
         shuffle_buffer: int = 1024,
         langs: Sequence[str] | None = None,
+        split: Split = "all",
+        holdout: float = 0.0,
     ) -> None:
+        check_split(split, holdout)
         if world_size < 1:
             msg = f"world_size={world_size} is invalid: expected at least 1"
             raise ValueError(msg)
@@ -77,7 +86,22 @@ class ShardStream:
         self.manifest = Manifest.load(self.shard_dir)
         self.langs = self._kept_langs(langs)
         self._filter = None if langs is None else pa.array(self.langs, pa.string())
-        self.num_groups = sum(shard.groups for shard in self.manifest.shards)
+        self.split = split
+        self.holdout = holdout
+        self._whole_shards = split == "all" or (split == "train" and holdout == 0)
+        if self._whole_shards:
+            self._shard_groups_in_split = [shard.groups for shard in self.manifest.shards]
+            self._lang_rows = self._manifest_lang_rows()
+        else:
+            self._shard_groups_in_split, self._lang_rows = self._count_split()
+        self.num_groups = sum(self._shard_groups_in_split)
+        if self.num_groups == 0 and not self._whole_shards:
+            msg = (
+                f"split={split!r} with holdout={holdout} selects none of the "
+                f"{sum(shard.groups for shard in self.manifest.shards)} groups in {self.shard_dir}: "
+                "change holdout or split"
+            )
+            raise ValueError(msg)
         self._groups_per_rank = self.num_groups // world_size
         if self._groups_per_rank == 0:
             msg = (
@@ -104,11 +128,34 @@ class ShardStream:
 
     @property
     def lang_rows(self) -> dict[str, int]:
-        """Rows per kept language over all shards, as the manifest records them."""
+        """Rows per kept language in the split over all shards."""
+        return self._lang_rows
+
+    def _manifest_lang_rows(self) -> dict[str, int]:
         rows: Counter[str] = Counter()
         for shard in self.manifest.shards:
             rows.update({lang: n for lang, n in shard.langs.items() if lang in self.langs})
         return dict(sorted(rows.items()))
+
+    def _count_split(self) -> tuple[list[int], dict[str, int]]:
+        """Groups per shard and rows per kept language of the split, from two columns of each shard."""
+        groups: list[int] = []
+        rows: Counter[str] = Counter()
+        kept_langs = pa.array(self.langs, pa.string())
+        for shard in self.manifest.shards:
+            table = feather.read_table(
+                self.shard_dir / shard.file, columns=["group_id", "lang"], memory_map=True
+            )
+            members = [
+                g for g in pc.unique(table["group_id"]).to_pylist() if in_split(g, self.split, self.holdout)
+            ]
+            groups.append(len(members))
+            selected = pc.and_(
+                pc.is_in(table["group_id"], pa.array(members, pa.string())),
+                pc.is_in(table["lang"], kept_langs),
+            )
+            rows.update(table["lang"].filter(selected).to_pylist())
+        return groups, dict(sorted(rows.items()))
 
     def groups_per_rank(self) -> int:
         return self._groups_per_rank
@@ -159,13 +206,15 @@ class ShardStream:
             if first >= limit:
                 break
             yield from self._shard_groups(shard, first, limit)
-            first += shard.groups
+            first += self._shard_groups_in_split[int(s)]
 
     def _shard_groups(self, shard: ShardInfo, first: int, limit: int) -> Iterator[Group]:
-        """This rank's groups of one shard, whose groups are numbered globally from ``first``."""
+        """This rank's groups of one shard, whose groups in the split are numbered globally from ``first``."""
         path = self.shard_dir / shard.file
         index = first - 1
+        groups = 0  # of any split, checked against the manifest
         current: str | None = None
+        selected = False
         pending: list[dict[str, Any]] = []
         lang_rows: Counter[str] = Counter()
         with pa.memory_map(str(path)) as source:
@@ -180,8 +229,11 @@ class ShardStream:
                 take: list[int] = []
                 for i, group_id in enumerate(batch.column("group_id").to_pylist()):
                     if group_id != current:
-                        current, index = group_id, index + 1
-                    if index < limit and index % self.world_size == self.rank:
+                        current, groups = group_id, groups + 1
+                        selected = self._whole_shards or in_split(group_id, self.split, self.holdout)
+                        if selected:
+                            index += 1
+                    if selected and index < limit and index % self.world_size == self.rank:
                         take.append(i)
                 if not take:
                     continue
@@ -194,7 +246,7 @@ class ShardStream:
                     pending.append(record)
         if pending:
             yield _group(pending)
-        _check_counts(shard, path, groups=index - first + 1, lang_rows=lang_rows)
+        _check_counts(shard, path, groups=groups, lang_rows=lang_rows)
 
 
 def _group(rows: list[dict[str, Any]]) -> Group:

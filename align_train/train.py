@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import torch
 import torch.distributed as dist
+import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from transformers import get_cosine_schedule_with_warmup
@@ -34,9 +35,9 @@ from transformers.utils import logging as hf_logging
 
 from align_train.checkpoint import latest_checkpoint, load_trainer_state, restore, save_checkpoint
 from align_train.collator import PREFERENCE_OBJECTIVES, Collator, TokenBatch
-from align_train.config import ConfigError, TrainConfig
+from align_train.config import RUN_CONFIG, ConfigError, TrainConfig, save_yaml
 from align_train.losses import OBJECTIVES, Objective, alignment_loss, sequence_logps
-from align_train.model import Reference, load_policy, load_reference, load_tokenizer
+from align_train.model import Reference, load_policy, load_reference, load_tokenizer, packing_is_exact
 from align_train.sampler import ParallelBatch, ParallelBatchSampler
 from align_train.shard_stream import ShardStream
 
@@ -52,6 +53,8 @@ def train(cfg: TrainConfig) -> Path:
     try:
         hf_logging.disable_progress_bar()
         resume_from = _resume_point(cfg)
+        if run.is_main:  # what the run trains on, for its evaluation (held-out groups) and for audits
+            save_yaml(cfg, cfg.out / RUN_CONFIG)
         autocast = _autocast(cfg, run)
         # Same seed on every rank while building the model: FSDP2 does not broadcast initial weights.
         _seed_all(cfg.seed)
@@ -59,9 +62,10 @@ def train(cfg: TrainConfig) -> Path:
         policy = load_policy(cfg, tokenizer, checkpoint=resume_from).to(run.device).train()
         objective = OBJECTIVES[cfg.objective]
         reference = _reference(cfg, tokenizer, policy, objective, run)
+        pack = _packing(cfg, policy, run)  # on the unsharded model: a no-grad forward through FSDP2 breaks it
         model = _distribute(policy, cfg, run)
         sampler = _sampler(cfg, run)
-        collator = Collator(tokenizer, objective=cfg.objective, max_length=cfg.max_length, pack=cfg.pack)
+        collator = Collator(tokenizer, objective=cfg.objective, max_length=cfg.max_length, pack=pack)
         total_steps = _total_steps(cfg, sampler)
         optimizer = _optimizer(model, cfg)
         scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, total_steps)
@@ -217,6 +221,17 @@ def _resume_point(cfg: TrainConfig) -> Path | None:
     if latest is not None and not cfg.resume:
         msg = f"out {cfg.out} already holds checkpoint {latest.name}: set resume=true to continue it or pick a new out"
         raise ConfigError(msg)
+    saved = cfg.out / RUN_CONFIG
+    if latest is not None:
+        # A run without config.yaml predates the held-out split: it trained on every group.
+        settings = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}) if saved.is_file() else {}
+        before = settings.get("holdout", 0.0)
+        if before != cfg.holdout:
+            msg = (
+                f"out {cfg.out} was trained with holdout={before}, this run has holdout={cfg.holdout}: "
+                f"groups already trained on would be evaluated; keep holdout={before} or pick a new out"
+            )
+            raise ConfigError(msg)
     return latest
 
 
@@ -278,6 +293,23 @@ def _sync_gradients(model: torch.nn.Module, *, enabled: bool) -> None:
         model.set_requires_gradient_sync(enabled)
 
 
+def _packing(cfg: TrainConfig, policy: torch.nn.Module, run: Runtime) -> bool:
+    """Pack when asked and the model computes packed sequences exactly; ``auto`` falls back to padding."""
+    if cfg.pack is False:
+        return False
+    if packing_is_exact(policy):
+        return True
+    if cfg.pack is True:
+        msg = (
+            "pack=true, but this model's attention ignores packed position_ids (sequences would attend to "
+            "each other): use pack=auto or pack=false"
+        )
+        raise ConfigError(msg)
+    if run.is_main:
+        print("note: this model's attention does not support packed sequences; batches are padded")
+    return False
+
+
 def _sampler(cfg: TrainConfig, run: Runtime) -> ParallelBatchSampler:
     """This rank's batches; data problems found here are the user's to fix, so they are ConfigErrors."""
     try:
@@ -288,6 +320,8 @@ def _sampler(cfg: TrainConfig, run: Runtime) -> ParallelBatchSampler:
             seed=cfg.seed,
             shuffle_buffer=cfg.shuffle_buffer,
             langs=cfg.langs,
+            split="train",
+            holdout=cfg.holdout,
         )
         _check_kinds(cfg, stream)
         return ParallelBatchSampler(

@@ -15,6 +15,8 @@ import pytest
 from align_train.model import load_tokenizer, tiny_model
 from schemas import PARALLEL_SCHEMA, LangCounts, Manifest, ShardInfo, canonical_json, content_hash, validate
 
+REPO = Path(__file__).resolve().parents[2]
+
 _QUESTION = {"en": "What is {a} plus {b}?", "de": "Was ist {a} plus {b}?", "sw": "{a} jumlisha {b} ni ngapi?"}
 _ANSWER = {"en": "{a} plus {b} is {c}.", "de": "{a} plus {b} ist {c}.", "sw": "{a} jumlisha {b} ni {c}."}
 _SYSTEM = {
@@ -81,11 +83,13 @@ def parallel_row(
 
 
 def sft_rows(num_groups: int) -> list[dict]:
-    """``num_groups`` groups in en (anchor) and de; every other group also has sw, the rare language."""
+    """``num_groups`` groups in en (anchor) and de; every other group also has sw, the rare language.
+    Conversations that call the ``add`` tool are task ``tool_calling``, the others ``math``."""
     rows = []
     for i in range(num_groups):
         langs = ["de", "en", "sw"] if i % 2 == 0 else ["de", "en"]
-        rows += [parallel_row(f"g{i:03d}", lang, conversation(lang, i)) for lang in langs]
+        task = "math" if i % 4 else "tool_calling"
+        rows += [parallel_row(f"g{i:03d}", lang, conversation(lang, i), task=task) for lang in langs]
     return rows
 
 
@@ -182,6 +186,18 @@ def shard_dir(make_shard_dir: Callable[..., Path]) -> Path:
 def preference_shard_dir(make_shard_dir: Callable[..., Path]) -> Path:
     """6 preference groups in en and de, in 2 shards."""
     return make_shard_dir(preference_rows(6), groups_per_shard=3)
+
+
+@pytest.fixture(scope="session")
+def demo_shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped pre-translated demo corpus as ``curate build`` writes it: 39 groups in en (anchor), de,
+    es and fr, of math word problems, tool-calling conversations and code chats (about 25 s to build)."""
+    from curate.build import build, load_config
+
+    out = tmp_path_factory.mktemp("demo") / "parallel"
+    overrides = {"out": out, "inputs": [str(REPO / "examples" / "demo" / "parallel.jsonl")]}
+    build(load_config(REPO / "examples" / "demo_pretranslated.yaml", overrides, []), progress=False)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -92,6 +92,47 @@ def test_langs_filter_keeps_the_anchor(shard_dir: Path) -> None:
         assert group.langs == expected
 
 
+# sha256 positions of the fixture's ids: g006 0.014, g015 0.018, g003 0.114, g017 0.117, g014 0.144,
+# g013 0.162, g004 0.190, then g010 0.376.
+HELD_OUT = {"g003", "g004", "g006", "g013", "g014", "g015", "g017"}
+
+
+def test_holdout_splits_groups_disjointly_whatever_the_seed_ranks_and_langs(shard_dir: Path) -> None:
+    reference = read_groups(shard_dir)
+    held = ShardStream(shard_dir, split="eval", holdout=0.3)
+    trained = ShardStream(shard_dir, split="train", holdout=0.3, seed=4, langs=["de"])
+    assert set(ids(held)) == HELD_OUT and held.num_groups == 7
+    assert set(ids(trained)) == set(reference) - HELD_OUT and trained.num_groups == 13
+    for group in held:
+        assert group.rows == reference[group.group_id]  # whole groups, across record batches
+    # Row counts of the split itself, not of the whole shards: g004, g006 and g014 have sw.
+    assert ShardStream(shard_dir, split="eval", holdout=0.3, langs=["sw"]).lang_rows == {"en": 7, "sw": 3}
+    assert trained.lang_rows == {"de": 13, "en": 13}
+    shares = [
+        set(ids(ShardStream(shard_dir, rank=r, world_size=2, split="train", holdout=0.3))) for r in range(2)
+    ]
+    assert [len(s) for s in shares] == [6, 6] and not shares[0] & shares[1]
+    assert not (shares[0] | shares[1]) & HELD_OUT
+    # A smaller fraction holds out a subset; training without a holdout sees everything.
+    assert set(ids(ShardStream(shard_dir, split="eval", holdout=0.15))) == {
+        "g003",
+        "g006",
+        "g014",
+        "g015",
+        "g017",
+    }
+    assert set(ids(ShardStream(shard_dir, split="train"))) == set(reference)
+
+
+def test_a_split_that_selects_nothing_is_refused(shard_dir: Path) -> None:
+    with pytest.raises(ValueError, match="holdout=0 holds none out"):
+        ShardStream(shard_dir, split="eval")
+    with pytest.raises(ValueError, match="selects none of the 20 groups"):
+        ShardStream(shard_dir, split="eval", holdout=0.01)
+    with pytest.raises(ValueError, match=r"holdout=1\.0 is invalid"):
+        ShardStream(shard_dir, split="train", holdout=1.0)
+
+
 def test_arguments_are_checked(shard_dir: Path) -> None:
     with pytest.raises(ValueError, match="rank=2 is invalid for world_size=2"):
         ShardStream(shard_dir, rank=2, world_size=2)

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from align_train.config import ConfigError, TrainConfig
-from align_train.train import train
-
-REPO = Path(__file__).resolve().parents[2]
+from align_train.model import packing_is_exact
+from align_train.train import _packing, init_distributed, train
+from tests.align_train.conftest import REPO
 
 torch.set_num_threads(1)
 
@@ -185,3 +186,27 @@ def test_cli_flags_override_the_file_and_set_overrides_flags(
     assert [r["step"] for r in records] == [1, 2]
     assert records[0]["lr"] == pytest.approx(1e-3)
     assert sum(records[0]["langs"].values()) > 5 * 2  # 5 groups per batch from the file
+
+
+class IgnoresPositions(LlamaForCausalLM):
+    """A model whose attention never sees packed position ids, like a backend without packing support."""
+
+    def forward(self, *args: Any, position_ids: Any = None, **kwargs: Any) -> Any:
+        return super().forward(*args, **kwargs)
+
+
+@pytest.mark.parametrize("pack", ["auto", True, False])
+def test_packing_is_used_only_where_the_model_computes_it_exactly(
+    shard_dir: Path, model_dir: Path, tmp_path: Path, pack: bool | str
+) -> None:
+    cfg = train_config(shard_dir, tmp_path, model_dir, pack=pack)
+    run = init_distributed()
+    supported = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+    unsupported = IgnoresPositions.from_pretrained(model_dir, use_safetensors=True)
+    assert packing_is_exact(supported) and not packing_is_exact(unsupported)
+    assert _packing(cfg, supported, run) is (pack is not False)
+    if pack is True:
+        with pytest.raises(ConfigError, match="ignores packed position_ids"):
+            _packing(cfg, unsupported, run)
+    else:
+        assert _packing(cfg, unsupported, run) is False

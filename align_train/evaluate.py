@@ -1,0 +1,257 @@
+"""``align-train eval``: score a model per language on held-out parallel groups.
+
+For every row the *target* is one assistant message (which one depends on the task's scorer: the final
+answer for math, the first tool-calling turn for tool use, the last assistant turn otherwise), and the
+*prompt* is the conversation before it. Each row gets
+
+- the per-token loss of the target given the prompt, tokenised by the training :class:`Collator` (so
+  the loss is the one training minimises, on the answer tokens only), and
+- when its task has a scorer, a greedy generation from the prompt whose answer is compared with the
+  target's (:mod:`align_train.scoring`).
+
+Per-language metrics, the gap to the anchor language and cross-lingual consistency are computed by
+:mod:`align_train.eval_report`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from rich.progress import track
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from align_train.checkpoint import checkpoint_root, latest_checkpoint
+from align_train.collator import Collator
+from align_train.config import ConfigError, EvalConfig
+from align_train.eval_report import EvalReport, RowResult, summarize, write_report
+from align_train.generate import generate_greedy, generate_vllm, require_vllm
+from align_train.losses import sequence_logps
+from align_train.model import load_model, load_tokenizer
+from align_train.sampler import ParallelBatch
+from align_train.scoring import SCORERS, Scorer, last_assistant
+from align_train.shard_stream import Group, ShardStream
+from align_train.split import holdout_position
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One row to evaluate: the conversation before the target message, the target, and its scorer."""
+
+    group_id: str
+    lang: str
+    task: str
+    prompt: list[dict[str, Any]]
+    target: dict[str, Any]
+    scorer: str | None
+    expected: str | None
+
+    def scoring_row(self) -> dict[str, Any]:
+        """The row as a preference row whose ``chosen`` is the target: the collator then labels the target
+        tokens only, whatever assistant turns the prompt holds."""
+        return {
+            "group_id": self.group_id,
+            "lang": self.lang,
+            "kind": "preference",
+            "messages": self.prompt,
+            "chosen": [self.target],
+            "rejected": None,
+        }
+
+
+def evaluate(cfg: EvalConfig) -> EvalReport:
+    """Evaluate as configured, write the report files to ``cfg.out`` and return the report."""
+    started = time.perf_counter()
+    hf_logging.disable_progress_bar()
+    model_dir = resolve_model(cfg.model)
+    if cfg.backend == "vllm":
+        require_vllm()
+        if model_dir is None or not (model_dir / "config.json").is_file():
+            msg = f"backend='vllm' needs a full model folder, got {cfg.model}: use a training checkpoint (LoRA ones hold the merged model)"
+            raise ConfigError(msg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.dtype == "bf16" and device.type != "cuda":
+        msg = f"dtype='bf16' needs a GPU, this process runs on {device}: use dtype='auto' or 'fp32'"
+        raise ConfigError(msg)
+    dtype = torch.bfloat16 if device.type == "cuda" and cfg.dtype != "fp32" else torch.float32
+
+    stream = _stream(cfg)
+    anchor = stream.manifest.anchor_lang
+    groups = _select(stream, cfg)
+    items = [item for group in groups for row in group.rows if (item := eval_item(row, cfg)) is not None]
+    if not items:
+        msg = f"no row of {cfg.data} (split {cfg.split}, holdout {cfg.holdout}, tasks {cfg.tasks}) has an assistant answer to score"
+        raise ConfigError(msg)
+
+    tokenizer, model = load_for_eval(model_dir, base_model=cfg.base_model)
+    model = model.to(device=device, dtype=dtype).eval()
+    collator = Collator(tokenizer, objective="sft", max_length=cfg.max_length)
+    losses = reference_nll(model, collator, items, batch_size=cfg.batch_size)
+    scored = [i for i, item in enumerate(items) if item.scorer is not None]
+    prompts = [_prompt_ids(tokenizer, collator, items[i], cfg.max_length) for i in scored]
+    if cfg.backend == "vllm":
+        del model  # vLLM allocates most of the GPU for itself
+        torch.cuda.empty_cache()
+        texts = generate_vllm(model_dir, prompts, max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype)
+    else:
+        texts = generate_greedy(
+            model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
+        )
+    generations = dict(zip(scored, texts, strict=True))
+
+    results = [_result(item, losses[i], generations.get(i)) for i, item in enumerate(items)]
+    langs = [anchor, *sorted(lang for lang in stream.langs if lang != anchor)]
+    report = summarize(results, anchor_lang=anchor, langs=langs)
+    header = {
+        "model": None if cfg.model is None else str(cfg.model),
+        "checkpoint": None if model_dir is None else str(model_dir),
+        "data": str(cfg.data),
+        "split": cfg.split,
+        "holdout": cfg.holdout,
+        "backend": cfg.backend,
+        "max_new_tokens": cfg.max_new_tokens,
+        "truncated": collator.stats["truncated"],
+        "wall_s": time.perf_counter() - started,
+        "config": cfg.model_dump(mode="json"),
+    }
+    write_report(cfg.out, report, results, header=header)
+    return report
+
+
+def _result(item: EvalItem, loss: ReferenceLoss, generation: str | None) -> RowResult:
+    scorer = SCORERS[item.scorer] if item.scorer is not None and generation is not None else None
+    return RowResult(
+        group_id=item.group_id,
+        lang=item.lang,
+        task=item.task,
+        nll=loss.nll,
+        tokens=loss.tokens,
+        scorer=item.scorer,
+        expected=item.expected,
+        predicted=None if scorer is None else scorer.predicted(generation),
+        generation=generation,
+    )
+
+
+def resolve_model(model: Path | None) -> Path | None:
+    """A training run folder stands for its latest checkpoint; any other folder for itself."""
+    if model is not None and (checkpoint_root(model) / "latest").is_file():
+        return latest_checkpoint(model)
+    return model
+
+
+def load_for_eval(
+    model_dir: Path | None, *, base_model: Path | None
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """Tokenizer and model of a model folder (a training checkpoint is one; a LoRA checkpoint holds the
+    merged model), of a peft adapter folder over its base model (merged here), or the tiny demo model."""
+    if model_dir is None or (model_dir / "config.json").is_file():
+        tokenizer = load_tokenizer(model_dir)
+        return tokenizer, load_model(model_dir, tokenizer)
+    from peft import PeftModel
+
+    base = base_model or _adapter_base(model_dir)
+    tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else base)
+    merged = PeftModel.from_pretrained(load_model(base, tokenizer), model_dir).merge_and_unload()
+    return tokenizer, merged
+
+
+def _adapter_base(adapter_dir: Path) -> Path:
+    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base or not (Path(base) / "config.json").is_file():
+        msg = f"adapter {adapter_dir} names base model {base!r}, which is not a local model folder: set base_model"
+        raise ConfigError(msg)
+    return Path(base)
+
+
+def eval_item(row: dict[str, Any], cfg: EvalConfig) -> EvalItem | None:
+    """The row's target and prompt, or None when it has no assistant message after a prompt or its task
+    is not evaluated. A row whose reference answer cannot be read is kept for the loss, unscored."""
+    if cfg.tasks is not None and row["task"] not in cfg.tasks:
+        return None
+    conversation = list(row["messages"]) + list(row["chosen"] or [])
+    name = cfg.scorers.get(row["task"])
+    scorer: Scorer | None = SCORERS[name] if name is not None else None
+    target = (scorer.target if scorer is not None else last_assistant)(conversation)
+    if not target:  # None, or an assistant message with nothing before it
+        return None
+    expected = scorer.expected(conversation[target]) if scorer is not None else None
+    return EvalItem(
+        group_id=row["group_id"],
+        lang=row["lang"],
+        task=row["task"],
+        prompt=conversation[:target],
+        target=conversation[target],
+        scorer=name if expected is not None else None,
+        expected=expected,
+    )
+
+
+class ReferenceLoss(NamedTuple):
+    """Negative log-likelihood of a target's tokens given its prompt, summed over ``tokens`` tokens."""
+
+    nll: float
+    tokens: int
+
+
+@torch.no_grad()
+def reference_nll(
+    model: PreTrainedModel, collator: Collator, items: Sequence[EvalItem], *, batch_size: int
+) -> list[ReferenceLoss]:
+    """The loss of each item's target given its prompt, batched by length."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(items)), key=lambda i: _chars(items[i]))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    out = [ReferenceLoss(0.0, 0)] * len(items)
+    for batch in track(batches, description="loss", transient=True):
+        tokens = collator(ParallelBatch.of([items[i].scoring_row() for i in batch])).to(device)
+        logits = model(**tokens.model_inputs()).logits
+        logps = sequence_logps(logits, tokens.labels, tokens.seq_ids, tokens.num_seqs)
+        for i, total, count in zip(batch, logps.sums.tolist(), logps.counts.tolist(), strict=True):
+            out[i] = ReferenceLoss(-total, count)
+    return out
+
+
+def _stream(cfg: EvalConfig) -> ShardStream:
+    try:
+        return ShardStream(
+            cfg.data,
+            shuffle_buffer=1,
+            langs=None if cfg.langs is None else cfg.langs[1:],  # the anchor comes first, always kept
+            split=cfg.split,
+            holdout=cfg.holdout,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def _select(stream: ShardStream, cfg: EvalConfig) -> list[Group]:
+    """The groups to evaluate; with ``max_groups``, those first by holdout hash, so the subset does not
+    depend on how the corpus is sharded."""
+    groups: Iterable[Group] = stream
+    if cfg.require_all_langs:
+        wanted = set(stream.langs) | {stream.manifest.anchor_lang}
+        groups = (g for g in groups if wanted <= set(g.langs))
+    if cfg.max_groups is not None:
+        return heapq.nsmallest(cfg.max_groups, groups, key=lambda g: holdout_position(g.group_id))
+    return list(groups)
+
+
+def _prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, collator: Collator, item: EvalItem, max_length: int
+) -> list[int]:
+    """The prompt's tokens; a prompt longer than ``max_length`` keeps its end, next to the answer."""
+    ids = tokenizer(collator.prompt(item.prompt), add_special_tokens=False)["input_ids"]
+    return ids[-max_length:]
+
+
+def _chars(item: EvalItem) -> int:
+    return sum(len(m["content"]) + len(m.get("tool_calls") or "") for m in [*item.prompt, item.target])

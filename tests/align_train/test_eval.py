@@ -1,0 +1,194 @@
+"""Per-language evaluation: metrics on hand-made rows, then ``align-train eval`` end to end with the tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from align_train.collator import Collator
+from align_train.config import EvalConfig
+from align_train.eval_report import METRICS_FILE, PREDICTIONS_FILE, RowResult, summarize
+from align_train.evaluate import evaluate, load_for_eval
+from align_train.generate import generate_greedy
+from align_train.losses import sequence_logps
+from align_train.model import load_tokenizer
+from align_train.sampler import ParallelBatch
+from align_train.split import holdout_position
+from tests.align_train.conftest import REPO, read_groups
+
+torch.set_num_threads(1)
+
+
+def row(
+    group: str, lang: str, predicted: str | None, *, expected: str = "7", task: str = "math"
+) -> RowResult:
+    return RowResult(
+        group, lang, task, nll=2.0, tokens=4, scorer="math", expected=expected, predicted=predicted
+    )
+
+
+def test_gap_consistency_and_agreement_on_hand_made_rows() -> None:
+    results = [
+        # g1: every language right -> consistent
+        row("g1", "en", "7"),
+        row("g1", "de", "7"),
+        row("g1", "sw", "7"),
+        # g2: en right, de the same wrong answer as sw -> not consistent; de and sw disagree with en
+        row("g2", "en", "7"),
+        row("g2", "de", "8"),
+        row("g2", "sw", "8"),
+        # g3: en and de agree on a wrong answer -> consistent and agreeing, but not correct; no sw row
+        row("g3", "en", "5"),
+        row("g3", "de", "5"),
+        # g4: no answer anywhere -> a missing answer agrees with nothing
+        row("g4", "en", None),
+        row("g4", "de", None),
+        # a loss-only row: counts for the loss, not for accuracy
+        RowResult("g5", "en", "chat", nll=6.0, tokens=2),
+    ]
+    report = summarize(results, anchor_lang="en", langs=["en", "de", "sw"])
+    en, de, sw = (report.langs[lang] for lang in ("en", "de", "sw"))
+    assert (en.overall.rows, en.overall.scored, en.overall.correct) == (5, 4, 2)
+    assert en.overall.accuracy == 0.5 and de.overall.accuracy == 0.25 and sw.overall.accuracy == 0.5
+    assert en.overall.loss == pytest.approx((4 * 2.0 + 6.0) / (4 * 4 + 2))
+    assert en.gap == 0.0 and en.relative_gap == 0.0 and en.agreement is None
+    assert de.gap == pytest.approx(-0.25) and de.relative_gap == pytest.approx(-0.5)
+    assert sw.gap == 0.0
+    assert report.mean_gap == pytest.approx(-0.125)
+    # Pairwise with en: de agrees in g1 and g3 of g1..g4; sw in g1 of g1, g2.
+    assert (de.agreement.groups, de.agreement.agreeing) == (4, 2)
+    assert (sw.agreement.groups, sw.agreement.agreeing) == (2, 1)
+    assert (report.consistency.groups, report.consistency.agreeing) == (4, 2)
+    assert report.consistency_by_task["math"].share == 0.5
+    assert set(en.tasks) == {"chat", "math"} and en.tasks["chat"].accuracy is None
+
+
+def test_relative_gap_is_undefined_when_the_anchor_scores_zero() -> None:
+    report = summarize([row("g1", "en", "1"), row("g1", "de", "7")], anchor_lang="en", langs=["en", "de"])
+    assert report.langs["de"].gap == 1.0 and report.langs["de"].relative_gap is None
+
+
+def test_batched_generation_matches_one_prompt_at_a_time(model_dir: Path) -> None:
+    tokenizer = load_tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
+    texts = ["What is 2 plus 3?", "x", "Cuánto es 7 por 8, por favor?", "The quick brown fox jumps again"]
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    batched = generate_greedy(model, tokenizer, prompts, max_new_tokens=6, batch_size=4)
+    alone = generate_greedy(model, tokenizer, prompts, max_new_tokens=6, batch_size=1)
+    assert batched == alone
+    assert len(set(batched)) > 1  # the continuation depends on the prompt, so padding could show
+
+
+def test_adapter_folder_is_merged_into_its_base_model(model_dir: Path, tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    tokenizer, base = load_for_eval(model_dir, base_model=None)
+    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ids = torch.tensor([tokenizer("Two plus two is four.")["input_ids"]])
+    expected = peft_model(input_ids=ids).logits
+    _, merged = load_for_eval(tmp_path / "adapter", base_model=None)  # the base named in adapter_config.json
+    torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_split_defaults_to_the_held_out_groups_of_the_training_run(
+    shard_dir: Path, preference_shard_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000002").mkdir(parents=True)
+    (run / "checkpoints" / "step-000002" / "config.json").write_text("{}")
+    (run / "checkpoints" / "latest").write_text("step-000002")
+    (run / "config.yaml").write_text(f"shards: {shard_dir}\nholdout: 0.3\n")
+    for model in (run, run / "checkpoints" / "step-000002"):
+        cfg = EvalConfig(model=model, data=shard_dir, out=tmp_path / "eval")
+        assert (cfg.split, cfg.holdout) == ("eval", 0.3)
+    explicit = EvalConfig(model=run, data=shard_dir, out=tmp_path / "eval", split="all", holdout=0.1)
+    assert (explicit.split, explicit.holdout) == ("all", 0.1)
+    same_data = EvalConfig(model=run, data=shard_dir / "shards" / "..", out=tmp_path)
+    assert (same_data.split, same_data.holdout) == ("eval", 0.3)  # the same folder by another path
+    other_data = EvalConfig(model=run, data=preference_shard_dir, out=tmp_path)
+    assert (other_data.split, other_data.holdout) == ("all", 0.0)  # a corpus the run never saw
+    no_run = EvalConfig(data=shard_dir, out=tmp_path)
+    assert (no_run.split, no_run.holdout) == ("all", 0.0)
+
+
+@pytest.mark.slow
+def test_eval_on_the_demo_shards_end_to_end(demo_shard_dir: Path, model_dir: Path, tmp_path: Path) -> None:
+    cfg = EvalConfig(
+        model=model_dir, data=demo_shard_dir, out=tmp_path, holdout=0.4, max_new_tokens=4, batch_size=8
+    )
+    evaluate(cfg)
+    metrics = json.loads((tmp_path / METRICS_FILE).read_text())
+    predictions = [json.loads(line) for line in (tmp_path / PREDICTIONS_FILE).read_text().splitlines()]
+    held = {g: rows for g, rows in read_groups(demo_shard_dir).items() if holdout_position(g) < 0.4}
+    assert metrics["groups"] == len(held) and sum(len(rows) for rows in held.values()) == len(predictions)
+    assert {p["group_id"] for p in predictions} == set(held)
+    assert list(metrics["langs"]) == ["en", "de", "es", "fr"]  # the anchor first
+    for lang, m in metrics["langs"].items():
+        mine = [p for p in predictions if p["lang"] == lang]
+        assert m["overall"]["rows"] == len(mine)
+        assert m["overall"]["scored"] == sum(p["task"] in ("math", "tool_calling") for p in mine) > 0
+        assert m["overall"]["correct"] == sum(p["correct"] is True for p in mine)
+        # A random model over a 49152-token vocabulary: about ln(49152) = 10.80 nats per answer token.
+        assert m["overall"]["loss"] == pytest.approx(math.log(49152), abs=0.5)
+    assert metrics["langs"]["en"]["gap"] == 0.0
+    for p in predictions:
+        assert p["correct"] == (None if p["scorer"] is None else p["predicted"] == p["expected"])
+        assert p["tokens"] > 0 and (p["generation"] is None) == (p["scorer"] is None)
+    assert all(p["expected"].startswith('[{"arguments"') for p in predictions if p["task"] == "tool_calling")
+    # Recomputing from predictions.jsonl gives the written report.
+    rows = [RowResult(**{k: v for k, v in p.items() if k != "correct"}) for p in predictions]
+    again = summarize(rows, anchor_lang="en", langs=["en", "de", "es", "fr"])
+    assert again.consistency.groups == metrics["consistency"]["groups"] > 0
+    assert again.langs["fr"].gap == metrics["langs"]["fr"]["gap"]
+    # The loss is the one training computes: a [user, assistant] math row scored as an SFT row.
+    tokenizer, model = load_for_eval(model_dir, base_model=None)
+    collator = Collator(tokenizer, objective="sft", max_length=2048)
+    for p in [p for p in predictions if p["task"] == "math"][:3]:
+        source = next(r for r in held[p["group_id"]] if r["lang"] == p["lang"])
+        batch = collator(ParallelBatch.of([source]))
+        with torch.no_grad():
+            logits = model(**batch.model_inputs()).logits
+        logps = sequence_logps(logits, batch.labels, batch.seq_ids, batch.num_seqs)
+        assert p["tokens"] == int(logps.counts[0]) and p["nll"] == pytest.approx(
+            -float(logps.sums[0]), rel=1e-4
+        )
+    report = (tmp_path / "report.md").read_text()
+    assert "| en (anchor) |" in report and "Cross-lingual consistency" in report
+    assert (tmp_path / "accuracy.png").stat().st_size > 5000
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "align_train", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_routes_subcommands_and_reports_user_errors_on_one_line(shard_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0 and all(name in result.stdout for name in ("train", "eval", "sweep"))
+    result = run_cli("eval", "--data", str(shard_dir), "--out", str(tmp_path), "--split", "eval")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        "align-train: error: split='eval' selects the held-out groups, but holdout=0 holds none out: "
+        "set holdout > 0 or split='all'\n"
+    )
+    result = run_cli("eval", "--data", str(shard_dir), "--out", str(tmp_path), "--model", str(tmp_path))
+    assert result.returncode == 2 and "is neither a model folder" in result.stderr
+    assert result.stderr.count("\n") == 1
+    if importlib.util.find_spec("vllm") is None:
+        result = run_cli("eval", "--data", str(shard_dir), "--out", str(tmp_path), "--backend", "vllm")
+        assert result.returncode == 2 and result.stderr.startswith("align-train: error: backend='vllm' needs")
+        assert result.stderr.count("\n") == 1 and not (tmp_path / "metrics.json").exists()
