@@ -7,7 +7,7 @@ from pathlib import Path
 
 from curate.config import BuildConfig
 from curate.equivalence import Equivalence
-from curate.executor import LocalExecutor
+from curate.executor import Executor, LocalExecutor
 from curate.lid import Lid
 from curate.overrides import apply_overrides, load_yaml
 from curate.readers import fingerprint_inputs, read_chunks
@@ -42,6 +42,19 @@ def make_stages(config: BuildConfig) -> list[Stage]:
     if config.equivalence.enabled:
         stages.append(Equivalence(config.equivalence))
     return stages
+
+
+def make_executor(
+    config: BuildConfig, stages: list[Stage], writer: ShardWriter, *, progress: bool
+) -> Executor:
+    """The executor ``executor.backend`` names; Ray is imported only when it is chosen."""
+    if config.executor.backend == "ray":
+        try:
+            from curate.ray_executor import RayExecutor
+        except ImportError as e:
+            raise BuildError(str(e)) from e
+        return RayExecutor(stages, writer, config=config.executor.ray, progress=progress)
+    return LocalExecutor(stages, writer, progress=progress)
 
 
 def thresholds(config: BuildConfig, stages: list[Stage]) -> dict[str, float]:
@@ -79,8 +92,9 @@ def build(config: BuildConfig, *, progress: bool = True) -> Manifest:
         langs=config.langs,
         chunk_size=config.write.chunk_size,
     )
-    executor = LocalExecutor(stages, writer, progress=progress)
+    executor = make_executor(config, stages, writer, progress=progress)
     records = executor.run(chunks)
+    atomic_write_bytes(config.out / STATE_DIR / "stages.json", executor.stats.to_json().encode())
     manifest = assemble_manifest(config, records, inputs, thresholds(config, stages))
     atomic_write_bytes(config.out / "manifest.json", manifest.model_dump_json(indent=1).encode())
     if config.report:
@@ -124,7 +138,9 @@ def assemble_manifest(
         rejects=[r.rejects for r in records if r.rejects is not None],
         counts=ordered,
         inputs=inputs,
-        config=config.model_dump(mode="json", exclude={"out"}),
+        # The executor changes where the work ran, not the output: a local and a Ray build of the same
+        # config and inputs have the same manifest.
+        config=config.model_dump(mode="json", exclude={"out", "executor"}),
         config_hash=config.fingerprint(),
         thresholds=cuts,
     )

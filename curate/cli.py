@@ -31,7 +31,7 @@ USER_ERRORS = (BuildError, InputError, UnknownLanguageError, FileNotFoundError, 
 
 
 def fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -55,6 +55,10 @@ def build_cmd(
     langs: Annotated[str | None, typer.Option(help="Target languages, comma-separated: de,fr,sw.")] = None,
     anchor_lang: Annotated[str | None, typer.Option(help="Language of the source data.")] = None,
     translator: Annotated[str | None, typer.Option(help="pretranslated, apertium, hf or openai.")] = None,
+    executor: Annotated[str | None, typer.Option(help="local (default) or ray.")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join: auto, ray://HOST:10001 or HOST:PORT.")
+    ] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: a.b=value.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -65,6 +69,8 @@ def build_cmd(
         "langs": [x for x in langs.split(",") if x.strip()] if langs else None,
         "anchor_lang": anchor_lang,
         "translate.backend": translator,
+        "executor.backend": executor,
+        "executor.ray.address": ray_address,
     }
     try:
         cfg = load_config(config, overrides, sets or [])

@@ -120,6 +120,35 @@ class WriteConfig(_Section):
     compression: Literal["zstd", "lz4", "none"] = "zstd"
 
 
+class RayStageConfig(_Section):
+    """The actors of one stage: each loads the stage's models once, then takes one chunk at a time."""
+
+    actors: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class RayConfig(_Section):
+    """Where the Ray executor runs and how many actors each stage gets (default: one, one CPU).
+
+    ``address`` None joins the cluster of a ``ray job submit`` (``RAY_ADDRESS``) or else starts a local
+    instance; ``auto`` joins the cluster this machine belongs to; ``ray://host:10001`` goes through Ray
+    Client.
+    """
+
+    address: str | None = None
+    stages: dict[Literal["translate", "structure", "lid", "equivalence"], RayStageConfig] = Field(
+        default_factory=dict
+    )
+
+
+class ExecutorConfig(_Section):
+    """What runs the stages: where the work happens, never what it produces (not part of the fingerprint)."""
+
+    backend: Literal["local", "ray"] = "local"
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
 class BuildConfig(_Section):
     inputs: list[Path] = Field(default_factory=list)
     out: Path | None = None
@@ -131,6 +160,7 @@ class BuildConfig(_Section):
     lid: LidConfig = Field(default_factory=LidConfig)
     equivalence: EquivalenceConfig = Field(default_factory=EquivalenceConfig)
     write: WriteConfig = Field(default_factory=WriteConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     report: bool = True
 
     @field_validator("anchor_lang")
@@ -155,6 +185,6 @@ class BuildConfig(_Section):
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the output (not where it goes), to refuse mixing builds."""
-        payload = self.model_dump(mode="json", exclude={"out", "report"})
+        payload = self.model_dump(mode="json", exclude={"out", "report", "executor"})
         payload["translate"].pop("cache", None)
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.masking import strip_protected
 
@@ -25,12 +26,27 @@ def conversations(batch: pa.Table) -> list[Conversation]:
     ]
 
 
-def prose(conversation: Conversation) -> dict[str, str]:
-    """The prose (protected spans removed) of each prose-role message that has any, keyed ``messages[i]``."""
-    out: dict[str, str] = {}
-    for column, messages in conversation.items():
-        for i, message in enumerate(messages):
-            text = strip_protected(message["content"]) if message["role"] in PROSE_ROLES else ""
+def prose_by_row(batch: pa.Table) -> list[dict[str, str]]:
+    """Each row's prose (protected spans removed) per prose-role message that has any, keyed
+    ``messages[i]`` / ``chosen[i]`` / ``rejected[i]`` in that order.
+
+    Reads only the ``role`` and ``content`` fields, column by column, instead of building every message
+    as a dict: language ID spends most of its time here otherwise.
+    """
+    out: list[dict[str, str]] = [{} for _ in range(batch.num_rows)]
+    for column in CONVERSATION_COLUMNS:
+        lists = batch.column(column).combine_chunks()
+        flat = lists.flatten()
+        if not len(flat):
+            continue
+        rows = pc.list_parent_indices(lists).to_pylist()
+        starts = lists.offsets.to_pylist()
+        roles = flat.field("role").to_pylist()
+        contents = flat.field("content").to_pylist()
+        for k, (row, role, content) in enumerate(zip(rows, roles, contents, strict=True)):
+            if role not in PROSE_ROLES:
+                continue
+            text = strip_protected(content)
             if text:
-                out[f"{column}[{i}]"] = text
+                out[row][f"{column}[{k - starts[row] + starts[0]}]"] = text
     return out

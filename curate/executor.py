@@ -1,16 +1,21 @@
 """The local streaming executor: runs the stages chunk by chunk, commits each chunk, skips committed ones.
 
 Stages know nothing about files or executors; this module knows nothing about what a stage does. Memory is
-bounded by one chunk (``write.chunk_size`` groups) whatever the size of the input.
+bounded by one chunk (``write.chunk_size`` groups) whatever the size of the input. The steps of a chunk
+(:func:`start`, :func:`advance` per stage, :func:`finish`) are shared with the Ray executor
+(``curate.ray_executor``), which runs them in other processes: both commit the same rows in the same
+chunks, so their output is byte-identical.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -22,6 +27,22 @@ from schemas import LangCounts
 
 
 @dataclass
+class ChunkState:
+    """A chunk part-way through the stages: the rows still in play and everything said about it so far.
+
+    Executors move this between processes (the Ray executor runs each stage in its own actors), so it
+    carries all that :func:`finish` needs to account for the chunk.
+    """
+
+    index: int
+    rows: pa.Table
+    rejected: list[pa.Table]
+    read: Counter[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+    rows_in: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class ChunkOutput:
     kept: pa.Table
     rejected: pa.Table
@@ -30,32 +51,54 @@ class ChunkOutput:
     rows_in: dict[str, int] = field(default_factory=dict)
 
 
+def start(chunk: Chunk) -> ChunkState:
+    """A chunk as read, before the first stage."""
+    return ChunkState(index=chunk.index, rows=chunk.rows, rejected=[chunk.rejects], read=Counter(chunk.read))
+
+
+def advance(state: ChunkState, stage: Stage) -> ChunkState:
+    """Pass the chunk's rows through one stage, refusing a stage that loses rows."""
+    rows = state.rows
+    begin = time.perf_counter()
+    result = stage.process(rows)
+    seconds = time.perf_counter() - begin
+    if rows.num_rows + sum(result.created.values()) != result.kept.num_rows + result.rejected.num_rows:
+        msg = (
+            f"stage {stage.name!r} lost rows in chunk {state.index}: {rows.num_rows} in + "
+            f"{sum(result.created.values())} created != {result.kept.num_rows} kept + "
+            f"{result.rejected.num_rows} rejected"
+        )
+        raise RuntimeError(msg)
+    read = Counter(state.read)
+    read.update(result.created)
+    return ChunkState(
+        index=state.index,
+        rows=result.kept,
+        rejected=[*state.rejected, result.rejected],
+        read=read,
+        seconds={**state.seconds, stage.name: seconds},
+        rows_in={**state.rows_in, stage.name: rows.num_rows},
+    )
+
+
+def finish(state: ChunkState) -> ChunkOutput:
+    """The chunk's kept rows, all its rejects and its per-language counts, checked to balance."""
+    rejects = pa.concat_tables(state.rejected)
+    return ChunkOutput(
+        kept=state.rows,
+        rejected=rejects,
+        counts=count_rows(state.read, state.rows, rejects),
+        seconds=state.seconds,
+        rows_in=state.rows_in,
+    )
+
+
 def run_chunk(stages: Sequence[Stage], chunk: Chunk) -> ChunkOutput:
     """Pass one chunk through every stage and account for every row it read or created."""
-    read: Counter[str] = Counter(chunk.read)
-    rejected = [chunk.rejects]
-    rows = chunk.rows
-    seconds: dict[str, float] = {}
-    rows_in: dict[str, int] = {}
+    state = start(chunk)
     for stage in stages:
-        rows_in[stage.name] = rows.num_rows
-        start = time.perf_counter()
-        result = stage.process(rows)
-        seconds[stage.name] = time.perf_counter() - start
-        if rows.num_rows + sum(result.created.values()) != result.kept.num_rows + result.rejected.num_rows:
-            msg = (
-                f"stage {stage.name!r} lost rows in chunk {chunk.index}: {rows.num_rows} in + "
-                f"{sum(result.created.values())} created != {result.kept.num_rows} kept + "
-                f"{result.rejected.num_rows} rejected"
-            )
-            raise RuntimeError(msg)
-        read.update(result.created)
-        rejected.append(result.rejected)
-        rows = result.kept
-    rejects = pa.concat_tables(rejected)
-    return ChunkOutput(
-        kept=rows, rejected=rejects, counts=count_rows(read, rows, rejects), seconds=seconds, rows_in=rows_in
-    )
+        state = advance(state, stage)
+    return finish(state)
 
 
 def count_rows(read: Counter[str], kept: pa.Table, rejects: pa.Table) -> dict[str, LangCounts]:
@@ -81,6 +124,39 @@ def count_rows(read: Counter[str], kept: pa.Table, rejects: pa.Table) -> dict[st
     return counts
 
 
+@dataclass
+class StageStats:
+    """Rows fed to each stage and seconds spent in it, over the chunks a run processed (skipped ones
+    excluded); with the Ray executor the seconds are busy time summed over that stage's actors."""
+
+    rows: Counter[str] = field(default_factory=Counter)
+    seconds: Counter[str] = field(default_factory=Counter)
+
+    def add(self, out: ChunkOutput) -> None:
+        self.rows.update(out.rows_in)
+        self.seconds.update(out.seconds)
+
+    def to_json(self) -> str:
+        stages = {
+            name: {
+                "rows": self.rows[name],
+                "seconds": round(self.seconds[name], 6),
+                "rows_per_s": round(self.rows[name] / self.seconds[name], 3) if self.seconds[name] else None,
+            }
+            for name in self.rows
+        }
+        return json.dumps(stages, indent=1)
+
+
+class Executor(Protocol):
+    """Runs the stages over every chunk not yet committed and commits it; returns every chunk's record,
+    committed before or now, in chunk order."""
+
+    stats: StageStats
+
+    def run(self, chunks: Iterable[Chunk]) -> list[ChunkRecord]: ...
+
+
 class LocalExecutor:
     """Runs chunks one after another in this process, with a progress bar per stage."""
 
@@ -88,8 +164,7 @@ class LocalExecutor:
         self.stages = list(stages)
         self.writer = writer
         self.progress = progress
-        self.seconds: Counter[str] = Counter()
-        self.rows_in: Counter[str] = Counter()
+        self.stats = StageStats()
 
     def run(self, chunks: Iterable[Chunk]) -> list[ChunkRecord]:
         records: list[ChunkRecord] = []
@@ -111,8 +186,7 @@ class LocalExecutor:
                 if record is None:
                     out = run_chunk(self.stages, chunk)
                     record = self.writer.commit(chunk.index, out.kept, out.rejected, out.counts)
-                    self.seconds.update(out.seconds)
-                    self.rows_in.update(out.rows_in)
+                    self.stats.add(out)
                     for name, n in out.rows_in.items():
                         bar.advance(stage_tasks[name], n)
                 records.append(record)

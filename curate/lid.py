@@ -16,7 +16,7 @@ import fasttext
 import pyarrow as pa
 
 from curate.config import LidConfig
-from curate.conversation import conversations, prose
+from curate.conversation import prose_by_row
 from curate.stage import FilterStage, Verdict
 from schemas import UnknownLanguageError, base_lang, normalize_lang
 
@@ -27,11 +27,6 @@ class _Guess(NamedTuple):
     lang: str | None
     prob: float
     wrong: bool
-
-    @property
-    def badness(self) -> tuple[bool, float]:
-        """Orders guesses worst last: any wrong language, the surest first; else the least sure."""
-        return self.wrong, self.prob if self.wrong else -self.prob
 
     def describe(self) -> str:
         return f"{self.where}: read as {self.lang or self.label} (p={self.prob:.3f})"
@@ -76,22 +71,32 @@ class Lid(FilterStage):
             msg = "lid: setup() must run before judge()"
             raise RuntimeError(msg)
         texts: list[str] = []
-        owners: list[tuple[int, str]] = []
-        for row, conversation in enumerate(conversations(batch)):
-            for where, text in prose(conversation).items():
+        rows: list[int] = []
+        wheres: list[str] = []
+        for row, row_texts in enumerate(prose_by_row(batch)):
+            for where, text in row_texts.items():
                 if len(text) >= self.config.min_chars:
                     texts.append(text)
-                    owners.append((row, where))
+                    rows.append(row)
+                    wheres.append(where)
         labels, probs = self._model.predict(texts, k=1) if texts else ([], [])
 
         expected = [base_lang(lang) for lang in batch.column("lang").to_pylist()]
-        worst: dict[int, _Guess] = {}
-        for (row, where), label, prob in zip(owners, labels, probs, strict=True):
-            lang = _label_lang(label[0])
-            wrong = lang is None or base_lang(lang) != expected[row]
-            guess = _Guess(where, label[0], lang, min(float(prob[0]), 1.0), wrong)
-            if row not in worst or guess.badness > worst[row].badness:
-                worst[row] = guess
+        # A model has few labels: normalise each once, not once per message.
+        label_langs = {label: _label_lang(label) for label in {found[0] for found in labels}}
+        label_bases = {label: lang and base_lang(lang) for label, lang in label_langs.items()}
+        # Per row, the worst guess: any wrong language, the surest first; else the least sure.
+        deciding: dict[int, tuple[tuple[bool, float], int, float]] = {}
+        for i, (row, found, top) in enumerate(zip(rows, labels, probs, strict=True)):
+            prob = min(float(top[0]), 1.0)
+            wrong = label_bases[found[0]] != expected[row]
+            badness = (wrong, prob if wrong else -prob)
+            if row not in deciding or badness > deciding[row][0]:
+                deciding[row] = (badness, i, prob)
+        worst = {
+            row: _Guess(wheres[i], labels[i][0], label_langs[labels[i][0]], prob, wrong)
+            for row, ((wrong, _), i, prob) in deciding.items()
+        }
 
         reasons: list[str | None] = []
         details: list[str | None] = []

@@ -10,15 +10,21 @@ duplicates or invents a token cannot be restored and is rejected by the caller.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
-# Order matters: earlier patterns win where spans overlap (a URL inside a code block stays code).
-_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("code_block", re.compile(r"```.*?(?:```|\Z)", re.DOTALL)),
-    ("code_inline", re.compile(r"`[^`\n]+`")),
-    ("math_display", re.compile(r"\$\$.+?\$\$|\\\[.+?\\\]", re.DOTALL)),
-    ("math_inline", re.compile(r"\\\(.+?\\\)|(?<![\\$\w])\$(?=\S)[^$\n]*?(?<=\S)\$(?!\d)")),
+# Order matters: earlier patterns win where spans overlap (a URL inside a code block stays code). Each
+# pattern lists substrings one of which any match contains, so most prose skips the regex scans.
+_PATTERNS: tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...] = (
+    ("code_block", re.compile(r"```.*?(?:```|\Z)", re.DOTALL), ("```",)),
+    ("code_inline", re.compile(r"`[^`\n]+`"), ("`",)),
+    ("math_display", re.compile(r"\$\$.+?\$\$|\\\[.+?\\\]", re.DOTALL), ("$$", "\\[")),
+    (
+        "math_inline",
+        re.compile(r"\\\(.+?\\\)|(?<![\\$\w])\$(?=\S)[^$\n]*?(?<=\S)\$(?!\d)"),
+        ("\\(", "$"),
+    ),
     # Balanced parentheses stay inside a URL (wiki links); an unpaired ")" and trailing punctuation
     # belong to the sentence.
     (
@@ -26,16 +32,19 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"\b(?:https?|ftp)://(?:\([^\s()<>]*\)|[^\s<>\"'()\[\]])*(?:\([^\s()<>]*\)|[^\s<>\"'()\[\].,;:!?])"
         ),
+        ("://",),
     ),
-    ("calc", re.compile(r"<<[^<>\n]*>>")),
+    ("calc", re.compile(r"<<[^<>\n]*>>"), ("<<",)),
     (
         "placeholder",
         re.compile(r"\{\{\s*[\w.\-]+\s*\}\}|\{[A-Za-z_][\w.\-]*\}|\{\d+\}|%\([\w]+\)[sdf]|%[sd]\b"),
+        ("{", "%"),
     ),
     # A token already present in the source is protected like any span, so it cannot collide with ours.
-    ("mask_token", re.compile(r"⟦\d+⟧")),
+    ("mask_token", re.compile(r"⟦\d+⟧"), ("⟦",)),
 )
 
+_ANY_NEEDED = re.compile("|".join(re.escape(n) for _, _, needs in _PATTERNS for n in needs))
 _TOKEN = re.compile(r"⟦(\d+)⟧")
 
 
@@ -62,12 +71,20 @@ class MaskError(ValueError):
 def protected_spans(text: str) -> list[Span]:
     """Non-overlapping protected spans of ``text``, in order of position."""
     taken: list[Span] = []
-    for kind, pattern in _PATTERNS:
+    if _ANY_NEEDED.search(text) is None:
+        return taken
+    starts: list[int] = []  # of ``taken``, kept sorted: being disjoint, their ends are sorted too
+    for kind, pattern, needs in _PATTERNS:
+        if not any(n in text for n in needs):
+            continue
         for m in pattern.finditer(text):
-            if any(m.start() < s.end and s.start < m.end() for s in taken):
+            start, end = m.span()
+            i = bisect.bisect_left(starts, end)
+            if i and taken[i - 1].end > start:  # the last span starting before this one ends overlaps it
                 continue
-            taken.append(Span(kind, m.start(), m.end(), m.group(0)))
-    return sorted(taken, key=lambda s: s.start)
+            starts.insert(i, start)
+            taken.insert(i, Span(kind, start, end, m.group(0)))
+    return taken
 
 
 def mask(text: str) -> Masked:
@@ -94,7 +111,10 @@ def unmask(translated: str, spans: tuple[Span, ...]) -> str:
 
 
 def strip_protected(text: str) -> str:
-    """The translatable prose only: what language ID and sentence embeddings should look at."""
+    """The translatable prose only: what language ID and sentence embeddings should look at.
+
+    Whitespace runs become one space (``str.split`` splits on exactly the characters ``\\s`` matches).
+    """
     spans = protected_spans(text)
     parts: list[str] = []
     cursor = 0
@@ -103,4 +123,4 @@ def strip_protected(text: str) -> str:
         parts.append(" ")
         cursor = span.end
     parts.append(text[cursor:])
-    return re.sub(r"\s+", " ", "".join(parts)).strip()
+    return " ".join("".join(parts).split())

@@ -115,7 +115,8 @@ class ShardWriter:
     def _write(self, table: pa.Table, relative: str) -> ShardInfo:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema, options=self.options) as writer:
-            writer.write_table(table, max_chunksize=RECORD_BATCH_ROWS)
+            # One layout whatever the in-memory chunking (stages, executors): equal rows give equal bytes.
+            writer.write_table(table.combine_chunks(), max_chunksize=RECORD_BATCH_ROWS)
         data = sink.getvalue().to_pybytes()
         atomic_write_bytes(self.out / relative, data)
         langs = Counter(lang or "und" for lang in table.column("lang").to_pylist())

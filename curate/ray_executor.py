@@ -1,0 +1,155 @@
+"""The Ray Data executor: the same stages and chunks as the local executor, spread over a Ray cluster.
+
+The driver reads the input into the same deterministic chunks as the local executor, skips committed ones
+and puts each pending chunk into Ray's object store as one block holding one row. Each stage is a
+``map_batches`` step whose actors call ``stage.setup()`` once (the translator and the encoder load their
+model once per actor, on a GPU when the config asks for one) and then take one chunk per call::
+
+    driver: read → chunk 0, 1, 2 … ──put──► [translate actors] → [structure] → [lid] → [equivalence actors]
+    driver: commit chunk i ◄──────────────────────────────────────────────────────────────────┘
+
+A row is a whole chunk in flight (:class:`curate.executor.ChunkState` as Arrow IPC + JSON), so a batch can never
+split a chunk or a group, every stage sees exactly the rows it sees locally, and the driver commits each
+chunk through the same writer: shards, rejects and manifest are byte-identical to a local build, and a
+re-run skips committed chunks the same way. Chunks come back in any order; records are put back in order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+try:
+    import ray
+    import ray.data
+except ImportError as e:
+    msg = "executor 'ray' needs Ray Data: pip install 'polyalign[ray]' (or 'ray[data]')"
+    raise ImportError(msg) from e
+
+from curate.config import RayConfig, RayStageConfig
+from curate.executor import ChunkState, StageStats, advance, finish, start
+from curate.readers import Chunk
+from curate.stage import Stage
+from curate.writer import ChunkRecord, ShardWriter
+
+# One row per chunk in flight: its tables as Arrow IPC streams (large_binary, so a chunk of any size fits
+# in one value) and its counts as JSON. Plain data both ways: nothing is unpickled.
+_STATE_SCHEMA = pa.schema(
+    [
+        ("index", pa.int64()),
+        ("rows", pa.large_binary()),
+        ("rejected", pa.list_(pa.large_binary())),
+        ("counts", pa.string()),
+    ]
+)
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)  # record batches as they are: the chunk's layout survives the trip
+    return sink.getvalue().to_pybytes()
+
+
+def _table(blob: bytes) -> pa.Table:
+    return pa.ipc.open_stream(blob).read_all()
+
+
+def pack(states: Iterable[ChunkState]) -> pa.Table:
+    """Chunks in flight as rows of a Ray Data block."""
+    states = list(states)
+    counts = [{"read": s.read, "seconds": s.seconds, "rows_in": s.rows_in} for s in states]
+    return pa.table(
+        [
+            pa.array([s.index for s in states], pa.int64()),
+            pa.array([_ipc(s.rows) for s in states], pa.large_binary()),
+            pa.array([[_ipc(t) for t in s.rejected] for s in states], pa.list_(pa.large_binary())),
+            pa.array([json.dumps(c) for c in counts], pa.string()),
+        ],
+        schema=_STATE_SCHEMA,
+    )
+
+
+def unpack(batch: pa.Table) -> Iterator[ChunkState]:
+    for row in batch.to_pylist():
+        counts = json.loads(row["counts"])
+        yield ChunkState(
+            index=row["index"],
+            rows=_table(row["rows"]),
+            rejected=[_table(blob) for blob in row["rejected"]],
+            read=Counter(counts["read"]),
+            seconds=counts["seconds"],
+            rows_in=counts["rows_in"],
+        )
+
+
+class StageActor:
+    """One stage in a Ray actor: its models load once, in the constructor, then one batch per call."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        stage.setup()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return pack(advance(state, self.stage) for state in unpack(batch))
+
+
+class RayExecutor:
+    """Runs the stages on Ray Data and commits each chunk from the driver, as :class:`LocalExecutor` does."""
+
+    def __init__(
+        self, stages: Sequence[Stage], writer: ShardWriter, *, config: RayConfig, progress: bool = True
+    ) -> None:
+        self.stages = list(stages)
+        self.writer = writer
+        self.config = config
+        self.progress = progress
+        self.stats = StageStats()
+
+    def run(self, chunks: Iterable[Chunk]) -> list[ChunkRecord]:
+        records: dict[int, ChunkRecord] = {}
+        pending: list[Any] = []
+        started = False
+        try:
+            for chunk in chunks:
+                record = self.writer.committed(chunk.index)
+                if record is not None:
+                    records[chunk.index] = record
+                    continue
+                if not ray.is_initialized():
+                    # Only once there is work: a finished build re-runs without starting Ray.
+                    ray.init(address=self.config.address)
+                    started = True
+                pending.append(ray.put(pack([start(chunk)])))
+            if pending:
+                for state in self._process(pending):
+                    out = finish(state)
+                    records[state.index] = self.writer.commit(state.index, out.kept, out.rejected, out.counts)
+                    self.stats.add(out)
+        finally:
+            if started:
+                ray.shutdown()
+        return [records[index] for index in sorted(records)]
+
+    def _process(self, blocks: list[Any]) -> Iterator[ChunkState]:
+        """Chunks as they leave the last stage, in whatever order they finish."""
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = self.progress
+        dataset = ray.data.from_arrow_refs(blocks)
+        for stage in self.stages:
+            resources = self.config.stages.get(stage.name, RayStageConfig())  # type: ignore[call-overload]
+            dataset = dataset.map_batches(
+                StageActor,
+                fn_constructor_kwargs={"stage": stage},
+                batch_size=1,
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=resources.actors),
+                num_cpus=resources.num_cpus,
+                num_gpus=resources.num_gpus,
+            )
+        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            yield from unpack(batch)

@@ -1,0 +1,184 @@
+"""The Ray executor against the local one on the demo data: same bytes out, same resume, on a real Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.writer import ChunkRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "examples" / "demo"
+CHUNK_SIZE = 6
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """A two-CPU Ray instance on this machine for the whole module; builds join it instead of starting one."""
+    ray = pytest.importorskip("ray", reason="the Ray executor needs the ray extra: pip install '.[ray]'")
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def demo_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 good demo rows and every deliberately bad line: 7 chunks of 6 groups, two of them all rejects."""
+    lines = (DEMO / "source.jsonl").read_bytes().splitlines(keepends=True)
+    path = tmp_path_factory.mktemp("input") / "source.jsonl"
+    path.write_bytes(b"".join(lines[:24] + lines[-14:]))
+    return path
+
+
+def _args(out: Path, source: Path, *extra: str) -> list[str]:
+    return [
+        "build",
+        str(ROOT / "examples" / "demo.yaml"),
+        "--input",
+        str(source),
+        "--out",
+        str(out),
+        "--set",
+        f"write.chunk_size={CHUNK_SIZE}",
+        "--no-progress",
+        *extra,
+    ]
+
+
+# Two translate actors, so chunks can finish out of order; fractional CPUs so all five actors fit.
+RAY_FLAGS = (
+    "--executor",
+    "ray",
+    "--set",
+    "executor.ray.stages.translate={actors: 2, num_cpus: 0.5}",
+    "--set",
+    "executor.ray.stages.equivalence.num_cpus=0.5",
+)
+
+
+def _build(out: Path, source: Path, *extra: str) -> None:
+    result = CliRunner().invoke(app, _args(out, source, *extra))
+    assert result.exit_code == 0, result.output
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    """Every file a build delivers: shards, rejects and the manifest."""
+    paths = [*out.glob("shards/*.arrow"), *out.glob("rejects/*.arrow"), out / "manifest.json"]
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(paths)}
+
+
+def _stage_rows(out: Path) -> dict[str, int]:
+    stages = json.loads((out / ".state" / "stages.json").read_text())
+    return {name: s["rows"] for name, s in stages.items()}
+
+
+@pytest.fixture(scope="module")
+def local_build(tmp_path_factory: pytest.TempPathFactory, demo_subset: Path) -> Path:
+    out = tmp_path_factory.mktemp("local") / "out"
+    _build(out, demo_subset)
+    return out
+
+
+def test_ray_build_is_byte_identical_to_local(
+    ray_address: str, local_build: Path, demo_subset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ray"
+    _build(out, demo_subset, *RAY_FLAGS)
+    assert _outputs(out) == _outputs(local_build)
+    assert len(list(out.glob("shards/*.arrow"))) >= 4
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(c["read"] == c["kept"] + sum(c["rejected"].values()) for c in manifest["counts"].values())
+    assert "executor" not in manifest["config"]
+    assert _stage_rows(out) == _stage_rows(local_build)
+
+
+def test_ray_resumes_a_local_build_redoing_only_what_is_missing(
+    ray_address: str, local_build: Path, demo_subset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "resumed"
+    shutil.copytree(local_build, out)
+    markers = out / ".state" / "chunks"
+    redo = {1: "marker gone", 3: "marker gone", 4: "shard damaged"}
+    records = {i: ChunkRecord.from_json((markers / f"{i:06d}.json").read_text()) for i in redo}
+    (out / "manifest.json").unlink()
+    for index, damage in redo.items():
+        if damage == "marker gone":
+            (markers / f"{index:06d}.json").unlink()
+        else:
+            shard = records[index].shard
+            assert shard is not None
+            (out / shard.file).write_bytes(b"half a file")
+
+    _build(out, demo_subset, *RAY_FLAGS)
+
+    assert _outputs(out) == _outputs(local_build)
+    # Only the three damaged chunks ran: translate saw exactly their anchors.
+    anchors = sum(
+        r.counts["en"].read
+        - sum(n for reason, n in r.counts["en"].rejected.items() if reason.startswith("read."))
+        for r in records.values()
+    )
+    assert _stage_rows(out)["translate"] == anchors < _stage_rows(local_build)["translate"]
+
+
+def test_killed_ray_build_resumes_byte_identical(
+    ray_address: str, local_build: Path, demo_subset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "killed"
+    command = [
+        sys.executable,
+        "-m",
+        "curate",
+        *_args(out, demo_subset, *RAY_FLAGS, "--ray-address", ray_address),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    markers = out / ".state" / "chunks"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(markers.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "the build finished before it could be killed"
+
+    _build(out, demo_subset, *RAY_FLAGS)
+    assert _outputs(out) == _outputs(local_build)
+
+
+def test_finished_build_reruns_without_ray_work(local_build: Path, demo_subset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "done"
+    shutil.copytree(local_build, out)
+    _build(out, demo_subset, "--executor", "ray")
+    assert _stage_rows(out) == {}
+    assert _outputs(out) == _outputs(local_build)
+
+
+def test_ray_executor_without_ray_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_subset: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees when the extra is missing
+    monkeypatch.delitem(sys.modules, "curate.ray_executor", raising=False)
+    result = CliRunner().invoke(app, _args(tmp_path / "o", demo_subset, "--executor", "ray"))
+    assert result.exit_code == 2
+    assert "pip install 'polyalign[ray]'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_unknown_stage_in_ray_settings_is_a_one_line_error(tmp_path: Path, demo_subset: Path) -> None:
+    args = _args(tmp_path / "o", demo_subset, "--set", "executor.ray.stages.translator.actors=2")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "executor.ray.stages.translator" in result.output
+    assert len(result.output.strip().splitlines()) == 1
