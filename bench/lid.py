@@ -3,10 +3,11 @@ per-line ``predict`` calls.
 
 The stage (``curate.lid.Lid.process``) runs on the chunks ``curate build`` would give it (the demo's
 pre-translated en/es/de/fr groups, grown by replication); the baselines get the exact lines the stage
-sends to fastText, already extracted, so they measure the model alone. The stage's time is split into
-reading prose out of the rows (code, math and URLs removed), ``predict``, and turning guesses into
-verdicts. A second pass joins each row's messages into one ~1,000-character message, the length of a
-typical SFT answer. Every timing is the best of ``--repeats`` interleaved runs.
+judges, already extracted, so they measure the model alone (the stage sends fastText each distinct line
+once). The stage's time is split into reading prose out of the rows (code, math and URLs removed),
+``predict``, and turning guesses into verdicts. A second pass joins each row's messages into one
+~1,000-character message, the length of a typical SFT answer. Every timing is the best of ``--repeats``
+interleaved runs.
 
     python bench/lid.py                   # ~10 s on 2 CPU cores
     python bench/lid.py --factor 32 --chunk-size 512
@@ -26,7 +27,7 @@ import pyarrow as pa
 from corpus import DEMO, grow, machine, read_rows
 
 from curate.config import LidConfig
-from curate.conversation import prose_by_row
+from curate.conversation import prose, prose_by_row
 from curate.lid import Lid, default_model_path
 
 
@@ -63,7 +64,7 @@ def measure(lid: Lid, model: Any, batches: list[pa.Table], *, repeats: int) -> d
         repeats,
         {
             "stage": lambda: [lid.process(b) for b in batches],
-            "prose": lambda: [prose_by_row(b) for b in batches],
+            "prose": lambda: [prose(b) for b in batches],
             "batched": lambda: [model.predict(ls, k=1) for ls in lines],
             "per_line": lambda: [model.predict(line, k=1) for ls in lines for line in ls],
         },

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import fasttext
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.config import LidConfig
-from curate.conversation import prose_by_row
+from curate.conversation import prose
 from curate.stage import FilterStage, Verdict
 from schemas import UnknownLanguageError, base_lang, normalize_lang
 
@@ -54,6 +56,7 @@ class Lid(FilterStage):
     def __init__(self, config: LidConfig) -> None:
         self.config = config
         self._model: Any = None
+        self._labels: dict[str, tuple[str | None, str | None]] = {}
 
     def setup(self) -> None:
         path = self.config.model_path or default_model_path()
@@ -70,56 +73,73 @@ class Lid(FilterStage):
         if self._model is None:
             msg = "lid: setup() must run before judge()"
             raise RuntimeError(msg)
-        texts: list[str] = []
-        rows: list[int] = []
-        wheres: list[str] = []
-        for row, row_texts in enumerate(prose_by_row(batch)):
-            for where, text in row_texts.items():
-                if len(text) >= self.config.min_chars:
-                    texts.append(text)
-                    rows.append(row)
-                    wheres.append(where)
+        found = prose(batch)
+        long_enough = pc.greater_equal(pc.utf8_length(found.texts), self.config.min_chars)
+        # fastText reads each distinct text once: system prompts and short replies repeat across rows.
+        distinct = found.texts.filter(long_enough).dictionary_encode()
+        texts = distinct.dictionary.to_pylist()
         labels, probs = self._model.predict(texts, k=1) if texts else ([], [])
+        label = [top[0] for top in labels]
+        lang, base = self._langs(label)
 
-        expected = [base_lang(lang) for lang in batch.column("lang").to_pylist()]
-        # A model has few labels: normalise each once, not once per message.
-        label_langs = {label: _label_lang(label) for label in {found[0] for found in labels}}
-        label_bases = {label: lang and base_lang(lang) for label, lang in label_langs.items()}
-        # Per row, the worst guess: any wrong language, the surest first; else the least sure.
-        deciding: dict[int, tuple[tuple[bool, float], int, float]] = {}
-        for i, (row, found, top) in enumerate(zip(rows, labels, probs, strict=True)):
-            prob = min(float(top[0]), 1.0)
-            wrong = label_bases[found[0]] != expected[row]
-            badness = (wrong, prob if wrong else -prob)
-            if row not in deciding or badness > deciding[row][0]:
-                deciding[row] = (badness, i, prob)
-        worst = {
-            row: _Guess(wheres[i], labels[i][0], label_langs[labels[i][0]], prob, wrong)
-            for row, ((wrong, _), i, prob) in deciding.items()
-        }
+        # Per line (message judged): its text, row, whether it reads as another language, and how surely.
+        lines = np.flatnonzero(long_enough.to_numpy(zero_copy_only=False))
+        text = distinct.indices.to_numpy(zero_copy_only=False)
+        rows = found.rows[lines]
+        wrong = base[text] != self._row_bases(batch.column("lang"))[rows]
+        prob = np.minimum(np.concatenate([np.zeros(0, np.float32), *probs]).astype(np.float64), 1.0)[text]
+        # Per row, the worst guess: any wrong language, the surest first; else the least sure; the first
+        # message on ties. Sorted by row, then badness, then position reversed, each row's last line decides.
+        order = np.lexsort((-np.arange(len(rows)), np.where(wrong, prob, -prob), wrong, rows))
+        deciding = order[np.append(rows[order][1:] != rows[order][:-1], True)] if len(order) else order
+        decided = rows[deciding]
 
-        reasons: list[str | None] = []
-        details: list[str | None] = []
-        for row, is_anchor in enumerate(batch.column("is_anchor").to_pylist()):
-            guess = worst.get(row)
-            reason = None if guess is None or is_anchor else self._reason(guess)
-            reasons.append(reason)
-            details.append(guess.describe() if guess is not None and reason else None)
+        lid_lang = np.full(batch.num_rows, None, dtype=object)
+        lid_lang[decided] = lang[text[deciding]]
+        lid_prob = np.zeros(batch.num_rows, np.float32)
+        lid_prob[decided] = prob[deciding]
+        bad = np.zeros(batch.num_rows, bool)
+        bad[decided] = wrong[deciding] | (prob[deciding] < self.config.min_prob)
+        bad &= ~batch.column("is_anchor").to_numpy()
+
+        reasons: list[str | None] = [None] * batch.num_rows
+        details: list[str | None] = [None] * batch.num_rows
+        line_of = dict(zip(decided.tolist(), deciding.tolist(), strict=True))
+        for row in np.flatnonzero(bad).tolist():
+            i = line_of[row]
+            guess = _Guess(
+                found.where(lines[i]), label[text[i]], lid_lang[row], float(prob[i]), bool(wrong[i])
+            )
+            reasons[row] = "wrong_lang" if guess.wrong else "low_prob"
+            details[row] = guess.describe()
+        has_guess = np.zeros(batch.num_rows, bool)
+        has_guess[decided] = True
         return Verdict(
             reasons=reasons,
             details=details,
             columns={
-                "lid_lang": [worst[row].lang if row in worst else None for row in range(batch.num_rows)],
-                "lid_prob": [worst[row].prob if row in worst else None for row in range(batch.num_rows)],
+                "lid_lang": lid_lang.tolist(),
+                "lid_prob": pa.array(lid_prob, type=pa.float32(), mask=~has_guess),
             },
         )
 
-    def _reason(self, guess: _Guess) -> str | None:
-        if guess.wrong:
-            return "wrong_lang"
-        if guess.prob < self.config.min_prob:
-            return "low_prob"
-        return None
+    def _langs(self, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The normalised language of each fastText label and its base, None where it names no known
+        language. A model has few labels: each is normalised once."""
+        for label in set(labels) - self._labels.keys():
+            lang = _label_lang(label)
+            self._labels[label] = (lang, lang and base_lang(lang))
+        known = self._labels
+        return (
+            np.array([known[label][0] for label in labels], dtype=object),
+            np.array([known[label][1] for label in labels], dtype=object),
+        )
+
+    def _row_bases(self, langs: pa.ChunkedArray) -> np.ndarray:
+        """``base_lang`` of each row's language, computed once per distinct language."""
+        codes = pc.dictionary_encode(langs.combine_chunks())
+        bases = [base_lang(lang) for lang in codes.dictionary.to_pylist()]
+        return np.array(bases, dtype=object)[codes.indices.to_numpy(zero_copy_only=False)]
 
 
 def _label_lang(label: str) -> str | None:
