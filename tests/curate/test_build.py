@@ -18,38 +18,20 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from schemas import Manifest, validate
+from tests.curate.conftest import ROOT, build_args, demo_input, outputs
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "examples" / "demo"
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def demo_subset(tmp_path_factory) -> Path:
-    """The first 60 good demo rows plus every deliberately bad line, to keep the run short."""
-    lines = (DEMO / "source.jsonl").read_bytes().splitlines(keepends=True)
-    path = tmp_path_factory.mktemp("input") / "source.jsonl"
-    path.write_bytes(b"".join(lines[:60] + lines[-14:]))
-    return path
+    return demo_input(tmp_path_factory.mktemp("input"), good=60)
 
 
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory, demo_subset: Path) -> Path:
     out = tmp_path_factory.mktemp("build") / "out"
-    result = CliRunner().invoke(
-        app,
-        [
-            "build",
-            str(ROOT / "examples" / "demo.yaml"),
-            "--input",
-            str(demo_subset),
-            "--out",
-            str(out),
-            "--set",
-            "write.chunk_size=16",
-            "--no-progress",
-        ],
-    )
+    result = CliRunner().invoke(app, build_args(out, demo_subset, chunk_size=16))
     assert result.exit_code == 0, result.output
     return out
 
@@ -104,19 +86,7 @@ def test_report_and_inspect(demo_build: Path) -> None:
 
 
 def _rebuild(out: Path, source: Path, *extra: str):  # type: ignore[no-untyped-def]
-    args = [
-        "build",
-        str(ROOT / "examples" / "demo.yaml"),
-        "--input",
-        str(source),
-        "--out",
-        str(out),
-        "--set",
-        "write.chunk_size=16",
-        "--no-progress",
-        *extra,
-    ]
-    return CliRunner().invoke(app, args)
+    return CliRunner().invoke(app, build_args(out, source, *extra, chunk_size=16))
 
 
 def test_rerun_of_finished_build_changes_nothing(demo_build: Path, demo_subset: Path) -> None:
@@ -183,25 +153,7 @@ def test_user_errors_are_one_line(tmp_path: Path, demo_subset: Path, args: list[
 
 
 def _build_cmd(out: Path, source: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "curate",
-        "build",
-        str(ROOT / "examples" / "demo.yaml"),
-        "--input",
-        str(source),
-        "--out",
-        str(out),
-        "--set",
-        "write.chunk_size=6",
-        "--no-progress",
-    ]
-
-
-def _files(out: Path) -> dict[str, bytes]:
-    paths = [*out.glob("shards/*.arrow"), *out.glob("rejects/*.arrow"), out / "manifest.json"]
-    return {str(p.relative_to(out)): p.read_bytes() for p in paths}
+    return [sys.executable, "-m", "curate", *build_args(out, source, chunk_size=6)]
 
 
 def test_kill_minus_9_then_resume_is_byte_identical(tmp_path: Path, demo_subset: Path) -> None:
@@ -231,5 +183,5 @@ def test_kill_minus_9_then_resume_is_byte_identical(tmp_path: Path, demo_subset:
         _build_cmd(killed, demo_subset), env=env, cwd=ROOT, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert _files(killed) == _files(full)
+    assert outputs(killed) == outputs(full)
     assert json.loads((killed / "manifest.json").read_text())["counts"]

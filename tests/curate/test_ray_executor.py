@@ -17,9 +17,8 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.writer import ChunkRecord
+from tests.curate.conftest import ROOT, build_args, demo_input, outputs
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "examples" / "demo"
 CHUNK_SIZE = 6
 pytestmark = pytest.mark.slow
 
@@ -27,7 +26,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     """A two-CPU Ray instance on this machine for the whole module; builds join it instead of starting one."""
-    ray = pytest.importorskip("ray", reason="the Ray executor needs the ray extra: pip install '.[ray]'")
+    import ray
+
     context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield context.address_info["gcs_address"]
     ray.shutdown()
@@ -36,25 +36,7 @@ def ray_address() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def demo_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 good demo rows and every deliberately bad line: 7 chunks of 6 groups, two of them all rejects."""
-    lines = (DEMO / "source.jsonl").read_bytes().splitlines(keepends=True)
-    path = tmp_path_factory.mktemp("input") / "source.jsonl"
-    path.write_bytes(b"".join(lines[:24] + lines[-14:]))
-    return path
-
-
-def _args(out: Path, source: Path, *extra: str) -> list[str]:
-    return [
-        "build",
-        str(ROOT / "examples" / "demo.yaml"),
-        "--input",
-        str(source),
-        "--out",
-        str(out),
-        "--set",
-        f"write.chunk_size={CHUNK_SIZE}",
-        "--no-progress",
-        *extra,
-    ]
+    return demo_input(tmp_path_factory.mktemp("input"), good=24)
 
 
 # Two translate actors, so chunks can finish out of order; fractional CPUs so all five actors fit.
@@ -69,14 +51,8 @@ RAY_FLAGS = (
 
 
 def _build(out: Path, source: Path, *extra: str) -> None:
-    result = CliRunner().invoke(app, _args(out, source, *extra))
+    result = CliRunner().invoke(app, build_args(out, source, *extra, chunk_size=CHUNK_SIZE))
     assert result.exit_code == 0, result.output
-
-
-def _outputs(out: Path) -> dict[str, bytes]:
-    """Every file a build delivers: shards, rejects and the manifest."""
-    paths = [*out.glob("shards/*.arrow"), *out.glob("rejects/*.arrow"), out / "manifest.json"]
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(paths)}
 
 
 def _stage_rows(out: Path) -> dict[str, int]:
@@ -96,7 +72,7 @@ def test_ray_build_is_byte_identical_to_local(
 ) -> None:
     out = tmp_path / "ray"
     _build(out, demo_subset, *RAY_FLAGS)
-    assert _outputs(out) == _outputs(local_build)
+    assert outputs(out) == outputs(local_build)
     assert len(list(out.glob("shards/*.arrow"))) >= 4
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(c["read"] == c["kept"] + sum(c["rejected"].values()) for c in manifest["counts"].values())
@@ -123,7 +99,7 @@ def test_ray_resumes_a_local_build_redoing_only_what_is_missing(
 
     _build(out, demo_subset, *RAY_FLAGS)
 
-    assert _outputs(out) == _outputs(local_build)
+    assert outputs(out) == outputs(local_build)
     # Only the three damaged chunks ran: translate saw exactly their anchors.
     anchors = sum(
         r.counts["en"].read
@@ -141,7 +117,7 @@ def test_killed_ray_build_resumes_byte_identical(
         sys.executable,
         "-m",
         "curate",
-        *_args(out, demo_subset, *RAY_FLAGS, "--ray-address", ray_address),
+        *build_args(out, demo_subset, *RAY_FLAGS, "--ray-address", ray_address, chunk_size=CHUNK_SIZE),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -154,7 +130,7 @@ def test_killed_ray_build_resumes_byte_identical(
     assert not (out / "manifest.json").exists(), "the build finished before it could be killed"
 
     _build(out, demo_subset, *RAY_FLAGS)
-    assert _outputs(out) == _outputs(local_build)
+    assert outputs(out) == outputs(local_build)
 
 
 def test_finished_build_reruns_without_ray_work(local_build: Path, demo_subset: Path, tmp_path: Path) -> None:
@@ -162,7 +138,7 @@ def test_finished_build_reruns_without_ray_work(local_build: Path, demo_subset: 
     shutil.copytree(local_build, out)
     _build(out, demo_subset, "--executor", "ray")
     assert _stage_rows(out) == {}
-    assert _outputs(out) == _outputs(local_build)
+    assert outputs(out) == outputs(local_build)
 
 
 def test_ray_executor_without_ray_is_a_one_line_error(
@@ -170,14 +146,18 @@ def test_ray_executor_without_ray_is_a_one_line_error(
 ) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees when the extra is missing
     monkeypatch.delitem(sys.modules, "curate.ray_executor", raising=False)
-    result = CliRunner().invoke(app, _args(tmp_path / "o", demo_subset, "--executor", "ray"))
+    result = CliRunner().invoke(
+        app, build_args(tmp_path / "o", demo_subset, "--executor", "ray", chunk_size=CHUNK_SIZE)
+    )
     assert result.exit_code == 2
     assert "pip install 'polyalign[ray]'" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
 def test_unknown_stage_in_ray_settings_is_a_one_line_error(tmp_path: Path, demo_subset: Path) -> None:
-    args = _args(tmp_path / "o", demo_subset, "--set", "executor.ray.stages.translator.actors=2")
+    args = build_args(
+        tmp_path / "o", demo_subset, "--set", "executor.ray.stages.translator.actors=2", chunk_size=CHUNK_SIZE
+    )
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "executor.ray.stages.translator" in result.output

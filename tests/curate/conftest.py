@@ -1,0 +1,39 @@
+"""Helpers shared by the end-to-end build tests: the demo input, the build command line, its outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "examples" / "demo"
+BAD_LINES = 14  # the demo source ends with its deliberately bad lines
+
+
+def demo_input(folder: Path, good: int) -> Path:
+    """The first ``good`` demo rows plus every deliberately bad line, to keep a run short."""
+    lines = (DEMO / "source.jsonl").read_bytes().splitlines(keepends=True)
+    path = folder / "source.jsonl"
+    path.write_bytes(b"".join(lines[:good] + lines[-BAD_LINES:]))
+    return path
+
+
+def build_args(out: Path, source: Path, *extra: str, chunk_size: int) -> list[str]:
+    """``curate build`` of the demo config on ``source``, as CLI arguments."""
+    return [
+        "build",
+        str(ROOT / "examples" / "demo.yaml"),
+        "--input",
+        str(source),
+        "--out",
+        str(out),
+        "--set",
+        f"write.chunk_size={chunk_size}",
+        "--no-progress",
+        *extra,
+    ]
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every file a build delivers: shards, rejects and the manifest."""
+    paths = [*out.glob("shards/*.arrow"), *out.glob("rejects/*.arrow"), out / "manifest.json"]
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(paths)}
