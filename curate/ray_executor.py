@@ -30,6 +30,7 @@ except ImportError as e:
     msg = "executor 'ray' needs Ray Data: pip install 'polyalign[ray]' (or 'ray[data]')"
     raise ImportError(msg) from e
 
+from curate.build import BuildError
 from curate.config import RayConfig, RayStageConfig
 from curate.executor import ChunkState, StageStats, advance, finish, start
 from curate.readers import Chunk
@@ -44,6 +45,7 @@ _STATE_SCHEMA = pa.schema(
         ("rows", pa.large_binary()),
         ("rejected", pa.list_(pa.large_binary())),
         ("counts", pa.string()),
+        ("error", pa.string()),  # a stage's set-up mistake, carried to the driver instead of the rows
     ]
 )
 
@@ -69,6 +71,7 @@ def pack(states: Iterable[ChunkState]) -> pa.Table:
             pa.array([_ipc(s.rows) for s in states], pa.large_binary()),
             pa.array([[_ipc(t) for t in s.rejected] for s in states], pa.list_(pa.large_binary())),
             pa.array([json.dumps(c) for c in counts], pa.string()),
+            pa.nulls(len(states), pa.string()),
         ],
         schema=_STATE_SCHEMA,
     )
@@ -87,14 +90,37 @@ def unpack(batch: pa.Table) -> Iterator[ChunkState]:
         )
 
 
+def failure(batch: pa.Table) -> str | None:
+    """The set-up error a batch carries, if a stage could not start."""
+    errors = [e for e in batch.column("error").to_pylist() if e is not None]
+    return errors[0] if errors else None
+
+
 class StageActor:
-    """One stage in a Ray actor: its models load once, in the constructor, then one batch per call."""
+    """One stage in a Ray actor: its models load once, in the constructor, then one batch per call.
+
+    A set-up mistake (a missing model, an uninstalled translation pair) is the user's to fix: it travels
+    to the driver in the batch and ends the build with the same one-line message as a local build, rather
+    than as a dead actor's traceback.
+    """
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
-        stage.setup()
+        self.error: str | None = None
+        try:
+            stage.setup()
+        except (FileNotFoundError, ValueError) as e:
+            self.error = str(e)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if failure(batch) is not None:
+            return batch
+        if self.error is not None:
+            return batch.set_column(
+                batch.schema.get_field_index("error"),
+                "error",
+                pa.array([self.error] * batch.num_rows, pa.string()),
+            )
         return pack(advance(state, self.stage) for state in unpack(batch))
 
 
@@ -152,4 +178,7 @@ class RayExecutor:
                 num_gpus=resources.num_gpus,
             )
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            error = failure(batch)
+            if error is not None:
+                raise BuildError(error)
             yield from unpack(batch)

@@ -162,3 +162,24 @@ def test_unknown_stage_in_ray_settings_is_a_one_line_error(tmp_path: Path, demo_
     assert result.exit_code == 2
     assert "executor.ray.stages.translator" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_stage_that_cannot_start_is_a_one_line_error(
+    ray_address: str, demo_subset: Path, tmp_path: Path
+) -> None:
+    args = build_args(
+        tmp_path / "o",
+        demo_subset,
+        *RAY_FLAGS,
+        "--ray-address",
+        ray_address,
+        "--set",
+        "translate.apertium.modes.es=eng-xxx",
+        chunk_size=CHUNK_SIZE,
+    )
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)  # the CLI's clean exit, not an escaped Ray error
+    # Ray logs its own lines around it; the build's answer is one line.
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: translate.apertium.modes names ['eng-xxx']")
