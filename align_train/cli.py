@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from typer.core import TyperGroup
 
-from align_train.config import ConfigError, EvalConfig, SweepConfig, TrainConfig, describe
-from curate.overrides import apply_overrides, load_yaml
+from align_train.config import ConfigError, EvalConfig, SweepConfig, TrainConfig
+from curate.overrides import apply_overrides, describe_validation_error, load_yaml
 
 Config = TypeVar("Config", bound=BaseModel)
 
@@ -161,7 +161,7 @@ def load_config(
         data |= {key: value for key, value in flags.items() if value is not None}
         return model.model_validate(apply_overrides(data, overrides))
     except ValidationError as e:
-        raise ConfigError(describe(e)) from e
+        raise ConfigError(describe_validation_error(e)) from e
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise ConfigError(" ".join(str(e).split())) from e
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from align_train.split import Split, check_split
 from schemas import MANIFEST_FILE, Manifest, normalize_lang
@@ -279,15 +279,3 @@ def _translations(langs: list[str], manifest: Manifest, shards: Path) -> list[st
         msg = f"langs {', '.join(missing)} not in {shards} (it has {', '.join(sorted(present))})"
         raise ValueError(msg)
     return [lang for lang in langs if lang != manifest.anchor_lang]
-
-
-def describe(error: ValidationError) -> str:
-    """A validation error on one line: ``field: problem (got value)`` for each failed field."""
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"])
-        text = item["msg"].removeprefix("Value error, ")
-        if item["type"] not in ("value_error", "missing") and "input" in item:
-            text += f" (got {item['input']!r})"
-        parts.append(f"{where}: {text}" if where else text)
-    return "; ".join(parts)

@@ -41,10 +41,10 @@ from align_train.config import (
     EvalConfig,
     SweepConfig,
     TrainConfig,
-    describe,
     save_yaml,
 )
 from align_train.eval_report import METRICS_FILE, number, percent
+from curate.overrides import describe_validation_error
 from schemas import Manifest
 
 EVAL_CONFIG = "eval.yaml"
@@ -114,7 +114,7 @@ def expand(sweep: SweepConfig) -> list[Run]:
             defaults = {"data": train.shards, "holdout": train.holdout}
             evaluation = EvalConfig.model_validate(defaults | sweep.eval | {"out": folder / "eval"})
         except ValidationError as e:
-            raise ConfigError(f"run {name}: {describe(e)}") from e
+            raise ConfigError(f"run {name}: {describe_validation_error(e)}") from e
         anchor = Manifest.load(train.shards).anchor_lang
         if anchor not in langs:
             msg = (

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from curate.build import BuildError, build, load_config
+from curate.overrides import describe_validation_error
 from curate.readers import InputError
 from curate.report import write_report
 from schemas import Manifest, UnknownLanguageError
@@ -33,16 +34,6 @@ USER_ERRORS = (BuildError, InputError, UnknownLanguageError, FileNotFoundError, 
 def fail(message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
-
-
-def describe_validation_error(e: ValidationError) -> str:
-    first = e.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    received = (
-        f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
-    )
-    more = f" and {e.error_count() - 1} more" if e.error_count() > 1 else ""
-    return f"config {where}: {first['msg']}{received}{more}"
 
 
 @app.command("build")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 
 def load_yaml(path: Path | None) -> dict[str, Any]:
@@ -38,3 +39,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = child
         node[parts[-1]] = yaml.safe_load(raw)
     return data
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """A validation error on one line: ``field: problem (got value)`` for each failed field."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        text = item["msg"].removeprefix("Value error, ")
+        if item["type"] not in ("value_error", "missing") and "input" in item:
+            text += f" (got {item['input']!r})"
+        parts.append(f"{where}: {text}" if where else text)
+    return "; ".join(parts)
