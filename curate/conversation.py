@@ -36,6 +36,7 @@ class Prose(NamedTuple):
     columns: np.ndarray  # index into CONVERSATION_COLUMNS
     positions: np.ndarray  # index in the row's message list
     texts: pa.Array
+    chars: np.ndarray  # the length of each text in characters
 
     def where(self, i: int) -> str:
         """Which message text ``i`` is, e.g. ``chosen[1]``."""
@@ -43,11 +44,15 @@ class Prose(NamedTuple):
 
 
 def prose(batch: pa.Table) -> Prose:
-    """Every prose message of ``batch`` in bulk: Arrow picks the roles and finds the few texts that
-    need :func:`~curate.masking.strip_protected`, so language ID does not build a dict per message."""
+    """Every prose message of ``batch`` in bulk: Arrow picks the roles and
+    :func:`~curate.masking.strip_protected_all` strips them natively, so language ID does not build a
+    dict per message."""
     rows, columns, positions, texts = [], [], [], []
-    for c, column in enumerate(CONVERSATION_COLUMNS):
-        lists = batch.column(column).combine_chunks()
+    for c, name in enumerate(CONVERSATION_COLUMNS):
+        column = batch.column(name)
+        if column.null_count == len(column):  # no chosen/rejected in an SFT batch
+            continue
+        lists = column.combine_chunks()
         flat = lists.flatten()
         if not len(flat):
             continue
@@ -60,17 +65,18 @@ def prose(batch: pa.Table) -> Prose:
         texts.append(flat.field("content").filter(pa.array(keep)))
     if not texts:
         empty = np.zeros(0, np.int64)
-        return Prose(empty, empty, empty, pa.array([], pa.string()))
-    stripped = strip_protected_all(pa.concat_arrays(texts))
-    has_prose = pc.greater(pc.binary_length(stripped), 0).to_numpy(zero_copy_only=False)
+        return Prose(empty, empty, empty, pa.array([], pa.string()), empty)
+    stripped, chars = strip_protected_all(pa.concat_arrays(texts) if len(texts) > 1 else texts[0])
+    has_prose = chars > 0
     row = np.concatenate(rows)[has_prose]
-    order = np.argsort(row, kind="stable")  # columns were read one after the other
-    return Prose(
-        rows=row[order],
-        columns=np.concatenate(columns)[has_prose][order],
-        positions=np.concatenate(positions)[has_prose][order],
-        texts=stripped.filter(pa.array(has_prose)).take(pa.array(order)),
-    )
+    stripped = stripped.filter(pa.array(has_prose))
+    chars, column_of = chars[has_prose], np.concatenate(columns)[has_prose]
+    position = np.concatenate(positions)[has_prose]
+    if len(texts) > 1:  # columns were read one after the other: order by row
+        order = np.argsort(row, kind="stable")
+        row, column_of, position, chars = row[order], column_of[order], position[order], chars[order]
+        stripped = stripped.take(pa.array(order))
+    return Prose(rows=row, columns=column_of, positions=position, texts=stripped, chars=chars)
 
 
 def prose_by_row(batch: pa.Table) -> list[dict[str, str]]:

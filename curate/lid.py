@@ -56,7 +56,15 @@ class Lid(FilterStage):
     def __init__(self, config: LidConfig) -> None:
         self.config = config
         self._model: Any = None
-        self._labels: dict[str, tuple[str | None, str | None]] = {}
+        # Per model label (by index): the label, its language (None if it names none) and base language.
+        self._label_index: dict[str, int] = {}
+        self._labels: list[str] = []
+        self._label_langs = pa.array([], pa.string())
+        self._label_bases = np.zeros(0, np.int64)
+        self._base_ids: dict[str | None, int] = {None: -1}
+        # Row languages seen so far and their base-language numbers.
+        self._row_langs = pa.array([], pa.string())
+        self._row_lang_bases = np.zeros(0, np.int64)
 
     def setup(self) -> None:
         path = self.config.model_path or default_model_path()
@@ -68,78 +76,103 @@ class Lid(FilterStage):
         except ValueError as e:
             msg = f"lid.model_path: {path} is not a fastText model ({e})"
             raise ValueError(msg) from e
+        self._labels = list(self._model.get_labels())
+        self._label_index = {label: i for i, label in enumerate(self._labels)}
+        langs = [_label_lang(label) for label in self._labels]
+        self._label_langs = pa.array(langs, pa.string())
+        self._label_bases = np.array([self._base_id(lang) for lang in langs], np.int64)
 
     def judge(self, batch: pa.Table) -> Verdict:
         if self._model is None:
             msg = "lid: setup() must run before judge()"
             raise RuntimeError(msg)
         found = prose(batch)
-        long_enough = pc.greater_equal(pc.utf8_length(found.texts), self.config.min_chars)
+        long_enough = found.chars >= self.config.min_chars
         # fastText reads each distinct text once: system prompts and short replies repeat across rows.
-        distinct = found.texts.filter(long_enough).dictionary_encode()
-        texts = distinct.dictionary.to_pylist()
-        labels, probs = self._model.predict(texts, k=1) if texts else ([], [])
-        label = [top[0] for top in labels]
-        lang, base = self._langs(label)
+        distinct = found.texts.filter(pa.array(long_enough)).dictionary_encode()
+        label, prob = self._predict(distinct.dictionary)
 
         # Per line (message judged): its text, row, whether it reads as another language, and how surely.
-        lines = np.flatnonzero(long_enough.to_numpy(zero_copy_only=False))
+        lines = np.flatnonzero(long_enough)
         text = distinct.indices.to_numpy(zero_copy_only=False)
         rows = found.rows[lines]
-        wrong = base[text] != self._row_bases(batch.column("lang"))[rows]
-        prob = np.minimum(np.concatenate([np.zeros(0, np.float32), *probs]).astype(np.float64), 1.0)[text]
+        label, prob = label[text], prob[text]
+        wrong = self._label_bases[label] != self._row_bases(batch.column("lang"))[rows]
         # Per row, the worst guess: any wrong language, the surest first; else the least sure; the first
-        # message on ties. Sorted by row, then badness, then position reversed, each row's last line decides.
-        order = np.lexsort((-np.arange(len(rows)), np.where(wrong, prob, -prob), wrong, rows))
-        deciding = order[np.append(rows[order][1:] != rows[order][:-1], True)] if len(order) else order
+        # message on ties. Lines come sorted by row: the first line of each row whose badness is the
+        # row's maximum decides (badness: 2 + p when wrong, else -p; exact, p being a float32).
+        badness = np.where(wrong, 2.0 + prob, -prob)
+        first = np.flatnonzero(np.append(True, rows[1:] != rows[:-1])) if len(rows) else rows
+        worst = np.maximum.reduceat(badness, first) if len(rows) else badness
+        candidates = np.flatnonzero(badness == np.repeat(worst, np.diff(np.append(first, len(rows)))))
+        deciding = (
+            candidates[np.append(True, rows[candidates][1:] != rows[candidates][:-1])] if len(rows) else rows
+        )
         decided = rows[deciding]
 
-        lid_lang = np.full(batch.num_rows, None, dtype=object)
-        lid_lang[decided] = lang[text[deciding]]
-        lid_prob = np.zeros(batch.num_rows, np.float32)
-        lid_prob[decided] = prob[deciding]
+        line_of = np.full(batch.num_rows, -1, np.int64)
+        line_of[decided] = deciding
+        has_guess = line_of >= 0
         bad = np.zeros(batch.num_rows, bool)
         bad[decided] = wrong[deciding] | (prob[deciding] < self.config.min_prob)
         bad &= ~batch.column("is_anchor").to_numpy()
 
         reasons: list[str | None] = [None] * batch.num_rows
         details: list[str | None] = [None] * batch.num_rows
-        line_of = dict(zip(decided.tolist(), deciding.tolist(), strict=True))
         for row in np.flatnonzero(bad).tolist():
             i = line_of[row]
+            code = label[i]
             guess = _Guess(
-                found.where(lines[i]), label[text[i]], lid_lang[row], float(prob[i]), bool(wrong[i])
+                found.where(lines[i]),
+                self._labels[code],
+                self._label_langs[code].as_py(),
+                float(prob[i]),
+                bool(wrong[i]),
             )
             reasons[row] = "wrong_lang" if guess.wrong else "low_prob"
             details[row] = guess.describe()
-        has_guess = np.zeros(batch.num_rows, bool)
-        has_guess[decided] = True
+        # Rows without a guess read line 0 (or nothing), masked to null.
+        pick = np.maximum(line_of, 0) if len(lines) else np.zeros(0, np.int64)
+        row_label = label[pick] if len(lines) else np.zeros(batch.num_rows, np.int64)
+        row_prob = prob[pick].astype(np.float32) if len(lines) else np.zeros(batch.num_rows, np.float32)
         return Verdict(
             reasons=reasons,
             details=details,
             columns={
-                "lid_lang": lid_lang.tolist(),
-                "lid_prob": pa.array(lid_prob, type=pa.float32(), mask=~has_guess),
+                "lid_lang": self._label_langs.take(pa.array(row_label, mask=~has_guess)),
+                "lid_prob": pa.array(row_prob, mask=~has_guess),
             },
         )
 
-    def _langs(self, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The normalised language of each fastText label and its base, None where it names no known
-        language. A model has few labels: each is normalised once."""
-        for label in set(labels) - self._labels.keys():
-            lang = _label_lang(label)
-            self._labels[label] = (lang, lang and base_lang(lang))
-        known = self._labels
-        return (
-            np.array([known[label][0] for label in labels], dtype=object),
-            np.array([known[label][1] for label in labels], dtype=object),
-        )
+    def _predict(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """The top label (index into the model's labels) of each text and its probability (at most 1)."""
+        if not len(texts):
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        # ``predict`` checks and newline-terminates each line in Python. Prose holds no newline, so the
+        # terminated lines are made in Arrow and go straight to fastText's native ``multilinePredict``.
+        lines = pc.binary_join_element_wise(texts, "\n", "").cast(pa.binary()).to_pylist()
+        labels, probs = self._model.f.multilinePredict(lines, 1, 0.0, "strict")
+        index = self._label_index
+        label = np.fromiter((index[top[0]] for top in labels), np.int64, len(labels))
+        return label, np.minimum(np.concatenate(probs).astype(np.float64), 1.0)
+
+    def _base_id(self, lang: str | None) -> int:
+        """A number per base language (-1 for none), so that languages compare as integers."""
+        base = lang and base_lang(lang)
+        return self._base_ids.setdefault(base, len(self._base_ids))
 
     def _row_bases(self, langs: pa.ChunkedArray) -> np.ndarray:
-        """``base_lang`` of each row's language, computed once per distinct language."""
-        codes = pc.dictionary_encode(langs.combine_chunks())
-        bases = [base_lang(lang) for lang in codes.dictionary.to_pylist()]
-        return np.array(bases, dtype=object)[codes.indices.to_numpy(zero_copy_only=False)]
+        """The base-language number of each row's language; each language is looked up once per stage."""
+        index = pc.index_in(langs, value_set=self._row_langs)
+        if index.null_count:  # languages not seen before
+            self._row_langs = pa.concat_arrays(
+                [self._row_langs, pc.unique(langs.filter(index.is_null()).combine_chunks())]
+            )
+            self._row_lang_bases = np.array(
+                [self._base_id(lang) for lang in self._row_langs.to_pylist()], np.int64
+            )
+            index = pc.index_in(langs, value_set=self._row_langs)
+        return self._row_lang_bases[index.to_numpy()]
 
 
 def _label_lang(label: str) -> str | None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 
 from schemas import PARALLEL_SCHEMA, REJECT_SCHEMA
@@ -94,16 +95,18 @@ def split(
     details: Sequence[str | None] | None = None,
 ) -> StageResult:
     """Split ``batch`` into kept rows and reject rows carrying ``stage`` and ``reason``."""
-    keep = pa.array([r is None for r in reasons], type=pa.bool_())
-    kept = batch.filter(keep)
-    drop_idx = [i for i, r in enumerate(reasons) if r is not None]
+    drop = [i for i, r in enumerate(reasons) if r is not None]
+    if not drop:
+        return StageResult(kept=batch, rejected=empty_rejects())
+    keep = np.ones(batch.num_rows, bool)
+    keep[drop] = False
     rejected = to_rejects(
-        batch.take(pa.array(drop_idx, type=pa.int64())),
+        batch.take(pa.array(drop, type=pa.int64())),
         stage=stage,
-        reasons=[reasons[i] for i in drop_idx],  # type: ignore[misc]
-        details=[details[i] for i in drop_idx] if details is not None else None,
+        reasons=[reasons[i] for i in drop],  # type: ignore[misc]
+        details=[details[i] for i in drop] if details is not None else None,
     )
-    return StageResult(kept=kept, rejected=rejected)
+    return StageResult(kept=batch.filter(pa.array(keep)), rejected=rejected)
 
 
 def to_rejects(
@@ -116,10 +119,11 @@ def to_rejects(
 ) -> pa.Table:
     """Turn parallel rows into reject rows (same columns, all nullable, plus stage/reason/detail/raw)."""
     n = rows.num_rows
+    present = set(rows.column_names)
     arrays = [
-        rows.column(f.name).cast(f.type) if f.name in rows.column_names else pa.nulls(n, f.type)
+        _as_type(rows.column(f.name), f.type) if f.name in present else pa.nulls(n, f.type)
         for f in REJECT_SCHEMA
-        if f.name in PARALLEL_SCHEMA.names
+        if f.name in _PARALLEL_NAMES
     ]
     arrays += [
         pa.array([stage] * n, pa.string()),
@@ -128,6 +132,13 @@ def to_rejects(
         pa.array(list(raw) if raw is not None else [None] * n, pa.string()),
     ]
     return pa.Table.from_arrays(arrays, schema=REJECT_SCHEMA)
+
+
+_PARALLEL_NAMES = frozenset(PARALLEL_SCHEMA.names)
+
+
+def _as_type(column: pa.ChunkedArray, typ: pa.DataType) -> pa.ChunkedArray:
+    return column if column.type == typ else column.cast(typ)
 
 
 def empty_rejects() -> pa.Table:

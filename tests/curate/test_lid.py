@@ -157,15 +157,16 @@ def test_anchors_are_never_rejected(lid: Lid) -> None:
 
 
 class CountingModel:
-    """The real fastText model, counting ``predict`` calls."""
+    """The real fastText model, recording the lines of each native ``multilinePredict`` call."""
 
     def __init__(self, model: Any) -> None:
-        self.model = model
-        self.calls: list[int] = []
+        self.native = model.f
+        self.f = self
+        self.calls: list[list[bytes]] = []
 
-    def predict(self, texts: list[str], k: int) -> Any:
-        self.calls.append(len(texts))
-        return self.model.predict(texts, k=k)
+    def multilinePredict(self, lines: list[bytes], *args: Any) -> Any:
+        self.calls.append(lines)
+        return self.native.multilinePredict(lines, *args)
 
 
 def test_one_predict_call_per_batch() -> None:
@@ -178,7 +179,10 @@ def test_one_predict_call_per_batch() -> None:
             row("g", "en", EN), row("g", "de", DE), row("g", "fr", FR), row("h", "en", EN), row("h", "es", ES)
         )
     )
-    assert counting.calls == [8]  # 10 messages, the two English rows' 2 are the same: read once
+    # 10 messages, the two English rows' 2 are the same: read once
+    assert [len(lines) for lines in counting.calls] == [8]
+    # as fastText's predict() would pass them: one line each, newline-terminated
+    assert all(line.count(b"\n") == 1 and line.endswith(b"\n") for line in counting.calls[0])
 
 
 @pytest.fixture(scope="module")
