@@ -91,17 +91,26 @@ def unpack(batch: pa.Table) -> Iterator[ChunkState]:
 
 
 def failure(batch: pa.Table) -> str | None:
-    """The set-up error a batch carries, if a stage could not start."""
+    """The user error a batch carries, if a stage could not start or process it."""
     errors = [e for e in batch.column("error").to_pylist() if e is not None]
     return errors[0] if errors else None
+
+
+def with_failure(batch: pa.Table, error: str) -> pa.Table:
+    index = batch.schema.get_field_index("error")
+    return batch.set_column(index, "error", pa.array([error] * batch.num_rows, pa.string()))
+
+
+# What a local build reports as a one-line error rather than a traceback (see curate.cli).
+_USER_ERRORS = (FileNotFoundError, ValueError)
 
 
 class StageActor:
     """One stage in a Ray actor: its models load once, in the constructor, then one batch per call.
 
-    A set-up mistake (a missing model, an uninstalled translation pair) is the user's to fix: it travels
-    to the driver in the batch and ends the build with the same one-line message as a local build, rather
-    than as a dead actor's traceback.
+    A mistake that is the user's to fix (a missing model, an uninstalled translation pair, a rejected
+    credential at the first request) travels to the driver in the batch and ends the build with the same
+    one-line message as a local build, rather than as a dead actor's traceback.
     """
 
     def __init__(self, stage: Stage) -> None:
@@ -109,19 +118,18 @@ class StageActor:
         self.error: str | None = None
         try:
             stage.setup()
-        except (FileNotFoundError, ValueError) as e:
+        except _USER_ERRORS as e:
             self.error = str(e)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if failure(batch) is not None:
             return batch
         if self.error is not None:
-            return batch.set_column(
-                batch.schema.get_field_index("error"),
-                "error",
-                pa.array([self.error] * batch.num_rows, pa.string()),
-            )
-        return pack(advance(state, self.stage) for state in unpack(batch))
+            return with_failure(batch, self.error)
+        try:
+            return pack([advance(state, self.stage) for state in unpack(batch)])
+        except _USER_ERRORS as e:
+            return with_failure(batch, str(e))
 
 
 class RayExecutor:

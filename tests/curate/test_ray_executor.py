@@ -9,15 +9,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
+from curate.executor import start
+from curate.ray_executor import StageActor, failure, pack
+from curate.readers import Chunk
+from curate.stage import Stage, StageResult, empty_rejects
 from curate.writer import ChunkRecord
 from tests.curate.conftest import ROOT, build_args, demo_input, outputs
+from tests.curate.rows import row, table
 
 CHUNK_SIZE = 6
 pytestmark = pytest.mark.slow
@@ -183,3 +190,34 @@ def test_a_stage_that_cannot_start_is_a_one_line_error(
     # Ray logs its own lines around it; the build's answer is one line.
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: translate.apertium.modes names ['eng-xxx']")
+
+
+class _RefusingStage(Stage):
+    """Fails every batch the way a translator fails on a rejected API key."""
+
+    name = "translate"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def process(self, batch: pa.Table) -> StageResult:
+        raise self.error
+
+
+def _one_chunk() -> pa.Table:
+    rows = table(row("g", "en", "Hello there, how are you?"), row("g", "es", "Hola, ¿qué tal?"))
+    return pack([start(Chunk(index=0, rows=rows, rejects=empty_rejects(), read=Counter(en=1, es=1)))])
+
+
+def test_a_user_error_while_processing_travels_to_the_driver() -> None:
+    message = "translate.openai: the server refused the API key (401 Unauthorized)"
+    out = StageActor(_RefusingStage(ValueError(message)))(_one_chunk())
+    assert failure(out) == message  # the driver raises it as a BuildError: one line, as in a local build
+    assert (
+        failure(StageActor(_RefusingStage(ValueError("unused")))(out)) == message
+    )  # later stages pass it on
+
+
+def test_a_bug_while_processing_stays_a_traceback() -> None:
+    with pytest.raises(ZeroDivisionError):
+        StageActor(_RefusingStage(ZeroDivisionError("a bug")))(_one_chunk())
