@@ -62,9 +62,6 @@ class Lid(FilterStage):
         self._label_langs = pa.array([], pa.string())
         self._label_bases = np.zeros(0, np.int64)
         self._base_ids: dict[str | None, int] = {None: -1}
-        # Row languages seen so far and their base-language numbers.
-        self._row_langs = pa.array([], pa.string())
-        self._row_lang_bases = np.zeros(0, np.int64)
 
     def setup(self) -> None:
         path = self.config.model_path or default_model_path()
@@ -99,15 +96,8 @@ class Lid(FilterStage):
         label, prob = label[text], prob[text]
         wrong = self._label_bases[label] != self._row_bases(batch.column("lang"))[rows]
         # Per row, the worst guess: any wrong language, the surest first; else the least sure; the first
-        # message on ties. Lines come sorted by row: the first line of each row whose badness is the
-        # row's maximum decides (badness: 2 + p when wrong, else -p; exact, p being a float32).
-        badness = np.where(wrong, 2.0 + prob, -prob)
-        first = np.flatnonzero(np.append(True, rows[1:] != rows[:-1])) if len(rows) else rows
-        worst = np.maximum.reduceat(badness, first) if len(rows) else badness
-        candidates = np.flatnonzero(badness == np.repeat(worst, np.diff(np.append(first, len(rows)))))
-        deciding = (
-            candidates[np.append(True, rows[candidates][1:] != rows[candidates][:-1])] if len(rows) else rows
-        )
+        # message on ties (badness: 2 + p when wrong, else -p; exact, p being a float32).
+        deciding = _first_worst(rows, np.where(wrong, 2.0 + prob, -prob))
         decided = rows[deciding]
 
         line_of = np.full(batch.num_rows, -1, np.int64)
@@ -131,10 +121,10 @@ class Lid(FilterStage):
             )
             reasons[row] = "wrong_lang" if guess.wrong else "low_prob"
             details[row] = guess.describe()
-        # Rows without a guess read line 0 (or nothing), masked to null.
-        pick = np.maximum(line_of, 0) if len(lines) else np.zeros(0, np.int64)
-        row_label = label[pick] if len(lines) else np.zeros(batch.num_rows, np.int64)
-        row_prob = prob[pick].astype(np.float32) if len(lines) else np.zeros(batch.num_rows, np.float32)
+        row_label = np.zeros(batch.num_rows, np.int64)  # masked to null where a row has no guess
+        row_label[decided] = label[deciding]
+        row_prob = np.zeros(batch.num_rows, np.float32)
+        row_prob[decided] = prob[deciding]
         return Verdict(
             reasons=reasons,
             details=details,
@@ -162,17 +152,20 @@ class Lid(FilterStage):
         return self._base_ids.setdefault(base, len(self._base_ids))
 
     def _row_bases(self, langs: pa.ChunkedArray) -> np.ndarray:
-        """The base-language number of each row's language; each language is looked up once per stage."""
-        index = pc.index_in(langs, value_set=self._row_langs)
-        if index.null_count:  # languages not seen before
-            self._row_langs = pa.concat_arrays(
-                [self._row_langs, pc.unique(langs.filter(index.is_null()).combine_chunks())]
-            )
-            self._row_lang_bases = np.array(
-                [self._base_id(lang) for lang in self._row_langs.to_pylist()], np.int64
-            )
-            index = pc.index_in(langs, value_set=self._row_langs)
-        return self._row_lang_bases[index.to_numpy()]
+        """The base-language number of each row's language, computed once per distinct language."""
+        codes = pc.dictionary_encode(langs.combine_chunks())
+        bases = [self._base_id(lang) for lang in codes.dictionary.to_pylist()]
+        return np.array(bases, np.int64)[codes.indices.to_numpy(zero_copy_only=False)]
+
+
+def _first_worst(rows: np.ndarray, badness: np.ndarray) -> np.ndarray:
+    """For each row of ``rows`` (sorted), the index of its first line with the row's highest badness."""
+    if not len(rows):
+        return rows
+    first = np.flatnonzero(np.append(True, rows[1:] != rows[:-1]))
+    worst = np.repeat(np.maximum.reduceat(badness, first), np.diff(np.append(first, len(rows))))
+    candidates = np.flatnonzero(badness == worst)
+    return candidates[np.append(True, rows[candidates][1:] != rows[candidates][:-1])]
 
 
 def _label_lang(label: str) -> str | None:
