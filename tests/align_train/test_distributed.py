@@ -76,7 +76,27 @@ def test_two_ranks_match_one_process_with_double_accumulation(
     alone = load_file(single / "checkpoints/step-000003/model.safetensors")
     start = load_file(model_dir / "model.safetensors")
     assert ranks.keys() == alone.keys()
-    for name, weight in ranks.items():
-        torch.testing.assert_close(weight, alone[name], atol=2e-5, rtol=1e-4, msg=name)
+    errors = {name: update_error(ranks[name], alone[name], start[name]) for name in ranks}
+    worst = max(errors, key=errors.__getitem__)
+    assert errors[worst] <= UPDATE_RTOL, f"{worst}: update differs by {errors[worst]:.2e} of its norm"
     moved = max(float((ranks[name] - start[name]).abs().max()) for name in ranks)
     assert moved > 1e-2  # the comparison is not between two untrained models
+
+
+# Adam divides each gradient by √v + ε, so a weight whose gradient is within float rounding of zero moves
+# by an amount that depends on the summation order of the BLAS kernels (AVX2 and AVX-512 differ): one
+# weight of 3.2M has been seen 2.8e-5 apart at lr 1e-2 while the 99.99th percentile was 3e-7. Weights are
+# therefore not compared element by element but tensor by tensor: the relative error of the whole update
+# ‖Δ − Δ_ref‖ / ‖Δ_ref‖. An isolated weight off by δ changes it by about δ / (lr · steps · √n), 1e-5 for the
+# one above (n = 8192); a micro-batch dropped or a group trained twice changes every gradient and moves
+# it by 1e-1 or more. A gradient off by a constant factor leaves Adam's update unchanged: ``grad_norm``
+# (a well-conditioned sum, compared to 1e-4) catches that.
+UPDATE_RTOL = 1e-3
+
+
+def update_error(after: torch.Tensor, reference: torch.Tensor, start: torch.Tensor) -> float:
+    """‖(after − start) − (reference − start)‖ / ‖reference − start‖ (0 for a tensor neither changed)."""
+    expected = (reference - start).double()
+    norm = float(expected.norm())
+    difference = float(((after - start).double() - expected).norm())
+    return difference / norm if norm else difference
