@@ -32,7 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from transformers import PreTrainedTokenizerBase
 
-from align_train.config import ConfigError
+from schemas import ConfigError
 
 ADAPTER_DIR = "adapter"
 STATE_FILE = "trainer_state.pt"

@@ -10,18 +10,15 @@ Sweeps: ``align-train sweep sweep.yaml`` (or ``--print-commands`` for a cluster)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, NoReturn
 
 import click
 import typer
-import yaml
-from pydantic import BaseModel, ValidationError
 from typer.core import TyperGroup
 
-from align_train.config import ConfigError, EvalConfig, SweepConfig, TrainConfig
-from curate.overrides import apply_overrides, describe_validation_error, load_yaml
-
-Config = TypeVar("Config", bound=BaseModel)
+from align_train.config import EvalConfig, SweepConfig, TrainConfig
+from schemas import UserError
+from schemas.config_io import load_config
 
 
 class _TrainByDefault(TyperGroup):
@@ -71,7 +68,7 @@ def train_command(
         from align_train.train import train
 
         train(cfg)
-    except ConfigError as e:
+    except UserError as e:
         _fail(str(e))
 
 
@@ -109,7 +106,7 @@ def eval_command(
 
         typer.echo(f"evaluating split {cfg.split} (holdout {cfg.holdout:g}) of {cfg.data} → {cfg.out}")
         evaluate(cfg)
-    except ConfigError as e:
+    except UserError as e:
         _fail(str(e))
     typer.echo((cfg.out / "report.md").read_text(encoding="utf-8").split("\n## ")[0].rstrip())
 
@@ -138,7 +135,7 @@ def sweep_command(
                 typer.echo(line)
             return
         outcomes = run_sweep(cfg, runs, collect_only=collect_only)
-    except ConfigError as e:
+    except UserError as e:
         _fail(str(e))
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
@@ -147,23 +144,6 @@ def sweep_command(
             err=True,
         )
         raise typer.Exit(1)
-
-
-def load_config(
-    model: type[Config], path: Path | None, *, flags: dict[str, Any], overrides: list[str]
-) -> Config:
-    """The config file, then the flags that were given, then ``--set`` entries; validated once.
-
-    Every user mistake (missing file, bad YAML, unknown key, invalid value) becomes a :class:`ConfigError`.
-    """
-    try:
-        data = load_yaml(path)
-        data |= {key: value for key, value in flags.items() if value is not None}
-        return model.model_validate(apply_overrides(data, overrides))
-    except ValidationError as e:
-        raise ConfigError(describe_validation_error(e)) from e
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise ConfigError(" ".join(str(e).split())) from e
 
 
 def _fail(message: str) -> NoReturn:

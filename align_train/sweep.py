@@ -37,15 +37,14 @@ from pydantic import ValidationError
 
 from align_train.config import (
     RUN_CONFIG,
-    ConfigError,
     EvalConfig,
     SweepConfig,
     TrainConfig,
     save_yaml,
 )
 from align_train.eval_report import METRICS_FILE, number, percent
-from curate.overrides import describe_validation_error
-from schemas import Manifest
+from schemas import ConfigError, Manifest
+from schemas.config_io import describe_validation_error
 
 EVAL_CONFIG = "eval.yaml"
 ERROR_FILE = "error.txt"

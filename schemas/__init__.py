@@ -1,6 +1,7 @@
 """The data contract shared by ``curate`` (writes it) and ``align_train`` (reads it)."""
 
 from schemas.arrow import (
+    CONVERSATION_COLUMNS,
     MESSAGE_TYPE,
     MESSAGES_TYPE,
     PARALLEL_SCHEMA,
@@ -11,6 +12,14 @@ from schemas.arrow import (
     SchemaValidationError,
     infer_kind,
     validate,
+)
+from schemas.errors import (
+    ConfigError,
+    DataError,
+    MissingDependencyError,
+    MissingFileError,
+    UserError,
+    import_optional,
 )
 from schemas.langs import UnknownLanguageError, base_lang, is_valid_lang, normalize_lang
 from schemas.numbers import read_numbers
@@ -30,9 +39,11 @@ from schemas.records import (
     canonical_json,
     check_schema_version,
     content_hash,
+    sha256_file,
 )
 
 __all__ = [
+    "CONVERSATION_COLUMNS",
     "MANIFEST_FILE",
     "MESSAGES_TYPE",
     "MESSAGE_TYPE",
@@ -43,10 +54,14 @@ __all__ = [
     "SCHEMAS",
     "SCHEMA_VERSION",
     "SOURCE_SCHEMA",
+    "ConfigError",
+    "DataError",
     "InputInfo",
     "LangCounts",
     "Manifest",
     "Message",
+    "MissingDependencyError",
+    "MissingFileError",
     "ParallelRow",
     "PreferenceExample",
     "RejectRow",
@@ -54,13 +69,16 @@ __all__ = [
     "ShardInfo",
     "SourceExample",
     "UnknownLanguageError",
+    "UserError",
     "base_lang",
     "canonical_json",
     "check_schema_version",
     "content_hash",
+    "import_optional",
     "infer_kind",
     "is_valid_lang",
     "normalize_lang",
     "read_numbers",
+    "sha256_file",
     "validate",
 ]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from schemas.errors import DataError
 from schemas.langs import UnknownLanguageError, normalize_lang
 from schemas.records import ROLES
 
@@ -20,6 +21,8 @@ MESSAGE_TYPE = pa.struct(
     ]
 )
 MESSAGES_TYPE = pa.list_(MESSAGE_TYPE)
+# The columns of a parallel row that hold a conversation, in the order they are read and shown.
+CONVERSATION_COLUMNS = ("messages", "chosen", "rejected")
 
 SOURCE_SCHEMA = pa.schema(
     [
@@ -81,7 +84,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
-class SchemaValidationError(ValueError):
+class SchemaValidationError(DataError):
     """A table that breaks the contract; ``column`` and ``row`` say where (``row`` is None for a column)."""
 
     def __init__(self, message: str, *, column: str, row: int | None = None) -> None:

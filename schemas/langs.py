@@ -12,6 +12,8 @@ from functools import lru_cache
 
 import langcodes
 
+from schemas.errors import UserError
+
 _LABEL_PREFIX = "__label__"
 
 # Individual languages that LID models (GlotLID, OpenLID, NLLB codes) emit for what users call by the
@@ -38,7 +40,7 @@ _MACRO = {
 }
 
 
-class UnknownLanguageError(ValueError):
+class UnknownLanguageError(UserError, ValueError):
     """A language code that is not a valid BCP-47 / ISO 639 code."""
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from schemas.errors import DataError, MissingFileError
 from schemas.langs import normalize_lang
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -143,6 +144,15 @@ def content_hash(
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class ShardInfo(BaseModel):
     file: str
     rows: int
@@ -203,14 +213,14 @@ class Manifest(BaseModel):
         path = Path(out_dir) / MANIFEST_FILE
         if not path.is_file():
             msg = f"no {MANIFEST_FILE} in {out_dir}: expected the output folder of `curate build`"
-            raise FileNotFoundError(msg)
+            raise MissingFileError(msg)
         try:
             return cls.model_validate_json(path.read_text(encoding="utf-8"))
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
             msg = f"{path} is not a valid manifest ({e.error_count()} errors; {where}: {first['msg']})"
-            raise ValueError(msg) from e
+            raise DataError(msg) from e
 
 
 def check_schema_version(version: str) -> None:
@@ -218,4 +228,4 @@ def check_schema_version(version: str) -> None:
     major = version.split(".", 1)[0]
     if major != SCHEMA_VERSION.split(".", 1)[0]:
         msg = f"unsupported schema_version {version!r}: this reader understands {SCHEMA_VERSION.split('.')[0]}.x"
-        raise ValueError(msg)
+        raise DataError(msg)

@@ -192,11 +192,16 @@ def preference_shard_dir(make_shard_dir: Callable[..., Path]) -> Path:
 def demo_shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped pre-translated demo corpus as ``curate build`` writes it: 39 groups in en (anchor), de,
     es and fr, of math word problems, tool-calling conversations and code chats (about 25 s to build)."""
-    from curate.build import build, load_config
+    from curate.build import build
+    from curate.config import BuildConfig
+    from schemas.config_io import load_config
 
     out = tmp_path_factory.mktemp("demo") / "parallel"
     overrides = {"out": out, "inputs": [str(REPO / "examples" / "demo" / "parallel.jsonl")]}
-    build(load_config(REPO / "examples" / "demo_pretranslated.yaml", overrides, []), progress=False)
+    config = load_config(
+        BuildConfig, REPO / "examples" / "demo_pretranslated.yaml", flags=overrides, overrides=[]
+    )
+    build(config, progress=False)
     return out
 
 

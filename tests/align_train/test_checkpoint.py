@@ -26,8 +26,8 @@ from align_train.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from align_train.config import ConfigError
 from align_train.train import train
+from schemas import ConfigError
 from tests.align_train.conftest import REPO
 from tests.align_train.test_train import read_metrics, train_config
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-from align_train.config import ConfigError, SweepConfig
+from align_train.config import SweepConfig
 from align_train.eval_report import PREDICTIONS_FILE
 from align_train.sweep import expand, run_sweep
+from schemas import ConfigError
 from tests.align_train.conftest import REPO
 from tests.align_train.test_shard_stream import HELD_OUT
 

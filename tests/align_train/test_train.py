@@ -13,9 +13,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-from align_train.config import ConfigError, TrainConfig
+from align_train.config import TrainConfig
 from align_train.model import packing_is_exact
 from align_train.train import _packing, init_distributed, train
+from schemas import ConfigError
 from tests.align_train.conftest import REPO
 
 torch.set_num_threads(1)

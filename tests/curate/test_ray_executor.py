@@ -23,6 +23,7 @@ from curate.ray_executor import StageActor, failure, pack
 from curate.readers import Chunk
 from curate.stage import Stage, StageResult, empty_rejects
 from curate.writer import ChunkRecord
+from schemas import ConfigError
 from tests.curate.conftest import ROOT, build_args, demo_input, outputs
 from tests.curate.rows import row, table
 
@@ -211,10 +212,10 @@ def _one_chunk() -> pa.Table:
 
 def test_a_user_error_while_processing_travels_to_the_driver() -> None:
     message = "translate.openai: the server refused the API key (401 Unauthorized)"
-    out = StageActor(_RefusingStage(ValueError(message)))(_one_chunk())
-    assert failure(out) == message  # the driver raises it as a BuildError: one line, as in a local build
+    out = StageActor(_RefusingStage(ConfigError(message)))(_one_chunk())
+    assert failure(out) == message  # the driver raises it as a UserError: one line, as in a local build
     assert (
-        failure(StageActor(_RefusingStage(ValueError("unused")))(out)) == message
+        failure(StageActor(_RefusingStage(ConfigError("unused")))(out)) == message
     )  # later stages pass it on
 
 
