@@ -6,7 +6,7 @@ replication) against its anchor message with the same sentence-transformers mode
 
 - naive: the texts in row order, in fixed-size batches, each anchor message embedded again for every
   language that translates it;
-- ours: ``curate.equivalence.Equivalence`` with its sentence-transformers embedder (each distinct text
+- ours: ``curate.stages.equivalence.Equivalence`` with its sentence-transformers embedder (each distinct text
   once, in batches of similar length);
 - ours + onnxruntime: the same stage with the model exported to ONNX (``torch.onnx``) and run by ONNX
   Runtime, when ``onnx`` and ``onnxruntime`` are installed. sentence-transformers' own ``backend="onnx"``
@@ -42,9 +42,10 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from curate.config import EquivalenceConfig
-from curate.conversation import prose_by_row
-from curate.equivalence import Embedder, Equivalence, SentenceTransformerEmbedder
-from curate.stage import anchor_index
+from curate.stages.base import anchor_index
+from curate.stages.embedders import Embedder, SentenceTransformerEmbedder
+from curate.stages.equivalence import Equivalence
+from curate.text.conversation import prose_by_row
 
 
 class RecordingEmbedder:

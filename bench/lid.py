@@ -1,7 +1,7 @@
 """Language ID: the ``lid`` stage against raw fastText ``predict`` on the same lines, and batched vs
 per-line ``predict`` calls.
 
-The stage (``curate.lid.Lid.process``) runs on the chunks ``curate build`` would give it (the demo's
+The stage (``curate.stages.lid.Lid.process``) runs on the chunks ``curate build`` would give it (the demo's
 pre-translated en/es/de/fr groups, grown by replication) and does everything a build needs: strips code,
 math and URLs, predicts each distinct text once, decides every row and splits kept from rejected rows.
 Two baselines call batched ``predict`` on lists made beforehand, so they time the model alone:
@@ -32,8 +32,9 @@ import pyarrow as pa
 from corpus import DEMO, grow, machine, read_rows
 
 from curate.config import LidConfig
-from curate.conversation import CONVERSATION_COLUMNS, conversations, prose
-from curate.lid import Lid, default_model_path
+from curate.stages.lid import Lid, default_model_path
+from curate.text.conversation import conversations, prose
+from schemas import CONVERSATION_COLUMNS
 
 
 def best_of(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str, float]:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 
 from curate.config import BuildConfig
-from curate.equivalence import Equivalence
-from curate.executor import Executor, LocalExecutor
-from curate.lid import Lid
+from curate.executors.base import Executor
+from curate.executors.local import LocalExecutor
+from curate.manifest import assemble_manifest, thresholds
 from curate.readers import fingerprint_inputs, read_chunks
 from curate.report import write_report
-from curate.stage import Stage
-from curate.structure import Structure
-from curate.translate import Translate, make_translator
-from curate.translation_cache import TranslationCache
-from curate.writer import STATE_DIR, ChunkRecord, ShardWriter, atomic_write_bytes
-from schemas import ConfigError, InputInfo, LangCounts, Manifest
+from curate.stages.base import Stage
+from curate.stages.equivalence import Equivalence
+from curate.stages.lid import Lid
+from curate.stages.structure import Structure
+from curate.stages.translate import Translate
+from curate.translators import TranslationCache, make_translator
+from curate.writer import STATE_DIR, ShardWriter, atomic_write_bytes
+from schemas import ConfigError, InputInfo, Manifest
 
 
 def make_stages(config: BuildConfig) -> list[Stage]:
@@ -43,23 +45,10 @@ def make_executor(
 ) -> Executor:
     """The executor ``executor.backend`` names; Ray is imported only when it is chosen."""
     if config.executor.backend == "ray":
-        from curate.ray_executor import RayExecutor
+        from curate.executors.ray import RayExecutor
 
         return RayExecutor(stages, writer, config=config.executor.ray, progress=progress)
     return LocalExecutor(stages, writer, progress=progress)
-
-
-def thresholds(config: BuildConfig, stages: list[Stage]) -> dict[str, float]:
-    """The cut-offs in force, for the manifest and the report's plots."""
-    out: dict[str, float] = {}
-    if config.lid.enabled:
-        out["lid_min_prob"] = config.lid.min_prob
-    for stage in stages:
-        if isinstance(stage, Equivalence):
-            out["equivalence"] = stage.threshold
-            out["length_ratio_min"] = config.equivalence.length_ratio_min
-            out["length_ratio_max"] = config.equivalence.length_ratio_max
-    return out
 
 
 def build(config: BuildConfig, *, progress: bool = True) -> Manifest:
@@ -111,28 +100,3 @@ def _claim_output(config: BuildConfig, inputs: list[InputInfo]) -> None:
             raise ConfigError(msg)
     else:
         atomic_write_bytes(path, json.dumps(identity).encode())
-
-
-def assemble_manifest(
-    config: BuildConfig, records: list[ChunkRecord], inputs: list[InputInfo], cuts: dict[str, float]
-) -> Manifest:
-    counts: dict[str, LangCounts] = {}
-    for record in records:
-        for lang, c in record.counts.items():
-            counts[lang] = counts.get(lang, LangCounts()) + c
-    order = [config.anchor_lang, *config.langs]
-    ordered = {lang: counts[lang] for lang in order if lang in counts}
-    ordered |= {lang: counts[lang] for lang in sorted(counts) if lang not in ordered}
-    return Manifest(
-        anchor_lang=config.anchor_lang,
-        langs=config.langs,
-        shards=[r.shard for r in records if r.shard is not None],
-        rejects=[r.rejects for r in records if r.rejects is not None],
-        counts=ordered,
-        inputs=inputs,
-        # The executor changes where the work ran, not the output: a local and a Ray build of the same
-        # config and inputs have the same manifest.
-        config=config.model_dump(mode="json", exclude={"out", "executor"}),
-        config_hash=config.fingerprint(),
-        thresholds=cuts,
-    )

@@ -89,7 +89,7 @@ class LidConfig(_Section):
 class EquivalenceConfig(_Section):
     """Cosine of each translated message against its anchor, plus a length-ratio check.
 
-    ``threshold`` None takes the embedder's default (see ``curate.equivalence``); scores are
+    ``threshold`` None takes the embedder's default (see ``curate.stages.equivalence``); scores are
     model-specific, so set it per embedder, not once for all.
     """
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas import LangCounts, ShardInfo
+from schemas import LangCounts, ShardInfo, sha256_file
 
 SHARDS_DIR = "shards"
 REJECTS_DIR = "rejects"
@@ -58,14 +58,6 @@ class ChunkRecord:
             rejects=ShardInfo(**data["rejects"]) if data["rejects"] else None,
             counts={lang: LangCounts(**c) for lang, c in data["counts"].items()},
         )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

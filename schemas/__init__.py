@@ -40,6 +40,7 @@ from schemas.records import (
     check_schema_version,
     content_hash,
     sha256_file,
+    sha256_files,
 )
 
 __all__ = [
@@ -80,5 +81,6 @@ __all__ = [
     "normalize_lang",
     "read_numbers",
     "sha256_file",
+    "sha256_files",
     "validate",
 ]

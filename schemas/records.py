@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -145,11 +146,20 @@ def content_hash(
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    """Hex sha256 of a file's bytes."""
+    return sha256_files({"": path})
+
+
+def sha256_files(files: Mapping[str, Path]) -> str:
+    """Hex sha256 of several files in the order of their names, each file's bytes preceded by its name and
+    a NUL byte (an empty name adds nothing: one file hashes as its bytes alone); read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
+    for name in sorted(files):
+        if name:
+            digest.update(name.encode() + b"\0")
+        with files[name].open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from curate.stage import StageResult
+from curate.stages.base import StageResult
 from schemas import PARALLEL_SCHEMA, content_hash, validate
 
 Messages = list[dict[str, Any]]

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from schemas import Manifest, validate
-from tests.curate.conftest import ROOT, build_args, demo_input, outputs
+from tests.curate.builds import ROOT, build_args, demo_input, outputs
 
 pytestmark = pytest.mark.slow
 

@@ -5,11 +5,11 @@ import pyarrow as pa
 import pytest
 from datasets import load_dataset
 
-from curate.executor import count_rows, run_chunk
+from curate.executors.base import count_rows, run_chunk
 from curate.readers import Chunk
-from curate.stage import FilterStage, Verdict, empty_rejects, to_rejects
-from curate.writer import ShardWriter, sha256_file
-from schemas import LangCounts, validate
+from curate.stages.base import FilterStage, Verdict, empty_rejects, to_rejects
+from curate.writer import ShardWriter
+from schemas import LangCounts, sha256_file, validate
 from tests.curate.rows import row, table
 
 
@@ -46,9 +46,9 @@ def chunk(index: int = 0) -> Chunk:
     return Chunk(index=index, rows=rows, rejects=bad, read=Counter({"en": 3, "de": 1, "fr": 1}))
 
 
-def test_run_chunk_accounts_for_every_row() -> None:
-    out = run_chunk([DropGerman()], chunk())
-    assert out.kept.num_rows == 3
+def test_run_chunk_accounts_for_every_row(tmp_path) -> None:
+    out = run_chunk([DropGerman()], chunk()).commit(ShardWriter(tmp_path))
+    assert out.shard.rows == 3
     assert out.counts["de"] == LangCounts(read=1, kept=0, rejected={"test.german": 1})
     assert out.counts["en"] == LangCounts(read=3, kept=2, rejected={"read.bad_json": 1})
     assert all(c.balanced for c in out.counts.values())
@@ -65,9 +65,7 @@ def test_count_rows_refuses_unbalanced_counts() -> None:
 
 
 def test_commit_writes_sorted_shards_that_arrow_tools_read(tmp_path) -> None:
-    writer = ShardWriter(tmp_path)
-    out = run_chunk([DropGerman()], chunk())
-    record = writer.commit(0, out.kept, out.rejected, out.counts)
+    record = run_chunk([DropGerman()], chunk()).commit(ShardWriter(tmp_path))
     shard = tmp_path / record.shard.file
     assert record.shard.rows == 3 and record.shard.groups == 2 and record.shard.langs == {"en": 2, "fr": 1}
     assert record.shard.sha256 == sha256_file(shard)
@@ -87,9 +85,9 @@ def test_commit_writes_sorted_shards_that_arrow_tools_read(tmp_path) -> None:
 
 def test_committed_chunk_is_skipped_until_its_files_change(tmp_path) -> None:
     writer = ShardWriter(tmp_path)
-    out = run_chunk([DropGerman()], chunk())
+    state = run_chunk([DropGerman()], chunk())
     assert writer.committed(0) is None
-    record = writer.commit(0, out.kept, out.rejected, out.counts)
+    record = state.commit(writer)
     assert writer.committed(0) == record
     (tmp_path / record.shard.file).write_bytes(b"truncated")
     assert writer.committed(0) is None
@@ -98,7 +96,6 @@ def test_committed_chunk_is_skipped_until_its_files_change(tmp_path) -> None:
 def test_same_chunk_gives_byte_identical_shards(tmp_path) -> None:
     paths = []
     for name in ("a", "b"):
-        writer = ShardWriter(tmp_path / name)
-        out = run_chunk([DropGerman()], chunk())
-        paths.append(tmp_path / name / writer.commit(0, out.kept, out.rejected, out.counts).shard.file)
+        record = run_chunk([DropGerman()], chunk()).commit(ShardWriter(tmp_path / name))
+        paths.append(tmp_path / name / record.shard.file)
     assert paths[0].read_bytes() == paths[1].read_bytes()

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.config import LidConfig
-from curate.conversation import prose
-from curate.stage import FilterStage, Verdict
+from curate.stages.base import FilterStage, Verdict
+from curate.text.conversation import prose
 from schemas import ConfigError, MissingFileError, UnknownLanguageError, base_lang, normalize_lang
 
 

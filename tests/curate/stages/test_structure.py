@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from curate.config import StructureConfig
-from curate.stage import StageResult
-from curate.structure import Structure, number_values
+from curate.stages.base import StageResult
+from curate.stages.structure import Structure, number_values
 from schemas import PARALLEL_SCHEMA
 from tests.curate.rows import parallel_row as row
 from tests.curate.rows import table

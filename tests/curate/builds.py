@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests import ROOT
+
 DEMO = ROOT / "examples" / "demo"
 BAD_LINES = 14  # the demo source ends with its deliberately bad lines
 

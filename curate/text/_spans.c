@@ -4,8 +4,8 @@
  * Each kind is the Python regular expression quoted above its matcher, with Python `re` semantics:
  * Unicode \w, \d and \s (the same CPython tables `re` and `str.split` use), leftmost match, and the
  * search resuming where the last match ended. Kinds run in order; a match that overlaps a span of an
- * earlier kind is dropped, so a URL inside a code block stays code. tests/curate/test_spans.py holds the
- * expressions and checks this scanner against them on generated and real text.
+ * earlier kind is dropped, so a URL inside a code block stays code. curate/text/spans.py holds the
+ * expressions (tests check this scanner against them on generated and real text).
  *
  * Everything works on UTF-8 bytes: every literal is ASCII except the mask token's brackets, so matches
  * are found with memchr and only the characters a class test looks at are decoded.
@@ -379,7 +379,7 @@ static int strip_text(Text s, Pos n, Spans *taken, unsigned char *out, Pos *len,
 PyDoc_STRVAR(spans_doc,
              "spans(text: str) -> list[tuple[int, int, int]]\n\n"
              "(kind, start, end) of each protected span of text, in order of position; kind indexes\n"
-             "curate.masking.KINDS and positions count characters.");
+             "curate.text.spans.KINDS and positions count characters.");
 
 static PyObject *py_spans(PyObject *module, PyObject *arg) {
     (void)module;
@@ -502,7 +502,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "curate._spans", "Protected spans and prose of UTF-8 text.", -1, methods,
+    PyModuleDef_HEAD_INIT, "curate.text._spans", "Protected spans and prose of UTF-8 text.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.masking import strip_protected_all
+from curate.text.masking import strip_protected_all
+from schemas import CONVERSATION_COLUMNS
 
-CONVERSATION_COLUMNS = ("messages", "chosen", "rejected")
 # Roles whose content is written in the row's language; tool output is data and may be in any language.
 PROSE_ROLES = frozenset({"system", "user", "assistant"})
 _PROSE_ROLES = pa.array(sorted(PROSE_ROLES), pa.string())
@@ -45,7 +45,7 @@ class Prose(NamedTuple):
 
 def prose(batch: pa.Table) -> Prose:
     """Every prose message of ``batch`` in bulk: Arrow picks the roles and
-    :func:`~curate.masking.strip_protected_all` strips them natively, so language ID does not build a
+    :func:`~curate.text.masking.strip_protected_all` strips them natively, so language ID does not build a
     dict per message."""
     rows, columns, positions, texts = [], [], [], []
     for c, name in enumerate(CONVERSATION_COLUMNS):

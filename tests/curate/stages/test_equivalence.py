@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from curate.config import EquivalenceConfig
-from curate.equivalence import (
+from curate.stages.embedders import (
     Embedder,
-    Equivalence,
     SentenceTransformerEmbedder,
     UniversalSentenceEncoderEmbedder,
     make_embedder,
 )
+from curate.stages.equivalence import Equivalence
 from tests.curate.rows import by_key, convo, table
 from tests.curate.rows import message as msg
 from tests.curate.rows import parallel_row as row

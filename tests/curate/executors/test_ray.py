@@ -18,13 +18,13 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.executor import start
-from curate.ray_executor import StageActor, failure, pack
+from curate.executors.base import ChunkState
+from curate.executors.ray import StageActor, failure, pack
 from curate.readers import Chunk
-from curate.stage import Stage, StageResult, empty_rejects
+from curate.stages.base import Stage, StageResult, empty_rejects
 from curate.writer import ChunkRecord
 from schemas import ConfigError
-from tests.curate.conftest import ROOT, build_args, demo_input, outputs
+from tests.curate.builds import ROOT, build_args, demo_input, outputs
 from tests.curate.rows import row, table
 
 CHUNK_SIZE = 6
@@ -153,7 +153,7 @@ def test_ray_executor_without_ray_is_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_subset: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees when the extra is missing
-    monkeypatch.delitem(sys.modules, "curate.ray_executor", raising=False)
+    monkeypatch.delitem(sys.modules, "curate.executors.ray", raising=False)
     result = CliRunner().invoke(
         app, build_args(tmp_path / "o", demo_subset, "--executor", "ray", chunk_size=CHUNK_SIZE)
     )
@@ -207,7 +207,9 @@ class _RefusingStage(Stage):
 
 def _one_chunk() -> pa.Table:
     rows = table(row("g", "en", "Hello there, how are you?"), row("g", "es", "Hola, ¿qué tal?"))
-    return pack([start(Chunk(index=0, rows=rows, rejects=empty_rejects(), read=Counter(en=1, es=1)))])
+    return pack(
+        [ChunkState.start(Chunk(index=0, rows=rows, rejects=empty_rejects(), read=Counter(en=1, es=1)))]
+    )
 
 
 def test_a_user_error_while_processing_travels_to_the_driver() -> None:

@@ -18,29 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate import _spans
+from curate.text import spans as grammar
+from curate.text.spans import KINDS
 
-# What is protected, in order of precedence: where spans overlap, the earlier kind wins (a URL inside a
-# code block stays code). In short (``curate/_spans.c`` quotes the exact expression above each matcher):
-#   code_block    ```.*?(?:```|\Z)  (across lines)
-#   code_inline   `[^`\n]+`
-#   math_display  $$...$$ or \[...\]  (across lines)
-#   math_inline   \(...\) or $...$ where the opening $ follows no \, $ or word character, neither end
-#                 touches whitespace and no digit follows (so "$5 and $10" is money, not math)
-#   url           http(s)/ftp URLs; balanced parentheses stay inside, trailing punctuation does not
-#   calc          <<...>>  (GSM8K calculator annotations)
-#   placeholder   {{ name }}, {name}, {0}, %(name)s, %s, %d
-#   mask_token    ⟦0⟧: a token already in the source is protected like any span, so ours cannot collide
-KINDS = (
-    "code_block",
-    "code_inline",
-    "math_display",
-    "math_inline",
-    "url",
-    "calc",
-    "placeholder",
-    "mask_token",
-)
 _TOKEN = re.compile(r"⟦(\d+)⟧")
 
 
@@ -66,7 +46,8 @@ class MaskError(ValueError):
 
 def protected_spans(text: str) -> list[Span]:
     """Non-overlapping protected spans of ``text``, in order of position."""
-    return [Span(KINDS[kind], start, end, text[start:end]) for kind, start, end in _spans.spans(text)]
+    found = grammar.native.spans(text) if grammar.native is not None else grammar.find(text)
+    return [Span(KINDS[kind], start, end, text[start:end]) for kind, start, end in found]
 
 
 def mask(text: str) -> Masked:
@@ -106,11 +87,15 @@ class Stripped(NamedTuple):
 def strip_protected_all(texts: pa.Array) -> Stripped:
     """:func:`strip_protected` of each string of an Arrow ``string``/``large_string`` array, in one
     native pass over its buffers; nulls stay null."""
+    if grammar.native is None:
+        texts_out = [None if t is None else grammar.prose(t) for t in texts.to_pylist()]
+        chars = np.array([0 if t is None else len(t) for t in texts_out], np.int64)
+        return Stripped(pa.array(texts_out, texts.type), chars)
     filled = texts.fill_null("") if texts.null_count else texts
     _, offsets, data = filled.buffers()
     width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
     starts = np.frombuffer(offsets, width, len(filled) + 1, filled.offset * np.dtype(width).itemsize)
-    out_offsets, out_data, chars = _spans.strip(starts, data if data is not None else b"")
+    out_offsets, out_data, chars = grammar.native.strip(starts, data if data is not None else b"")
     buffers = [None, pa.py_buffer(out_offsets), pa.py_buffer(out_data)]
     stripped = pa.Array.from_buffers(texts.type, len(filled), buffers)
     if texts.null_count:

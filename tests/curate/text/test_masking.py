@@ -1,6 +1,6 @@
 import pytest
 
-from curate.masking import MaskError, mask, protected_spans, strip_protected, unmask
+from curate.text.masking import MaskError, mask, protected_spans, strip_protected, unmask
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,10 @@ from typing import Any
 import pyarrow as pa
 
 from curate.config import StructureConfig
-from curate.conversation import CONVERSATION_COLUMNS, Conversation, Message, conversations
-from curate.masking import protected_spans
-from curate.stage import FilterStage, Verdict, anchor_index
-from schemas import canonical_json, read_numbers
+from curate.stages.base import FilterStage, Verdict, anchor_index
+from curate.text.conversation import Conversation, Message, conversations
+from curate.text.masking import protected_spans
+from schemas import CONVERSATION_COLUMNS, canonical_json, read_numbers
 
 _CODE_KINDS = frozenset({"code_block", "code_inline"})
 _DETAIL_CHARS = 40

@@ -8,7 +8,7 @@ model once per actor, on a GPU when the config asks for one) and then take one c
     driver: read → chunk 0, 1, 2 … ──put──► [translate actors] → [structure] → [lid] → [equivalence actors]
     driver: commit chunk i ◄──────────────────────────────────────────────────────────────────┘
 
-A row is a whole chunk in flight (:class:`curate.executor.ChunkState` as Arrow IPC + JSON), so a batch can never
+A row is a whole chunk in flight (:class:`curate.executors.base.ChunkState` as Arrow IPC + JSON), so a batch can never
 split a chunk or a group, every stage sees exactly the rows it sees locally, and the driver commits each
 chunk through the same writer: shards, rejects and manifest are byte-identical to a local build, and a
 re-run skips committed chunks the same way. Chunks come back in any order; records are put back in order.
@@ -24,10 +24,10 @@ from typing import Any
 import pyarrow as pa
 
 from curate.config import RayConfig, RayStageConfig
-from curate.executor import ChunkState, StageStats, advance, finish, start
+from curate.executors.base import ChunkState, Executor, StageStats
 from curate.readers import Chunk
-from curate.stage import Stage
-from curate.writer import ChunkRecord, ShardWriter
+from curate.stages.base import Stage
+from curate.writer import ShardWriter
 from schemas import UserError, import_optional
 
 _EXTRA = {"feature": "executor 'ray'", "install": "pip install 'polyalign[ray]'"}
@@ -61,7 +61,10 @@ def _table(blob: bytes) -> pa.Table:
 def pack(states: Iterable[ChunkState]) -> pa.Table:
     """Chunks in flight as rows of a Ray Data block."""
     states = list(states)
-    counts = [{"read": s.read, "seconds": s.seconds, "rows_in": s.rows_in} for s in states]
+    counts = [
+        {"read": s.read, "created": s.created, "rows": s.stats.rows, "seconds": s.stats.seconds}
+        for s in states
+    ]
     return pa.table(
         [
             pa.array([s.index for s in states], pa.int64()),
@@ -82,8 +85,8 @@ def unpack(batch: pa.Table) -> Iterator[ChunkState]:
             rows=_table(row["rows"]),
             rejected=[_table(blob) for blob in row["rejected"]],
             read=Counter(counts["read"]),
-            seconds=counts["seconds"],
-            rows_in=counts["rows_in"],
+            created=Counter(counts["created"]),
+            stats=StageStats(rows=Counter(counts["rows"]), seconds=Counter(counts["seconds"])),
         )
 
 
@@ -120,50 +123,38 @@ class StageActor:
         if self.error is not None:
             return with_failure(batch, self.error)
         try:
-            return pack([advance(state, self.stage) for state in unpack(batch)])
+            return pack([state.advance(self.stage) for state in unpack(batch)])
         except UserError as e:
             return with_failure(batch, str(e))
 
 
-class RayExecutor:
-    """Runs the stages on Ray Data and commits each chunk from the driver, as :class:`LocalExecutor` does."""
+class RayExecutor(Executor):
+    """Runs the stages on Ray Data; the driver commits each chunk, as :class:`LocalExecutor` does."""
 
     def __init__(
         self, stages: Sequence[Stage], writer: ShardWriter, *, config: RayConfig, progress: bool = True
     ) -> None:
-        self.stages = list(stages)
-        self.writer = writer
+        super().__init__(stages, writer, progress=progress)
         self.config = config
-        self.progress = progress
-        self.stats = StageStats()
 
-    def run(self, chunks: Iterable[Chunk]) -> list[ChunkRecord]:
-        records: dict[int, ChunkRecord] = {}
-        pending: list[Any] = []
+    def process(self, chunks: Iterator[Chunk]) -> Iterator[ChunkState]:
+        """Chunks as they leave the last stage, in whatever order they finish."""
+        blocks: list[Any] = []
         started = False
         try:
             for chunk in chunks:
-                record = self.writer.committed(chunk.index)
-                if record is not None:
-                    records[chunk.index] = record
-                    continue
                 if not ray.is_initialized():
                     # Only once there is work: a finished build re-runs without starting Ray.
                     ray.init(address=self.config.address)
                     started = True
-                pending.append(ray.put(pack([start(chunk)])))
-            if pending:
-                for state in self._process(pending):
-                    out = finish(state)
-                    records[state.index] = self.writer.commit(state.index, out.kept, out.rejected, out.counts)
-                    self.stats.add(out)
+                blocks.append(ray.put(pack([ChunkState.start(chunk)])))
+            if blocks:
+                yield from self._stages(blocks)
         finally:
             if started:
                 ray.shutdown()
-        return [records[index] for index in sorted(records)]
 
-    def _process(self, blocks: list[Any]) -> Iterator[ChunkState]:
-        """Chunks as they leave the last stage, in whatever order they finish."""
+    def _stages(self, blocks: list[Any]) -> Iterator[ChunkState]:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = self.progress
         dataset = ray.data.from_arrow_refs(blocks)

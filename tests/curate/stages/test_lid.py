@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from curate.config import LidConfig
-from curate.lid import Lid, default_model_path
+from curate.stages.lid import Lid, default_model_path
 from tests.curate.rows import by_key, table
 from tests.curate.rows import message as msg
 from tests.curate.rows import parallel_row as row

@@ -20,17 +20,17 @@ from curate.config import (
     OpenAITranslatorConfig,
     TranslateConfig,
 )
-from curate.stage import StageResult
-from curate.translate import (
+from curate.stages.base import StageResult
+from curate.stages.translate import Translate
+from curate.translators import (
     ApertiumTranslator,
     HFSeq2SeqTranslator,
     OpenAITranslator,
     PretranslatedTranslator,
-    Translate,
+    TranslationCache,
     TranslatorConfigError,
     make_translator,
 )
-from curate.translation_cache import TranslationCache
 from schemas import content_hash, validate
 from tests.curate.rows import message, parallel_row, row, table
 

@@ -1,0 +1,182 @@
+"""A local Hugging Face seq2seq translation model (Marian, NLLB, M2M100, mBART-50)."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from curate.config import HFTranslatorConfig
+from curate.translators.base import TranslationErrors, TranslatorConfigError
+from schemas import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+_PATH_FIELDS = frozenset({"src", "tgt"})
+# Model types that translate between many languages and pick them by language token.
+_MULTILINGUAL = frozenset({"m2m_100", "nllb-moe", "mbart"})
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    tokenizer: PreTrainedTokenizerBase
+    model: PreTrainedModel
+
+
+class HFSeq2SeqTranslator:
+    """A local Marian, NLLB or M2M100 checkpoint, run with greedy or beam search on length-sorted batches.
+
+    ``model_path`` may hold ``{src}`` and ``{tgt}`` (one Marian folder per pair). Multilingual models
+    (NLLB, M2M100, mBART-50) need ``lang_codes``: the source code goes to the tokenizer's ``src_lang`` and
+    the target code becomes the forced first token. Inputs longer than the model reads and outputs cut at
+    ``max_new_tokens`` are per-text failures, never silently truncated translations.
+    """
+
+    translates = True
+
+    def __init__(self, config: HFTranslatorConfig) -> None:
+        if not config.model_path:
+            msg = "translate.hf.model_path is required: a local folder holding a Marian, NLLB or M2M100 model"
+            raise ConfigError(msg)
+        fields = {name for _, name, _, _ in string.Formatter().parse(config.model_path) if name is not None}
+        if fields - _PATH_FIELDS:
+            msg = (
+                f"translate.hf.model_path {config.model_path!r} uses {sorted(fields - _PATH_FIELDS)}: "
+                "only {src} and {tgt} are allowed"
+            )
+            raise ConfigError(msg)
+        self.config = config
+        self.template = config.model_path
+        self.name = f"hf:{config.model_path}"
+        self._loaded: dict[str, _Loaded] = {}
+
+    def setup(self) -> None:
+        """Nothing shared to load: :meth:`check_pair` loads each pair's model."""
+
+    def path(self, src: str, tgt: str) -> str:
+        return self.template.format(src=src, tgt=tgt)
+
+    def _load(self, src: str, tgt: str) -> _Loaded:
+        path = self.path(src, tgt)
+        if path not in self._loaded:
+            if not Path(path).is_dir():
+                msg = (
+                    f"translate.hf.model_path {self.template!r} gives {path!r} for {src}→{tgt}, "
+                    "which is not a folder"
+                )
+                raise TranslatorConfigError(msg)
+            from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+            model = AutoModelForSeq2SeqLM.from_pretrained(
+                path, local_files_only=True, use_safetensors=True, trust_remote_code=False
+            )
+            model.to(self.config.device).eval()
+            self._loaded[path] = _Loaded(tokenizer, model)
+        return self._loaded[path]
+
+    def _lang_code(self, lang: str) -> str:
+        code = self.config.lang_codes.get(lang)
+        if code is None:
+            msg = (
+                f"translate.hf.lang_codes has no entry for {lang!r} (it has "
+                f"{sorted(self.config.lang_codes)}): add the model's code for it, "
+                f"e.g. --set translate.hf.lang_codes.{lang}=..."
+            )
+            raise TranslatorConfigError(msg)
+        return code
+
+    def _forced_bos(self, loaded: _Loaded, src: str, tgt: str) -> int | None:
+        """The target language token to force first, or None for a single-pair model."""
+        model_type = loaded.model.config.model_type
+        if not self.config.lang_codes:
+            if model_type in _MULTILINGUAL:
+                msg = (
+                    f"{self.path(src, tgt)} is a multilingual {model_type} model: set translate.hf.lang_codes"
+                )
+                raise TranslatorConfigError(msg)
+            return None
+        self._lang_code(src)
+        code = self._lang_code(tgt)
+        tokenizer = loaded.tokenizer
+        # M2M100 names languages "__de__" and maps the bare code itself; NLLB and mBART use the token.
+        get_lang_id = getattr(tokenizer, "get_lang_id", None)
+        token_id = get_lang_id(code) if get_lang_id is not None else tokenizer.convert_tokens_to_ids(code)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            msg = (
+                f"language code {code!r} (translate.hf.lang_codes.{tgt}) is not a token of "
+                f"{self.path(src, tgt)}'s tokenizer"
+            )
+            raise TranslatorConfigError(msg)
+        return token_id
+
+    def check_pair(self, src: str, tgt: str) -> None:
+        self._forced_bos(self._load(src, tgt), src, tgt)
+
+    def translate(self, texts: list[str], *, src: str, tgt: str) -> list[str]:
+        loaded = self._load(src, tgt)
+        forced_bos = self._forced_bos(loaded, src, tgt)
+        if forced_bos is not None:
+            loaded.tokenizer.src_lang = self._lang_code(src)
+        if not texts:
+            return []
+        limit = getattr(loaded.model.config, "max_position_embeddings", None)  # None: relative positions
+        lengths = [len(ids) for ids in loaded.tokenizer(texts)["input_ids"]]
+        results: list[str | None] = [None] * len(texts)
+        errors = {
+            i: f"input is {n} tokens, the model reads at most {limit}"
+            for i, n in enumerate(lengths)
+            if limit is not None and n > limit
+        }
+        order = sorted(
+            (i for i in range(len(texts)) if i not in errors), key=lengths.__getitem__, reverse=True
+        )
+        size = self.config.batch_size
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            outputs = self._generate(loaded, [texts[i] for i in batch], forced_bos)
+            for i, output in zip(batch, outputs, strict=True):
+                if output is None:
+                    errors[i] = f"translation cut at max_new_tokens={self.config.max_new_tokens}"
+                results[i] = output
+        if errors:
+            raise TranslationErrors(results, errors)
+        return [out for out in results if out is not None]
+
+    def _generate(self, loaded: _Loaded, texts: list[str], forced_bos: int | None) -> list[str | None]:
+        """Decoded outputs, None where generation stopped at ``max_new_tokens`` before its end token."""
+        import torch
+
+        inputs = loaded.tokenizer(texts, return_tensors="pt", padding=True).to(self.config.device)
+        extra = {} if forced_bos is None else {"forced_bos_token_id": forced_bos}
+        with torch.inference_mode():
+            out = loaded.model.generate(
+                **inputs,
+                max_new_tokens=self.config.max_new_tokens,
+                num_beams=self.config.num_beams,
+                do_sample=False,
+                **extra,
+            )
+        decoded = loaded.tokenizer.batch_decode(out, skip_special_tokens=True)
+        finished = _finished(
+            out[:, 1:], loaded.model.generation_config.eos_token_id, self.config.max_new_tokens
+        )
+        return [text if done else None for text, done in zip(decoded, finished, strict=True)]
+
+
+def _finished(generated: torch.Tensor, eos: int | list[int] | None, max_new_tokens: int) -> list[bool]:
+    """Whether each sequence ended on its own, before the token budget forced it to stop."""
+    import torch
+
+    if eos is None:
+        return [generated.shape[1] < max_new_tokens] * generated.shape[0]
+    is_eos = torch.isin(
+        generated, torch.tensor(eos if isinstance(eos, list) else [eos], device=generated.device)
+    )
+    ended = is_eos.any(dim=1)
+    end_at = is_eos.int().argmax(dim=1) + 1
+    return (ended & (end_at < max_new_tokens)).tolist()

@@ -1,0 +1,111 @@
+"""An OpenAI-compatible chat-completions endpoint (vLLM, TGI, llama.cpp server, a hosted API)."""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import cached_property
+
+import httpx
+import langcodes
+
+from curate.config import OpenAITranslatorConfig
+from curate.translators.base import translate_each
+from schemas import ConfigError
+
+_SYSTEM_PROMPT = (
+    "You are a professional translator. Translate the user's message from {src} to {tgt}. "
+    "Tokens of the form ⟦0⟧, ⟦1⟧, ... stand for code, formulas or links: copy each one unchanged, "
+    "exactly once, where it belongs in the translation. Keep line breaks and formatting. "
+    "Output only the translation, without notes, quotes or explanations."
+)
+
+
+def _language_name(code: str) -> str:
+    """English name of a language (``zh_Hans`` → "Chinese (Simplified)"); needs ``langcodes[data]``."""
+    return langcodes.Language.get(code.replace("_", "-")).display_name("en")
+
+
+class OpenAITranslator:
+    """An OpenAI-compatible ``POST {base_url}/chat/completions`` endpoint, one request per text.
+
+    ``concurrency`` requests run at once from a thread pool over one HTTP client. 429, 5xx, timeouts and
+    connection errors are retried ``max_retries`` times with exponential backoff (``backoff_s``, doubled
+    each time); any other HTTP error fails the text at once.
+    """
+
+    translates = True
+
+    def __init__(self, config: OpenAITranslatorConfig) -> None:
+        if not config.model:
+            msg = (
+                "translate.openai.model is required: the model name the server serves "
+                "(vLLM --served-model-name)"
+            )
+            raise ConfigError(msg)
+        self.config = config
+        self.name = f"openai:{config.model}"
+
+    @cached_property
+    def _client(self) -> httpx.Client:
+        key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(
+            base_url=self.config.base_url.rstrip("/"),
+            headers=headers,
+            timeout=self.config.timeout_s,
+            limits=httpx.Limits(max_connections=self.config.concurrency),
+        )
+
+    def setup(self) -> None:
+        self._client  # noqa: B018 - open the client once, before the worker threads share it
+
+    def check_pair(self, src: str, tgt: str) -> None:
+        """Any pair can be asked for (the later stages judge the output); the prompt needs both names."""
+        self._system_prompt(src, tgt)
+
+    def _system_prompt(self, src: str, tgt: str) -> str:
+        return _SYSTEM_PROMPT.format(src=_language_name(src), tgt=_language_name(tgt))
+
+    def translate(self, texts: list[str], *, src: str, tgt: str) -> list[str]:
+        system = self._system_prompt(src, tgt)
+        return translate_each(
+            lambda text: self._complete(system, text), texts, workers=self.config.concurrency
+        )
+
+    def _complete(self, system: str, text: str) -> str:
+        body = {
+            "model": self.config.model,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
+            "temperature": self.config.temperature,
+        }
+        failure = ""
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
+            try:
+                response = self._client.post("/chat/completions", json=body)
+            except httpx.TransportError as e:
+                failure = f"{type(e).__name__}: {e}"
+                continue
+            if response.status_code == 429 or response.status_code >= 500:
+                failure = f"HTTP {response.status_code}: {response.text[:200]}"
+                continue
+            if response.status_code != 200:
+                msg = f"HTTP {response.status_code} (not retried): {response.text[:200]}"
+                raise RuntimeError(msg)
+            return _completion_text(response)
+        msg = f"gave up after {self.config.max_retries + 1} attempts, last: {failure}"
+        raise RuntimeError(msg)
+
+
+def _completion_text(response: httpx.Response) -> str:
+    try:
+        content = response.json()["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        msg = f"not a chat completion ({type(e).__name__}): {response.text[:200]}"
+        raise RuntimeError(msg) from e
+    if not isinstance(content, str):
+        msg = f"chat completion content is {type(content).__name__}, expected text"
+        raise RuntimeError(msg)
+    return content
