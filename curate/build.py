@@ -1,4 +1,5 @@
-"""``curate build``: read → translate → structure → lid → equivalence → write, resumable chunk by chunk."""
+"""``curate build``: read → anchor_lid → translate → structure → lid → equivalence → write, resumable chunk
+by chunk."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from curate.readers import fingerprint_inputs, read_chunks
 from curate.report import write_report
 from curate.stages.base import Stage
 from curate.stages.equivalence import Equivalence
-from curate.stages.lid import Lid
+from curate.stages.lid import AnchorLid, Lid
 from curate.stages.structure import Structure
 from curate.stages.translate import Translate
 from curate.translators import TranslationCache, make_translator
-from curate.writer import STATE_DIR, ShardWriter, atomic_write_bytes
+from curate.writer import STATE_DIR, ShardWriter, atomic_write_bytes, exclusive
 from schemas import ConfigError, InputInfo, Manifest
 
 
@@ -26,11 +27,14 @@ def make_stages(config: BuildConfig) -> list[Stage]:
     cache = None
     if config.translate.backend != "pretranslated":
         cache = TranslationCache(config.translate.cache or config.out / STATE_DIR / "translations.sqlite")
-    stages: list[Stage] = [
+    stages: list[Stage] = []
+    if config.lid.enabled and config.lid.check_anchors:
+        stages.append(AnchorLid(config.lid))
+    stages.append(
         Translate(
             make_translator(config.translate), anchor_lang=config.anchor_lang, langs=config.langs, cache=cache
         )
-    ]
+    )
     if config.structure.enabled:
         stages.append(Structure(config.structure))
     if config.lid.enabled:
@@ -59,10 +63,19 @@ def build(config: BuildConfig, *, progress: bool = True) -> Manifest:
     if config.out is None:
         msg = "no output directory: pass --out DIR"
         raise ConfigError(msg)
+    if config.out.exists() and not config.out.is_dir():
+        msg = f"--out {config.out} is a file: the output must be a folder (new, or of an earlier build to resume)"
+        raise ConfigError(msg)
     if not config.langs:
         msg = "no target languages: pass --langs, e.g. --langs de,fr,sw"
         raise ConfigError(msg)
     inputs = fingerprint_inputs(config.inputs)
+    with exclusive(config.out):
+        return _build(config, inputs, progress=progress)
+
+
+def _build(config: BuildConfig, inputs: list[InputInfo], *, progress: bool) -> Manifest:
+    assert config.out is not None
     _claim_output(config, inputs)
     stages = make_stages(config)
     writer = ShardWriter(config.out, compression=config.write.compression)
@@ -79,7 +92,7 @@ def build(config: BuildConfig, *, progress: bool = True) -> Manifest:
     manifest = assemble_manifest(config, records, inputs, thresholds(config, stages))
     atomic_write_bytes(config.out / "manifest.json", manifest.model_dump_json(indent=1).encode())
     if config.report:
-        write_report(config.out)
+        write_report(config.out, min_keep_rate=config.min_keep_rate)
     return manifest
 
 

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from curate.build import build
 from curate.config import BuildConfig
-from curate.report import write_report
+from curate.report import low_keep_rates, write_report
 from schemas import Manifest, UserError
 from schemas.config_io import load_config
 
@@ -69,6 +69,8 @@ def build_cmd(
     rejected = sum(s.rows for s in manifest.rejects)
     console.print(f"wrote {kept} rows in {len(manifest.shards)} shards, {rejected} rejects → {cfg.out}")
     _print_counts(manifest)
+    for line in low_keep_rates(manifest, cfg.min_keep_rate).values():
+        err.print(f"[bold yellow]warning:[/] {escape(line)} (min_keep_rate)", highlight=False, soft_wrap=True)
 
 
 @app.command("inspect")
@@ -105,10 +107,15 @@ def inspect_cmd(
 
 
 @app.command("report")
-def report_cmd(out: Annotated[Path, typer.Argument(help="Output directory of `curate build`.")]) -> None:
+def report_cmd(
+    out: Annotated[Path, typer.Argument(help="Output directory of `curate build`.")],
+    min_keep_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Flag languages that keep less than this share.")
+    ] = BuildConfig.model_fields["min_keep_rate"].default,
+) -> None:
     """Redraw ``report/`` (markdown and plots) from the manifest and shards."""
     try:
-        path = write_report(out)
+        path = write_report(out, min_keep_rate=min_keep_rate)
     except UserError as e:
         raise fail(str(e)) from None
     console.print(f"wrote {path}")

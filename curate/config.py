@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -29,6 +29,11 @@ class InputConfig(_Section):
     lang_field: str = "lang"
     task_field: str = "task"
     default_task: str = "chat"
+    # Bounds that keep one oversized record from stalling a build: longer ones become read.too_long rejects.
+    max_record_bytes: int = Field(1 << 20, ge=1, description="bytes of one JSON line")
+    max_message_chars: int = Field(
+        100_000, ge=1, description="characters of one message (content + tool calls)"
+    )
 
 
 class HFTranslatorConfig(_Section):
@@ -84,6 +89,10 @@ class LidConfig(_Section):
     model_path: Path | None = None
     min_prob: float = Field(0.5, ge=0, le=1)
     min_chars: int = Field(20, ge=0)
+    check_anchors: bool = Field(
+        True,
+        description="read the anchors before translating: a group whose anchor is in another language goes",
+    )
 
 
 class EquivalenceConfig(_Section):
@@ -137,8 +146,8 @@ class RayConfig(_Section):
     """
 
     address: str | None = None
-    stages: dict[Literal["translate", "structure", "lid", "equivalence"], RayStageConfig] = Field(
-        default_factory=dict
+    stages: dict[Literal["anchor_lid", "translate", "structure", "lid", "equivalence"], RayStageConfig] = (
+        Field(default_factory=dict)
     )
 
 
@@ -162,6 +171,14 @@ class BuildConfig(_Section):
     write: WriteConfig = Field(default_factory=WriteConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     report: bool = True
+    min_keep_rate: float = Field(
+        0.5, ge=0, le=1, description="warn in the summary and the report when a language keeps less"
+    )
+
+    # Settings that change where a build goes, how it runs or what it says, never the shards, rejects and
+    # manifest: left out of the fingerprint and of the manifest's copy of the config, so toggling them
+    # between a killed build and its re-run changes nothing the build writes.
+    NOT_IN_OUTPUT: ClassVar[set[str]] = {"out", "executor", "report", "min_keep_rate"}
 
     @field_validator("anchor_lang")
     @classmethod
@@ -185,6 +202,6 @@ class BuildConfig(_Section):
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the output (not where it goes), to refuse mixing builds."""
-        payload = self.model_dump(mode="json", exclude={"out", "report", "executor"})
+        payload = self.model_dump(mode="json", exclude=self.NOT_IN_OUTPUT)
         payload["translate"].pop("cache", None)
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]

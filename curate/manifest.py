@@ -41,7 +41,7 @@ def assemble_manifest(
         inputs=inputs,
         # The executor changes where the work ran, not the output: a local and a Ray build of the same
         # config and inputs have the same manifest.
-        config=config.model_dump(mode="json", exclude={"out", "executor"}),
+        config=config.model_dump(mode="json", exclude=config.NOT_IN_OUTPUT),
         config_hash=config.fingerprint(),
         thresholds=cuts,
     )

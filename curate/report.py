@@ -39,8 +39,22 @@ def load_scores(out: Path, manifest: Manifest) -> pl.DataFrame:
     return scores.filter(pl.col("is_anchor").not_() & pl.col("lang").is_not_null())
 
 
-def write_report(out: Path) -> Path:
-    """Write ``report/report.md`` and its PNG plots; returns the markdown path."""
+def low_keep_rates(manifest: Manifest, floor: float) -> dict[str, str]:
+    """Languages that kept less than ``floor`` of the rows they read, each with a line saying why."""
+    out = {}
+    for lang, c in manifest.counts.items():
+        if c.read and c.kept / c.read < floor:
+            top = sorted(c.rejected.items(), key=lambda kv: -kv[1])[:3]
+            reasons = ", ".join(f"{r} {n}" for r, n in top)
+            out[lang] = (
+                f"{lang} kept {c.kept} of {c.read} rows ({c.kept / c.read:.0%}), below {floor:.0%}: {reasons}"
+            )
+    return out
+
+
+def write_report(out: Path, *, min_keep_rate: float = 0.5) -> Path:
+    """Write ``report/report.md`` and its PNG plots; returns the markdown path. Languages that keep less
+    than ``min_keep_rate`` of their rows are flagged."""
     manifest = Manifest.load(out)
     scores = load_scores(out, manifest)
     report = out / REPORT_DIR
@@ -61,11 +75,13 @@ def write_report(out: Path) -> Path:
         if path is not None:
             plots.append(path)
     md = report / "report.md"
-    md.write_text(_markdown(manifest, scores, plots), encoding="utf-8")
+    md.write_text(
+        _markdown(manifest, scores, plots, low_keep_rates(manifest, min_keep_rate)), encoding="utf-8"
+    )
     return md
 
 
-def _markdown(manifest: Manifest, scores: pl.DataFrame, plots: list[Path]) -> str:
+def _markdown(manifest: Manifest, scores: pl.DataFrame, plots: list[Path], low: dict[str, str]) -> str:
     lines = [
         "# Curation report",
         "",
@@ -73,6 +89,11 @@ def _markdown(manifest: Manifest, scores: pl.DataFrame, plots: list[Path]) -> st
         f"{sum(s.rows for s in manifest.shards)} rows kept in {len(manifest.shards)} shards, "
         f"{sum(s.rows for s in manifest.rejects)} rejected. Config hash `{manifest.config_hash}`.",
         "",
+    ]
+    if low:
+        lines += ["**Warning: keep rate below the floor** (see the reasons and the score plots below):", ""]
+        lines += [f"- {line}" for line in low.values()] + [""]
+    lines += [
         "## Rows per language",
         "",
         "| lang | read | kept | keep rate | rejected |",
@@ -80,6 +101,7 @@ def _markdown(manifest: Manifest, scores: pl.DataFrame, plots: list[Path]) -> st
     ]
     for lang, c in manifest.counts.items():
         rate = f"{c.kept / c.read:.1%}" if c.read else "-"
+        rate += " ⚠" if lang in low else ""
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(c.rejected.items(), key=lambda kv: -kv[1])) or "-"
         lines.append(f"| {lang} | {c.read} | {c.kept} | {rate} | {reasons} |")
     reasons = sorted({r for c in manifest.counts.values() for r in c.rejected})

@@ -13,17 +13,22 @@ whole file or none; a chunk counts as done only once its marker exists and its f
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import socket
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas import LangCounts, ShardInfo, sha256_file
+from schemas import ConfigError, LangCounts, ShardInfo, sha256_file
 
 SHARDS_DIR = "shards"
 REJECTS_DIR = "rejects"
@@ -67,6 +72,37 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+@contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold ``OUT/.state/lock`` for the duration of a build: a second build into the same folder (which
+    would race on its chunks and its config check) stops at once with one line naming the holder.
+
+    ``flock`` locks are released by the kernel when the process dies, so a killed build leaves no stale lock.
+    """
+    state = out / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    with (state / "lock").open("a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            msg = (
+                f"{out} is being written by another build ({holder}): wait for it to end or use another --out"
+            )
+            raise ConfigError(msg) from None
+        f.seek(0)
+        f.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
 
 
 class ShardWriter:

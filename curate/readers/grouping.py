@@ -45,12 +45,15 @@ class Event(NamedTuple):
 def events(reader: RecordReader, sources: list[Source], *, batch_size: int) -> Iterator[Event]:
     """Records in input order; all parallel sources are read together where the first one stands."""
     seen: set[str] = set()
+    max_bytes = reader.config.max_record_bytes
     parallel = [s for s in sources if s.parallel]
     for source in sources:
         if not source.parallel:
-            yield from _stream(reader, items(source, batch_size=batch_size), seen)
+            yield from _stream(reader, items(source, batch_size=batch_size, max_bytes=max_bytes), seen)
         elif source is parallel[0]:
-            records = (item for s in parallel for item in items(s, batch_size=batch_size))
+            records = (
+                item for s in parallel for item in items(s, batch_size=batch_size, max_bytes=max_bytes)
+            )
             yield from _grouped(reader, records, seen)
 
 

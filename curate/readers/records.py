@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from curate.config import InputConfig
 from curate.readers.sources import BadRecord, InputError, Item, Source, source_keys, source_kind
 from schemas import (
+    CONVERSATION_COLUMNS,
     ROLES,
     UnknownLanguageError,
     canonical_json,
@@ -68,7 +69,8 @@ class RecordReader:
     def inspect(self, path: Path) -> Source:
         """Where ``path`` is and which layout it has, or an :class:`InputError` saying what is wrong."""
         kind = source_kind(path)
-        return Source(path, kind, self._is_parallel(path, source_keys(path, kind, self.wanted)))
+        keys = source_keys(path, kind, self.wanted, max_bytes=self.config.max_record_bytes)
+        return Source(path, kind, self._is_parallel(path, keys))
 
     def _is_parallel(self, path: Path, keys: set[str]) -> bool:
         """Whether a file with fields ``keys`` is long-form parallel; InputError when it cannot be read."""
@@ -121,6 +123,10 @@ class RecordReader:
                 )
             layout = self.layout or self._detect(rest)
             content = self._content(layout, rest)
+            self._check_lengths(content)
+            meta = canonical_json(_jsonable(rest)) if rest else "{}"
+        except RecursionError:
+            raise BadRecord("bad_json", "nested too deeply to read", known) from None
         except BadRecord as e:
             e.fields = known
             raise
@@ -135,10 +141,20 @@ class RecordReader:
             "messages": content.messages,
             "chosen": content.chosen,
             "rejected": content.rejected,
-            "meta": canonical_json(_jsonable(rest)) if rest else "{}",
+            "meta": meta,
             "translator": "source" if is_anchor else "pretranslated",
             "content_hash": digest,
         }
+
+    def _check_lengths(self, content: _Content) -> None:
+        """A message longer than ``input.max_message_chars`` would stall every stage after this one."""
+        limit = self.config.max_message_chars
+        for column, messages in zip(CONVERSATION_COLUMNS, content, strict=True):
+            for i, m in enumerate(messages or []):
+                n = len(m["content"]) + len(m["tool_calls"] or "")
+                if n > limit:
+                    detail = f"{column}[{i}] is {n:,} characters, over input.max_message_chars={limit:,}"
+                    raise BadRecord("too_long", detail)
 
     def _lang(self, value: Any) -> str:
         name = self.config.lang_field

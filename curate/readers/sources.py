@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 DATASET_MARKERS = ("dataset_info.json", "state.json")
+# How much of a line too long to parse a reject keeps as its ``raw`` text.
+RAW_HEAD_BYTES = 4096
 
 SourceKind = Literal["jsonl", "parquet", "datasets"]
 
@@ -37,11 +39,11 @@ class BadRecord(Exception):
     ``fields`` are what is known of the record so far (its ``group_id``, ``lang``), kept on the reject.
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, fields: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-        self.fields: dict[str, Any] = {}
+        self.fields = fields or {}
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,11 @@ def fingerprint_inputs(paths: Iterable[Path]) -> list[InputInfo]:
     return infos
 
 
-def items(source: Source, *, batch_size: int) -> Iterator[Item]:
-    """The records of one input, in file order; Parquet and ``datasets`` inputs ``batch_size`` rows at a time."""
+def items(source: Source, *, batch_size: int, max_bytes: int) -> Iterator[Item]:
+    """The records of one input, in file order; Parquet and ``datasets`` inputs ``batch_size`` rows at a
+    time. A JSON line over ``max_bytes`` is not parsed: it comes as a ``too_long`` failure."""
     if source.kind == "jsonl":
-        yield from jsonl_items(source.path)
+        yield from jsonl_items(source.path, max_bytes=max_bytes)
         return
     if source.kind == "parquet":
         with pq.ParquetFile(source.path) as f:
@@ -89,13 +92,23 @@ def items(source: Source, *, batch_size: int) -> Iterator[Item]:
     )
 
 
-def source_keys(path: Path, kind: SourceKind, wanted: set[str]) -> set[str]:
-    """The top-level fields of an input (for JSON Lines, those of ``wanted`` that some line holds)."""
+def source_keys(path: Path, kind: SourceKind, wanted: set[str], *, max_bytes: int) -> set[str]:
+    """The top-level fields of an input (for JSON Lines, those of ``wanted`` that some line holds); an
+    :class:`InputError` when the input holds no record or cannot be read to its end."""
+    if kind != "datasets" and path.stat().st_size == 0:
+        msg = f"input {path} is empty (0 bytes): it holds no records"
+        raise InputError(msg)
     if kind == "jsonl":
-        return jsonl_keys(path, wanted)
+        return jsonl_keys(path, wanted, max_bytes=max_bytes)
     if kind == "parquet":
-        return set(parquet_schema(path).names)
-    return set(load_dataset(path).column_names)
+        schema = parquet_schema(path)
+        _check_parquet(path)
+        return set(schema.names)
+    ds = load_dataset(path)
+    if ds.num_rows == 0:
+        msg = f"input {path} is empty: the dataset holds no rows"
+        raise InputError(msg)
+    return set(ds.column_names)
 
 
 def source_kind(path: Path) -> SourceKind:
@@ -134,6 +147,22 @@ def parquet_schema(path: Path) -> pa.Schema:
         raise InputError(msg) from e
 
 
+def _check_parquet(path: Path) -> None:
+    """Decode every page once, so that a corrupt body stops the build before the first chunk rather than
+    in the middle of it (the footer alone, which holds the schema, can be intact)."""
+    with pq.ParquetFile(path) as f:
+        if f.metadata.num_rows == 0:
+            msg = f"input {path} is empty: the Parquet file holds no rows"
+            raise InputError(msg)
+        for group in range(f.num_row_groups):
+            try:
+                for _ in f.iter_batches(row_groups=[group]):
+                    pass
+            except (pa.ArrowException, OSError) as e:
+                msg = f"input {path}: row group {group} cannot be read, the file is corrupt ({e})"
+                raise InputError(msg) from e
+
+
 def load_dataset(path: Path) -> Dataset:
     from datasets import Dataset, load_from_disk
 
@@ -159,28 +188,38 @@ def jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
-def jsonl_keys(path: Path, wanted: set[str]) -> set[str]:
+def jsonl_keys(path: Path, wanted: set[str], *, max_bytes: int) -> set[str]:
     """Which of ``wanted`` are top-level keys of some line; only lines holding a key's text are parsed."""
     found: set[str] = set()
     needles = {key: json.dumps(key, ensure_ascii=False).encode() for key in wanted}
+    empty = True
     for _, line in jsonl_lines(path):
+        empty = False
         candidates = [key for key, needle in needles.items() if key not in found and needle in line]
-        if not candidates:
+        if not candidates or len(line) > max_bytes:
             continue
         try:
             value = json.loads(line.decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(value, dict):
             found.update(key for key in candidates if key in value)
             if found == wanted:
                 break
+    if empty:
+        msg = f"input {path} is empty: it holds no JSON lines"
+        raise InputError(msg)
     return found
 
 
-def jsonl_items(path: Path) -> Iterator[Item]:
+def jsonl_items(path: Path, *, max_bytes: int) -> Iterator[Item]:
     for number, line in jsonl_lines(path):
         where = f"{path}:{number}"
+        if len(line) > max_bytes:
+            head = line[:RAW_HEAD_BYTES].decode("utf-8", errors="replace")
+            detail = f"the line is {len(line):,} bytes, over input.max_record_bytes={max_bytes:,}"
+            yield Item(None, where, head, BadRecord("too_long", detail))
+            continue
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -191,6 +230,9 @@ def jsonl_items(path: Path) -> Iterator[Item]:
             value = json.loads(text)
         except json.JSONDecodeError as e:
             yield Item(None, where, text, BadRecord("bad_json", str(e)))
+            continue
+        except RecursionError:
+            yield Item(None, where, text, BadRecord("bad_json", "nested too deeply to parse"))
             continue
         yield Item(value, where, text)
 

@@ -1,4 +1,7 @@
-"""``lid``: every translated message must be written in its row's language, per fastText language ID.
+"""``anchor_lid`` and ``lid``: every message must be written in its row's language, per fastText language ID.
+
+``anchor_lid`` reads the anchors before anything is translated; ``lid`` reads the translations, which must
+also not be copies of their anchor.
 
 Only prose is judged (code, math and URLs are stripped first: they read as English to any LID model), and
 only prose-role messages: tool output is data. All messages of a batch go to fastText in one ``predict``
@@ -19,7 +22,7 @@ import pyarrow.compute as pc
 
 from curate.config import LidConfig
 from curate.stages.base import FilterStage, Verdict
-from curate.text.conversation import prose
+from curate.text.conversation import Prose, prose
 from schemas import ConfigError, MissingFileError, UnknownLanguageError, base_lang, normalize_lang
 
 
@@ -44,14 +47,17 @@ def default_model_path() -> Path:
 
 
 class Lid(FilterStage):
-    """Reject a translation when any of its messages reads as another language (``wrong_lang``) or as its
-    own with probability below ``min_prob`` (``low_prob``).
+    """Reject a translation when any of its messages reads as another language (``wrong_lang``), as its
+    own with probability below ``min_prob`` (``low_prob``), or is its anchor's message copied unchanged
+    (``untranslated``: a message with ``min_chars`` of prose, the same as the anchor's at that position).
 
-    ``lid_lang``/``lid_prob`` hold the deciding message's guess on every row, anchors included (they are
-    never rejected); they stay null where no message has ``min_chars`` of prose, and such rows are kept.
+    ``lid_lang``/``lid_prob`` hold the deciding message's guess on every row, anchors included (read here
+    unless :class:`AnchorLid` has read them already); they stay null where no message has ``min_chars`` of
+    prose, and such rows are kept.
     """
 
     name = "lid"
+    judges_anchors = False
 
     def __init__(self, config: LidConfig) -> None:
         self.config = config
@@ -81,17 +87,23 @@ class Lid(FilterStage):
 
     def judge(self, batch: pa.Table) -> Verdict:
         if self._model is None:
-            msg = "lid: setup() must run before judge()"
+            msg = f"{self.name}: setup() must run before judge()"
             raise RuntimeError(msg)
+        is_anchor = batch.column("is_anchor").to_numpy(zero_copy_only=False)
+        judged = is_anchor if self.judges_anchors else ~is_anchor  # the rows this stage may reject
+        # The rows to read: those this stage judges, plus anchors no earlier stage has read.
+        read = judged | (is_anchor & batch.column("lid_prob").is_null().to_numpy(zero_copy_only=False))
         found = prose(batch)
-        long_enough = found.chars >= self.config.min_chars
         # fastText reads each distinct text once: system prompts and short replies repeat across rows.
-        distinct = found.texts.filter(pa.array(long_enough)).dictionary_encode()
-        label, prob = self._predict(distinct.dictionary)
+        long_enough = np.flatnonzero(found.chars >= self.config.min_chars)
+        distinct = found.texts.take(pa.array(long_enough)).dictionary_encode()
+        all_text = distinct.indices.to_numpy(zero_copy_only=False)
+        selected = read[found.rows[long_enough]]
 
-        # Per line (message judged): its text, row, whether it reads as another language, and how surely.
-        lines = np.flatnonzero(long_enough)
-        text = distinct.indices.to_numpy(zero_copy_only=False)
+        # Per line (message read): its text, row, whether it reads as another language, and how surely.
+        lines = long_enough[selected]
+        needed, text = np.unique(all_text[selected], return_inverse=True)
+        label, prob = self._predict(distinct.dictionary.take(pa.array(needed, pa.int64())))
         rows = found.rows[lines]
         label, prob = label[text], prob[text]
         wrong = self._label_bases[label] != self._row_bases(batch.column("lang"))[rows]
@@ -104,8 +116,11 @@ class Lid(FilterStage):
         line_of[decided] = deciding
         has_guess = line_of >= 0
         bad = np.zeros(batch.num_rows, bool)
-        bad[decided] = wrong[deciding] | (prob[deciding] < self.config.min_prob)
-        bad &= ~batch.column("is_anchor").to_numpy()
+        sure = prob[deciding] >= self.config.min_prob
+        # A translation must read surely as its language; an anchor goes only when it reads surely as
+        # another (source text full of numbers, units and names often reads as English unsurely).
+        bad[decided] = wrong[deciding] & sure if self.judges_anchors else wrong[deciding] | ~sure
+        bad &= judged
 
         reasons: list[str | None] = [None] * batch.num_rows
         details: list[str | None] = [None] * batch.num_rows
@@ -121,16 +136,29 @@ class Lid(FilterStage):
             )
             reasons[row] = "wrong_lang" if guess.wrong else "low_prob"
             details[row] = guess.describe()
+        if not self.judges_anchors:
+            for row, line in _copies(batch, found, long_enough, all_text).items():
+                reasons[row] = "untranslated"
+                details[row] = f"{found.where(line)}: the anchor's text, unchanged"
         row_label = np.zeros(batch.num_rows, np.int64)  # masked to null where a row has no guess
         row_label[decided] = label[deciding]
         row_prob = np.zeros(batch.num_rows, np.float32)
         row_prob[decided] = prob[deciding]
+        keep_earlier = pa.array(~read)
         return Verdict(
             reasons=reasons,
             details=details,
             columns={
-                "lid_lang": self._label_langs.take(pa.array(row_label, mask=~has_guess)),
-                "lid_prob": pa.array(row_prob, mask=~has_guess),
+                "lid_lang": pc.if_else(
+                    keep_earlier,
+                    batch.column("lid_lang").combine_chunks(),
+                    self._label_langs.take(pa.array(row_label, mask=~has_guess)),
+                ),
+                "lid_prob": pc.if_else(
+                    keep_earlier,
+                    batch.column("lid_prob").combine_chunks(),
+                    pa.array(row_prob, mask=~has_guess),
+                ),
             },
         )
 
@@ -156,6 +184,59 @@ class Lid(FilterStage):
         codes = pc.dictionary_encode(langs.combine_chunks())
         bases = [self._base_id(lang) for lang in codes.dictionary.to_pylist()]
         return np.array(bases, np.int64)[codes.indices.to_numpy(zero_copy_only=False)]
+
+
+class AnchorLid(Lid):
+    """Before anything is translated: reject a group whose anchor is not written in the anchor language.
+
+    A German, Spanish or Chinese row labelled ``en`` is not an anchor: translating it wastes the budget and
+    trains on the wrong pairs. An anchor that reads as another language with at least ``min_prob`` is
+    rejected (``wrong_lang``), and so are the rows its group already has (pre-translated input:
+    ``anchor_rejected``). An unsure guess does not reject an anchor. The anchors' ``lid_lang``/``lid_prob`` are set here, so :class:`Lid` does not read
+    them again.
+    """
+
+    name = "anchor_lid"
+    judges_anchors = True
+
+    def judge(self, batch: pa.Table) -> Verdict:
+        verdict = super().judge(batch)
+        groups = batch.column("group_id").to_pylist()
+        is_anchor = batch.column("is_anchor").to_pylist()
+        rejected = {
+            groups[row]: detail
+            for row, (reason, detail) in enumerate(zip(verdict.reasons, verdict.details or [], strict=True))
+            if reason is not None
+        }
+        for row, group in enumerate(groups):
+            if group in rejected and not is_anchor[row]:
+                verdict.reasons[row] = "anchor_rejected"
+                verdict.details[row] = f"the group's anchor was rejected ({rejected[group]})"  # type: ignore[index]
+        return verdict
+
+
+def _copies(batch: pa.Table, found: Prose, lines: np.ndarray, text: np.ndarray) -> dict[int, int]:
+    """Translations holding a message with enough prose that is its anchor's message at the same place,
+    unchanged: the row and that line (the first, per row). ``lines`` index ``found`` and ``text`` numbers
+    their distinct texts (equal numbers, equal texts)."""
+    rows = found.rows[lines]
+    group = pc.dictionary_encode(batch.column("group_id").combine_chunks()).indices.to_numpy(
+        zero_copy_only=False
+    )
+    is_anchor = batch.column("is_anchor").to_numpy(zero_copy_only=False)[rows]
+    # One integer per (group, column, position): equal keys are the same message of one group.
+    width = int(found.positions.max(initial=0)) + 1
+    key = (group[rows].astype(np.int64) * 3 + found.columns[lines]) * width + found.positions[lines]
+    anchor_keys, first = np.unique(key[is_anchor], return_index=True)
+    anchor_text = text[is_anchor][first]
+    at = np.minimum(np.searchsorted(anchor_keys, key), max(len(anchor_keys) - 1, 0))
+    copied = ~is_anchor & (len(anchor_keys) > 0)
+    if len(anchor_keys):
+        copied &= (anchor_keys[at] == key) & (anchor_text[at] == text)
+    out: dict[int, int] = {}
+    for i in np.flatnonzero(copied).tolist():
+        out.setdefault(int(rows[i]), int(lines[i]))
+    return out
 
 
 def _first_worst(rows: np.ndarray, badness: np.ndarray) -> np.ndarray:

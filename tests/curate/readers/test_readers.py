@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from datasets import Dataset, disable_progress_bars
 
 from curate.config import InputConfig
 from curate.readers import AUTO_ID_PREFIX, Chunk, InputError, fingerprint_inputs, read_chunks
+from curate.readers.records import RecordReader
+from curate.readers.sources import BadRecord, Item
 from schemas import canonical_json, content_hash, validate
 
 disable_progress_bars()
@@ -439,3 +442,14 @@ def test_meta_keeps_values_json_cannot_hold(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "dated.parquet")
     (row,) = rows_of(read([tmp_path / "dated.parquet"]))
     assert row["meta"] == canonical_json({"when": "2024-05-01"})
+
+
+def test_a_record_nested_too_deeply_to_read_is_a_bad_json_reject() -> None:
+    deep: list = []
+    for _ in range(sys.getrecursionlimit()):
+        deep = [deep]
+    reader = RecordReader(InputConfig(), anchor_lang="en", langs=["de"])
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    with pytest.raises(BadRecord, match="nested too deeply to read") as caught:
+        reader.row(Item({"id": "x", "messages": chat, "meta": deep}, "input.jsonl:1"), parallel=False)
+    assert (caught.value.reason, caught.value.fields) == ("bad_json", {"group_id": "x", "lang": "en"})

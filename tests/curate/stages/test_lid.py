@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from curate.config import LidConfig
-from curate.stages.lid import Lid, default_model_path
+from curate.stages.lid import AnchorLid, Lid, default_model_path
 from tests.curate.rows import by_key, table
 from tests.curate.rows import message as msg
 from tests.curate.rows import parallel_row as row
@@ -63,16 +63,21 @@ def test_translations_in_their_language_are_kept(lid: Lid) -> None:
 
 def test_wrong_lang(lid: Lid) -> None:
     prompt = [msg("user", "Wie ist das Wetter morgen in Paris?")]
+    english = msg("assistant", "It will be sunny and very warm the whole day.")  # not the anchor's words
     result = lid.process(
         table(
             row("g", "en", EN),
-            row("g", "de", [DE[0], EN[1]]),
+            row("g", "de", [DE[0], english]),
             row("g", "ca", ES),
             row(
                 "p", "en", prompt, chosen=[EN[1]], rejected=[msg("assistant", "It will snow all week long.")]
             ),
             row(
-                "p", "de", prompt, chosen=[DE[1]], rejected=[msg("assistant", "It will snow all week long.")]
+                "p",
+                "de",
+                [msg("user", "Wie wird das Wetter morgen in Paris sein?")],
+                chosen=[DE[1]],
+                rejected=[msg("assistant", "Snow is coming all week.")],
             ),
         )
     )
@@ -96,7 +101,7 @@ def test_low_prob_and_wrong_lang_outranks_it(lid: Lid) -> None:
             table(
                 row("g", "en", EN),
                 row("g", "de", [DE[0], vague]),
-                row("g", "fr", [EN[0], vague]),
+                row("g", "fr", [msg("user", "What will the weather be in Paris tomorrow?"), vague]),
             )
         )
     )
@@ -148,12 +153,80 @@ def test_rows_with_nothing_long_enough_are_kept_with_null_scores(lid: Lid) -> No
 
 
 def test_anchors_are_never_rejected(lid: Lid) -> None:
-    rows = by_key(lid.process(table(row("g", "en", DE), row("g", "de", DE), row("h", "fr", EN, anchor=True))))
+    german = convo("Wie wird das Wetter morgen in Paris?", "Morgen wird es den ganzen Tag sonnig und warm.")
+    rows = by_key(
+        lid.process(table(row("g", "en", DE), row("g", "de", german), row("h", "fr", EN, anchor=True)))
+    )
     assert {k: (r["reason"], r["lid_lang"]) for k, r in rows.items()} == {
         "g/en": (None, "de"),
         "g/de": (None, "de"),
         "h/fr": (None, "en"),
     }
+
+
+def test_a_copy_of_the_anchor_is_untranslated(lid: Lid) -> None:
+    short = convo("Thanks!", "Gern.")  # under min_chars: a name or "OK" may stay as it is
+    rows = by_key(
+        lid.process(
+            table(
+                row("g", "en", [msg("system", "Answer in one short sentence."), *EN]),
+                row("g", "de", [msg("system", "Antworte in einem kurzen Satz."), DE[0], EN[1]]),
+                row("g", "fr", [msg("system", "Réponds en une phrase courte."), *FR]),
+                row("h", "en", short),
+                row("h", "de", short),
+            )
+        )
+    )
+    assert {k: r["reason"] for k, r in rows.items()} == {
+        "g/en": None,
+        "g/de": "untranslated",
+        "g/fr": None,
+        "h/en": None,
+        "h/de": None,
+    }
+    assert rows["g/de"]["detail"] == "messages[2]: the anchor's text, unchanged"
+
+
+def test_anchor_lid_rejects_the_group_of_an_anchor_in_another_language() -> None:
+    stage = AnchorLid(LidConfig())
+    stage.setup()
+    zh = convo(
+        "明天巴黎的天氣怎麼樣？我想和朋友一起去公園散步。", "明天巴黎全天都會是晴朗溫暖的好天氣，很適合散步。"
+    )
+    result = stage.process(
+        table(
+            row("g", "en", EN),
+            row("h", "en", DE),  # German labelled English
+            row("h", "fr", FR),  # a pre-translated row of that group
+            row("i", "en", ES),
+            row("j", "en", zh),
+            row("k", "en", convo("Danke!", "Gern.")),  # too short to tell: kept
+        )
+    )
+    rows = by_key(result)
+    assert {k: (r["stage"] if r.get("stage") else None, r["reason"]) for k, r in rows.items()} == {
+        "g/en": (None, None),
+        "h/en": ("anchor_lid", "wrong_lang"),
+        "h/fr": ("anchor_lid", "anchor_rejected"),
+        "i/en": ("anchor_lid", "wrong_lang"),
+        "j/en": ("anchor_lid", "wrong_lang"),
+        "k/en": (None, None),
+    }
+    assert rows["h/fr"]["detail"].startswith("the group's anchor was rejected (messages[0]: read as de")
+    assert rows["g/en"]["lid_lang"] == "en" and rows["h/fr"]["lid_lang"] is None  # translations: lid's job
+
+
+def test_lid_does_not_read_anchors_again_after_anchor_lid() -> None:
+    anchors = AnchorLid(LidConfig())
+    anchors.setup()
+    checked = anchors.process(table(row("g", "en", EN), row("h", "en", EN[:1]))).kept.to_pylist()
+    translations = [row("g", "de", DE), row("h", "de", DE[:1])]
+    stage = Lid(LidConfig())
+    stage.setup()
+    stage._model = counting = CountingModel(stage._model)
+    rows = by_key(stage.process(table(*checked, *translations)))
+    assert sorted(counting.calls[0]) == sorted(f"{m['content']}\n".encode() for m in DE)  # German only
+    assert rows["g/en"]["lid_lang"] == "en" and rows["g/de"]["lid_lang"] == "de"
 
 
 class CountingModel:
