@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -164,11 +164,42 @@ def sha256_files(files: Mapping[str, Path]) -> str:
 
 
 class ShardInfo(BaseModel):
+    """One Arrow file of a build: ``file`` relative to the build's folder (and inside it), its counts and
+    the sha256 of its bytes."""
+
     file: str
-    rows: int
-    groups: int
-    sha256: str
+    rows: int = Field(ge=0)
+    groups: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     langs: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("file")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        path = PurePosixPath(v)
+        if not v or path.is_absolute() or "\\" in v or ":" in v or ".." in path.parts:
+            msg = f"file {v!r} must be a relative path inside the build's folder (like 'shards/part-000000.arrow')"
+            raise ValueError(msg)
+        return v
+
+    def path(self, root: Path) -> Path:
+        """Where the file is, under the build's folder ``root``."""
+        return root / self.file
+
+    def verify(self, root: Path) -> Path:
+        """The file's path once its bytes match ``sha256``; a :class:`DataError` naming it otherwise."""
+        path = self.path(root)
+        if not path.is_file():
+            msg = f"{path} is listed in {root / MANIFEST_FILE} but missing: rebuild the corpus or restore the file"
+            raise DataError(msg)
+        actual = sha256_file(path)
+        if actual != self.sha256:
+            msg = (
+                f"{path} does not match {root / MANIFEST_FILE} (sha256 {actual[:12]}…, expected "
+                f"{self.sha256[:12]}…): the file was changed or damaged after the build; rebuild the corpus"
+            )
+            raise DataError(msg)
+        return path
 
 
 class LangCounts(BaseModel):

@@ -147,6 +147,42 @@ def test_manifest_refuses_unknown_major_version() -> None:
         Manifest.model_validate_json(json.dumps({**base, "schema_version": "2.0"}))
 
 
+@pytest.mark.parametrize(
+    "file", ["../elsewhere/part.arrow", "/etc/passwd", "shards/../../x.arrow", "C:\\x.arrow", ""]
+)
+def test_manifest_refuses_files_outside_the_build_folder(tmp_path, file: str) -> None:
+    entry = {"file": file, "rows": 1, "groups": 1, "sha256": "0" * 64}
+    manifest = {
+        "anchor_lang": "en",
+        "langs": ["de"],
+        "shards": [entry],
+        "rejects": [],
+        "counts": {},
+        "inputs": [],
+        "config": {},
+        "config_hash": "x",
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(schemas.DataError, match=r"shards\.0\.file: .*must be a relative path inside"):
+        Manifest.load(tmp_path)
+
+
+def test_shard_info_verify_names_a_missing_or_changed_file(tmp_path) -> None:
+    (tmp_path / "shards").mkdir()
+    shard = tmp_path / "shards" / "part-000000.arrow"
+    shard.write_bytes(b"the bytes the build wrote")
+    info = schemas.ShardInfo(
+        file="shards/part-000000.arrow", rows=1, groups=1, sha256=schemas.sha256_file(shard)
+    )
+    assert info.verify(tmp_path) == shard
+    shard.write_bytes(b"the bytes the build wrote, then changed")
+    with pytest.raises(schemas.DataError, match=r"part-000000\.arrow does not match .*manifest\.json"):
+        info.verify(tmp_path)
+    shard.unlink()
+    with pytest.raises(schemas.DataError, match="is listed in .* but missing"):
+        info.verify(tmp_path)
+
+
 def test_message_as_chat_decodes_tool_calls() -> None:
     calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]
     m = schemas.Message(role="assistant", content="", tool_calls=json.dumps(calls))
