@@ -85,6 +85,7 @@ def _build(config: BuildConfig, inputs: list[InputInfo], *, progress: bool) -> M
         anchor_lang=config.anchor_lang,
         langs=config.langs,
         chunk_size=config.write.chunk_size,
+        dedup=config.dedup,
     )
     executor = make_executor(config, stages, writer, progress=progress)
     records = executor.run(chunks)

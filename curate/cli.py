@@ -47,6 +47,12 @@ def build_cmd(
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster to join: auto, ray://HOST:10001 or HOST:PORT.")
     ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Trial run: stop after N source groups (input.limit).")
+    ] = None,
+    sample: Annotated[
+        float | None, typer.Option(help="Trial run: read this fraction of the groups, by id (input.sample).")
+    ] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: a.b=value.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -59,6 +65,8 @@ def build_cmd(
         "translate.backend": translator,
         "executor.backend": executor,
         "executor.ray.address": ray_address,
+        "input.limit": limit,
+        "input.sample": sample,
     }
     try:
         cfg = load_config(BuildConfig, config, flags=flags, overrides=sets or [])

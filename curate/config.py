@@ -34,6 +34,20 @@ class InputConfig(_Section):
     max_message_chars: int = Field(
         100_000, ge=1, description="characters of one message (content + tool calls)"
     )
+    # Trial runs on a subset: both deterministic, so a re-run (or a resume) reads the same groups.
+    sample: float = Field(1.0, gt=0, le=1, description="read this fraction of the groups, chosen by group id")
+    limit: int | None = Field(None, ge=1, description="stop after this many groups kept by the reader")
+
+
+class DedupConfig(_Section):
+    """Duplicate source examples, removed before translation (see ``curate.readers.dedup``)."""
+
+    enabled: bool = True
+    near: bool = Field(True, description="also near-duplicates (MinHash LSH); off: exact repeats only")
+    threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity of word n-grams")
+    ngram: int = Field(5, ge=1, description="words per shingle")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations")
+    seed: int = 1
 
 
 class HFTranslatorConfig(_Section):
@@ -164,6 +178,7 @@ class BuildConfig(_Section):
     anchor_lang: str = "en"
     langs: list[str] = Field(default_factory=list)
     input: InputConfig = Field(default_factory=InputConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     translate: TranslateConfig = Field(default_factory=TranslateConfig)
     structure: StructureConfig = Field(default_factory=StructureConfig)
     lid: LidConfig = Field(default_factory=LidConfig)

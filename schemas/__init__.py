@@ -41,6 +41,7 @@ from schemas.records import (
     content_hash,
     sha256_file,
     sha256_files,
+    stable_fraction,
 )
 
 __all__ = [
@@ -82,5 +83,6 @@ __all__ = [
     "read_numbers",
     "sha256_file",
     "sha256_files",
+    "stable_fraction",
     "validate",
 ]

@@ -145,6 +145,12 @@ def content_hash(
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def stable_fraction(key: str) -> float:
+    """A number in ``[0, 1)`` from ``sha256(key)`` (its first 8 bytes over ``2**64``): the same for a key on
+    every machine, run and Python, so selections by it (samples, held-out splits) never drift."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     return sha256_files({"": path})

@@ -17,6 +17,7 @@ re-run skips committed chunks the same way. Chunks come back in any order; recor
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -128,6 +129,10 @@ class StageActor:
             return with_failure(batch, str(e))
 
 
+class RayResourceWarning(UserWarning):
+    """The stages ask for more of the cluster than it has."""
+
+
 class RayExecutor(Executor):
     """Runs the stages on Ray Data; the driver commits each chunk, as :class:`LocalExecutor` does."""
 
@@ -149,10 +154,28 @@ class RayExecutor(Executor):
                     started = True
                 blocks.append(ray.put(pack([ChunkState.start(chunk)])))
             if blocks:
+                self._check_resources()
                 yield from self._stages(blocks)
         finally:
             if started:
                 ray.shutdown()
+
+    def _check_resources(self) -> None:
+        """Warn when the stages' actors ask for more than the cluster has: every actor pool must start
+        before chunks flow, so such a build waits until the cluster grows (or forever on a fixed one)."""
+        have = ray.cluster_resources()
+        for resource, setting in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
+            asked = 0.0
+            for stage in self.stages:
+                actors = self.config.stages.get(stage.name, RayStageConfig())  # type: ignore[call-overload]
+                asked += actors.actors * getattr(actors, setting)
+            if asked > have.get(resource, 0.0):
+                msg = (
+                    f"the stages' Ray actors ask for {asked:g} {resource}s and the cluster has "
+                    f"{have.get(resource, 0.0):g}: the build waits until it grows; to run on it as it is, lower "
+                    f"executor.ray.stages.<stage>.{setting} or .actors (fractions are fine for light stages)"
+                )
+                warnings.warn(msg, RayResourceWarning, stacklevel=2)
 
     def _stages(self, blocks: list[Any]) -> Iterator[ChunkState]:
         context = ray.data.DataContext.get_current()

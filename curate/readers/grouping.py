@@ -6,19 +6,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
 from curate.readers.records import RecordReader, reject
 from curate.readers.sources import BadRecord, Item, Source, items
-from schemas import (
-    PARALLEL_SCHEMA,
-    REJECT_SCHEMA,
-)
-
-if TYPE_CHECKING:
-    pass
+from schemas import PARALLEL_SCHEMA, REJECT_SCHEMA, stable_fraction
 
 
 @dataclass
@@ -105,6 +99,24 @@ def _grouped(reader: RecordReader, records: Iterable[Item], seen: set[str]) -> I
         else:
             detail = f"group {entry!r} has no valid {reader.anchor!r} row"
             yield Event([], [reject(r, "missing_anchor", detail, None) for r in rows])
+
+
+def sampled(events: Iterator[Event], fraction: float) -> Iterator[Event]:
+    """The groups whose id falls in the first ``fraction`` of :func:`schemas.stable_fraction`, whatever the
+    input order and size; rejects of records that never made a group are kept (they were read)."""
+    for event in events:
+        if not event.rows or stable_fraction(event.rows[0]["group_id"]) < fraction:
+            yield event
+
+
+def first_groups(events: Iterator[Event], limit: int) -> Iterator[Event]:
+    """Events up to and including the ``limit``-th group; nothing after it is read."""
+    groups = 0
+    for event in events:
+        yield event
+        groups += bool(event.rows)
+        if groups == limit:
+            return
 
 
 def chunks(events: Iterator[Event], chunk_size: int) -> Iterator[Chunk]:

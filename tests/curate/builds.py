@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests import ROOT
@@ -11,10 +12,13 @@ BAD_LINES = 14  # the demo source ends with its deliberately bad lines
 
 
 def demo_input(folder: Path, good: int) -> Path:
-    """The first ``good`` demo rows plus every deliberately bad line, to keep a run short."""
+    """The first ``good`` demo rows plus every deliberately bad line, to keep a run short, and one repeat of
+    the first row under another id (a ``dedup.exact`` reject)."""
     lines = (DEMO / "source.jsonl").read_bytes().splitlines(keepends=True)
+    first = json.loads(lines[0])
+    repeat = json.dumps({**first, "id": f"{first['id']}-again"}).encode() + b"\n"
     path = folder / "source.jsonl"
-    path.write_bytes(b"".join(lines[:good] + lines[-BAD_LINES:]))
+    path.write_bytes(b"".join([*lines[:good], repeat, *lines[-BAD_LINES:]]))
     return path
 
 

@@ -47,6 +47,7 @@ def test_demo_build_accounts_for_every_row(demo_build: Path) -> None:
     assert rejected == sum(sum(c.rejected.values()) for c in manifest.counts.values())
     read_reasons = set(manifest.counts["en"].rejected)
     assert {"read.bad_json", "read.invalid_utf8", "read.unknown_role", "read.empty_content"} <= read_reasons
+    assert manifest.counts["en"].rejected["dedup.exact"] == 1  # the repeat demo_input adds
     for lang in manifest.langs:
         assert manifest.counts[lang].kept > 0, f"nothing kept for {lang}"
 

@@ -179,7 +179,7 @@ def test_shard_info_verify_names_a_missing_or_changed_file(tmp_path) -> None:
     with pytest.raises(schemas.DataError, match=r"part-000000\.arrow does not match .*manifest\.json"):
         info.verify(tmp_path)
     shard.unlink()
-    with pytest.raises(schemas.DataError, match="is listed in .* but missing"):
+    with pytest.raises(schemas.DataError, match=r"is listed in .* but missing"):
         info.verify(tmp_path)
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +19,12 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
+from curate.config import RayConfig, RayStageConfig
 from curate.executors.base import ChunkState
-from curate.executors.ray import StageActor, failure, pack
+from curate.executors.ray import RayExecutor, RayResourceWarning, StageActor, failure, pack
 from curate.readers import Chunk
 from curate.stages.base import Stage, StageResult, empty_rejects
-from curate.writer import ChunkRecord
+from curate.writer import ChunkRecord, ShardWriter
 from schemas import ConfigError
 from tests.curate.builds import ROOT, build_args, demo_input, outputs
 from tests.curate.rows import row, table
@@ -47,12 +49,18 @@ def demo_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return demo_input(tmp_path_factory.mktemp("input"), good=24)
 
 
-# Two translate actors, so chunks can finish out of order; fractional CPUs so all five actors fit.
+# Two translate actors, so chunks can finish out of order; fractional CPUs so all six actors fit on 2.
 RAY_FLAGS = (
     "--executor",
     "ray",
     "--set",
-    "executor.ray.stages.translate={actors: 2, num_cpus: 0.5}",
+    "executor.ray.stages.translate={actors: 2, num_cpus: 0.25}",
+    "--set",
+    "executor.ray.stages.anchor_lid.num_cpus=0.25",
+    "--set",
+    "executor.ray.stages.structure.num_cpus=0.25",
+    "--set",
+    "executor.ray.stages.lid.num_cpus=0.25",
     "--set",
     "executor.ray.stages.equivalence.num_cpus=0.5",
 )
@@ -108,10 +116,12 @@ def test_ray_resumes_a_local_build_redoing_only_what_is_missing(
     _build(out, demo_subset, *RAY_FLAGS)
 
     assert outputs(out) == outputs(local_build)
-    # Only the three damaged chunks ran: translate saw exactly their anchors.
+    # Only the three damaged chunks ran: translate saw exactly their anchors (those no stage before it
+    # rejected).
+    before_translate = ("read.", "dedup.", "anchor_lid.")
     anchors = sum(
         r.counts["en"].read
-        - sum(n for reason, n in r.counts["en"].rejected.items() if reason.startswith("read."))
+        - sum(n for reason, n in r.counts["en"].rejected.items() if reason.startswith(before_translate))
         for r in records.values()
     )
     assert _stage_rows(out)["translate"] == anchors < _stage_rows(local_build)["translate"]
@@ -224,3 +234,19 @@ def test_a_user_error_while_processing_travels_to_the_driver() -> None:
 def test_a_bug_while_processing_stays_a_traceback() -> None:
     with pytest.raises(ZeroDivisionError):
         StageActor(_RefusingStage(ZeroDivisionError("a bug")))(_one_chunk())
+
+
+def test_asking_for_more_actors_than_the_cluster_holds_is_warned(ray_address: str, tmp_path: Path) -> None:
+    import ray
+
+    stages = [_RefusingStage(ConfigError("unused")) for _ in range(3)]  # named "translate"
+    writer = ShardWriter(tmp_path)
+    if not ray.is_initialized():
+        ray.init(address=ray_address)
+    fits = RayExecutor(stages, writer, config=RayConfig(stages={"translate": RayStageConfig(num_cpus=0.5)}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fits._check_resources()  # 3 × 0.5 of 2 CPUs
+    too_many = RayExecutor(stages, writer, config=RayConfig(stages={"translate": RayStageConfig(actors=2)}))
+    with pytest.warns(RayResourceWarning, match=r"ask for 6 CPUs and the cluster has 2: the build waits"):
+        too_many._check_resources()
