@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from functools import cached_property
+from typing import Any
 
 import httpx
 import langcodes
@@ -63,6 +64,17 @@ class OpenAITranslator:
     def check_pair(self, src: str, tgt: str) -> None:
         """Any pair can be asked for (the later stages judge the output); the prompt needs both names."""
         self._system_prompt(src, tgt)
+
+    def cache_identity(self, src: str, tgt: str) -> dict[str, Any]:
+        """Where the requests go, what they ask for and how: endpoint, model, temperature and the exact
+        system prompt (the key, concurrency, retries and timeouts change nothing in a completion)."""
+        return {
+            "backend": "openai",
+            "base_url": self.config.base_url.rstrip("/"),
+            "model": self.config.model,
+            "temperature": self.config.temperature,
+            "system_prompt": self._system_prompt(src, tgt),
+        }
 
     def _system_prompt(self, src: str, tgt: str) -> str:
         return _SYSTEM_PROMPT.format(src=_language_name(src), tgt=_language_name(tgt))
