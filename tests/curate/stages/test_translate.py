@@ -5,6 +5,7 @@ import socket
 import sqlite3
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,7 @@ from curate.stages.base import StageResult
 from curate.stages.translate import Translate
 from curate.translators import (
     ApertiumTranslator,
+    CleartextKeyWarning,
     HFSeq2SeqTranslator,
     OpenAITranslator,
     PretranslatedTranslator,
@@ -433,25 +435,33 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
 class FakeLLM(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FakeLLMHandler)
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__((host, 0), FakeLLMHandler)
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.attempts: Counter[str] = Counter()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+        return f"http://{self.server_address[0]}:{self.server_address[1]}/v1"
+
+
+@contextlib.contextmanager
+def serving(host: str = "127.0.0.1") -> Iterator[FakeLLM]:
+    server = FakeLLM(host)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
 def llm() -> Iterator[FakeLLM]:
-    server = FakeLLM()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving() as server:
+        yield server
 
 
 def openai_stage(base_url: str, *, cache: TranslationCache | None = None, **overrides: Any) -> Translate:
@@ -569,6 +579,98 @@ def test_openai_cache_keys_on_endpoint_model_temperature_prompt_and_masking(
     monkeypatch.setattr(translate_stage, "MASKING_VERSION", "another masking")
     assert sent() == 2
     assert sent() == 0
+
+
+def cleartext_warnings(base_url: str, *, api_key_env: str = "POLYALIGN_TEST_KEY") -> list[str]:
+    """The CleartextKeyWarning messages of an OpenAI translator's setup."""
+    translator = OpenAITranslator(
+        OpenAITranslatorConfig(base_url=base_url, model="tiny-llm", api_key_env=api_key_env)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        translator.setup()
+    return [str(w.message) for w in caught if issubclass(w.category, CleartextKeyWarning)]
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://api.example.com/v1",
+        "https://192.0.2.1:8443/v1",
+        "http://localhost:8000/v1",
+        "http://LOCALHOST/v1",
+        "http://127.0.0.1:8000/v1",
+        "http://127.4.5.6/v1",
+        "http://[::1]:8000/v1",
+        "http://[::ffff:127.0.0.1]:8000/v1",
+    ],
+)
+def test_openai_key_over_https_or_loopback_is_not_warned_about(
+    base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POLYALIGN_TEST_KEY", "sk-secret")
+    assert cleartext_warnings(base_url) == []
+
+
+@pytest.mark.parametrize(
+    ("base_url", "host"),
+    [
+        ("http://192.0.2.1:8000/v1", "192.0.2.1"),
+        ("http://llm.internal:8000/v1", "llm.internal"),
+        ("http://localhost.example.com/v1", "localhost.example.com"),
+        ("http://128.0.0.1/v1", "128.0.0.1"),
+        ("http://[fd00::2]:8000/v1", "fd00::2"),
+        ("HTTP://api.example.com/v1", "api.example.com"),
+    ],
+)
+def test_openai_key_over_plain_http_to_another_host_is_warned_about_once(
+    base_url: str, host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POLYALIGN_TEST_KEY", "sk-secret")
+    (message,) = cleartext_warnings(base_url)
+    assert f"plain http to {host}," in message
+    assert "$POLYALIGN_TEST_KEY would travel unencrypted" in message
+    assert "use an https:// URL or a loopback address" in message
+    assert "\n" not in message and "sk-secret" not in message
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_openai_without_a_key_is_not_warned_about(key: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    if key is None:
+        monkeypatch.delenv("POLYALIGN_TEST_KEY", raising=False)
+    else:
+        monkeypatch.setenv("POLYALIGN_TEST_KEY", key)
+    assert cleartext_warnings("http://192.0.2.1:8000/v1") == []
+    assert cleartext_warnings("http://192.0.2.1:8000/v1", api_key_env="") == []
+
+
+def _own_address() -> str | None:
+    """This machine's address on its default route, if it has one that is not loopback (no packet sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = s.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.parametrize("where", ["loopback", "own address"])
+def test_openai_warns_at_setup_only_when_the_key_really_leaves_in_clear(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = "127.0.0.1" if where == "loopback" else _own_address()
+    if host is None:
+        pytest.skip("this machine has no address besides loopback")
+    monkeypatch.setenv("POLYALIGN_TEST_KEY", "sk-secret")
+    batch = table(row("g1", "en", "Hello there.", "Good night."), row("g2", "en", "See you."))
+    with serving(host) as server, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = openai_stage(server.base_url).process(batch)
+    assert result.rejected.num_rows == 0
+    assert {r["auth"] for r in server.requests} == {"Bearer sk-secret"}
+    found = [w for w in caught if issubclass(w.category, CleartextKeyWarning)]
+    assert len(found) == (0 if where == "loopback" else 1)
 
 
 # --- Hugging Face seq2seq ------------------------------------------------------------------------------
