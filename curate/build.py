@@ -63,8 +63,8 @@ def build(config: BuildConfig, *, progress: bool = True) -> Manifest:
         msg = "no target languages: pass --langs, e.g. --langs de,fr,sw"
         raise ConfigError(msg)
     inputs = fingerprint_inputs(config.inputs)
+    stages = make_stages(config)  # before claiming --out, so a setting refused here can be fixed in place
     _claim_output(config, inputs)
-    stages = make_stages(config)
     writer = ShardWriter(config.out, compression=config.write.compression)
     chunks = read_chunks(
         config.inputs,
