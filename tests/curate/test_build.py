@@ -86,6 +86,17 @@ def test_report_and_inspect(demo_build: Path) -> None:
     assert result.exit_code == 0 and "[es]" in result.output
 
 
+def test_inspect_rejects_shows_the_raw_text_of_unreadable_lines(demo_build: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["inspect", str(demo_build), "--rejects", "--reason", "bad_json,invalid_utf8", "--rows", "9"]
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert text.count("- [en] read.bad_json") == 2 and text.count("- [en] read.invalid_utf8") == 1
+    assert 'raw: {"id": "chat-0900", "task": "chat", "messages": [{"role": "user", "content": "How' in text
+    assert "detail: " in text and ": Unterminated string" in text
+
+
 def _rebuild(out: Path, source: Path, *extra: str):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(app, build_args(out, source, *extra, chunk_size=16))
 
