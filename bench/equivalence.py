@@ -83,7 +83,7 @@ class _Encoder(torch.nn.Module):
 class OnnxEmbedder:
     """A mean-pooling sentence-transformers folder exported to ONNX and run by ONNX Runtime."""
 
-    default_threshold = SentenceTransformerEmbedder.default_threshold
+    default_threshold = None  # like any sentence-transformers model but LaBSE: no known scale
 
     def __init__(self, model_path: Path, *, workdir: Path, max_length: int) -> None:
         pooling = json.loads((model_path / "1_Pooling" / "config.json").read_text())
@@ -226,6 +226,7 @@ def main() -> None:
         model_path=str(model_path),
         batch_size=args.batch_size,
         device=args.device,
+        threshold=0.75,  # MiniLM has no default; here the cut only counts rows whose verdict flips
     )
     with tempfile.TemporaryDirectory() as tmp:
         source = grow(DEMO / "parallel.jsonl", Path(tmp) / "parallel.jsonl", factor=args.factor)

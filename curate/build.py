@@ -76,8 +76,8 @@ def build(config: BuildConfig, *, progress: bool = True) -> Manifest:
 
 def _build(config: BuildConfig, inputs: list[InputInfo], *, progress: bool) -> Manifest:
     assert config.out is not None
+    stages = make_stages(config)  # before claiming --out, so a setting refused here can be fixed in place
     _claim_output(config, inputs)
-    stages = make_stages(config)
     writer = ShardWriter(config.out, compression=config.write.compression)
     chunks = read_chunks(
         config.inputs,

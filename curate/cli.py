@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -18,7 +19,7 @@ from rich.table import Table
 from curate.build import build
 from curate.config import BuildConfig
 from curate.report import low_keep_rates, write_report
-from schemas import Manifest, UserError
+from schemas import ConfigError, Manifest, ShardInfo, UserError, normalize_lang
 from schemas.config_io import load_config
 
 app = typer.Typer(
@@ -86,32 +87,145 @@ def inspect_cmd(
     out: Annotated[Path, typer.Argument(help="Output directory of `curate build`.")],
     rows: Annotated[int, typer.Option(help="Example rows to show per language.")] = 2,
     width: Annotated[int, typer.Option(help="Characters of each message to show.")] = 160,
+    rejects: Annotated[
+        bool, typer.Option("--rejects", help="Show rejected rows (rejects/*.arrow) instead of kept ones.")
+    ] = False,
+    reasons: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reason",
+            help="With --rejects: only this reason, as stage.reason (lid.wrong_lang) or reason (wrong_lang); "
+            "repeat or comma-separate.",
+        ),
+    ] = None,
+    langs: Annotated[
+        list[str] | None,
+        typer.Option("--lang", help="Only this language (und: rows without one); repeat or comma-separate."),
+    ] = None,
 ) -> None:
-    """Summary of a build and a few rows per language."""
+    """Summary of a build and a few kept (or, with --rejects, rejected) rows per language."""
     try:
         manifest = Manifest.load(out)
+        chosen_langs = _choose_langs(manifest, _listed(langs))
+        chosen_reasons = _choose_reasons(manifest, _listed(reasons), rejects=rejects)
     except UserError as e:
         raise fail(str(e)) from None
     _print_counts(manifest)
-    if not manifest.shards:
-        return
-    with pa.memory_map(str(out / manifest.shards[0].file)) as source:
-        table = pa.ipc.open_file(source).read_all()
-    shown: dict[str, int] = {}
-    for row in table.to_pylist():
-        if shown.get(row["lang"], 0) >= rows:
-            continue
-        shown[row["lang"]] = shown.get(row["lang"], 0) + 1
+    if rejects:
+        wanted = {
+            lang: min(rows, sum(manifest.counts[lang].rejected.get(r, 0) for r in chosen_reasons))
+            for lang in chosen_langs
+        }
+        shown = _show_rows(out, manifest.rejects, wanted, reasons=chosen_reasons, width=width)
+    else:
+        wanted = {lang: min(rows, manifest.counts[lang].kept) for lang in chosen_langs}
+        shown = _show_rows(out, manifest.shards, wanted, reasons=None, width=width)
+    if not shown and rows > 0:
+        console.print(f"no {'rejected' if rejects else 'kept'} rows match", highlight=False)
+
+
+def _listed(values: list[str] | None) -> list[str]:
+    """Values of a repeatable option, each of which may also be comma-separated."""
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def _choose_langs(manifest: Manifest, asked: list[str]) -> list[str]:
+    """The build's languages that ``asked`` names (all of them when it names none)."""
+    known = list(manifest.counts)
+    chosen: list[str] = []
+    for value in asked:
+        lang = value if value in known else _normalized(value)
+        if lang not in known:
+            msg = f"--lang {value!r} is not a language of this build; it has {', '.join(known)}"
+            raise ConfigError(msg)
+        if lang not in chosen:
+            chosen.append(lang)
+    return chosen or known
+
+
+def _normalized(code: str) -> str | None:
+    try:
+        return normalize_lang(code)
+    except UserError:
+        return None
+
+
+def _choose_reasons(manifest: Manifest, asked: list[str], *, rejects: bool) -> set[str]:
+    """The ``stage.reason`` values that ``asked`` names (every one the build has when it names none)."""
+    if asked and not rejects:
+        msg = "--reason picks rejected rows: add --rejects"
+        raise ConfigError(msg)
+    known = sorted({reason for counts in manifest.counts.values() for reason in counts.rejected})
+    chosen: set[str] = set()
+    for value in asked:
+        matches = {r for r in known if value in (r, r.split(".", 1)[1])}
+        if not matches:
+            have = f"its reasons are {', '.join(known)}" if known else "it rejected nothing"
+            msg = f"--reason {value!r} matches no reject of this build; {have}"
+            raise ConfigError(msg)
+        chosen |= matches
+    return chosen or set(known)
+
+
+def _show_rows(
+    out: Path, files: list[ShardInfo], wanted: dict[str, int], *, reasons: set[str] | None, width: int
+) -> int:
+    """Print up to ``wanted[lang]`` rows of each language from ``files`` in order, reading no file more
+    than needed; ``reasons`` (``stage.reason``) picks reject rows. Returns how many were printed."""
+    left = {lang: n for lang, n in wanted.items() if n > 0}
+    shown = 0
+    for info in files:
+        if not left:
+            break
+        if info.langs and not set(info.langs) & set(left):
+            continue  # none of the languages still wanted (the manifest lists each file's)
+        with pa.memory_map(str(out / info.file)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        keep = pc.is_in(pc.fill_null(table["lang"], "und"), value_set=pa.array(sorted(left)))
+        if reasons is not None:
+            stage_reason = pc.binary_join_element_wise(table["stage"], table["reason"], ".")
+            keep = pc.and_(keep, pc.is_in(stage_reason, value_set=pa.array(sorted(reasons))))
+        for row in table.filter(keep).to_pylist():
+            lang = row["lang"] or "und"
+            if left.get(lang, 0) == 0:
+                continue
+            left[lang] -= 1
+            if not left[lang]:
+                del left[lang]
+            _print_row(row, width=width)
+            shown += 1
+    return shown
+
+
+def _print_row(row: dict[str, Any], *, width: int) -> None:
+    """A rule with the row's group, language and scores (or, for a reject, its stage.reason), then the
+    start of each message; a reject without messages (a line that could not be read) shows its raw text."""
+    lang = row["lang"] or "und"
+    if "reason" in row:
+        console.rule(escape(f"{row['group_id'] or '-'} [{lang}] {row['stage']}.{row['reason']}"), style="dim")
+        if row["detail"]:
+            console.print(f"[bold]detail:[/] {escape(_one_line(row['detail']))}", highlight=False)
+    else:
         scores = ", ".join(
             f"{k}={row[k]:.2f}" for k in ("lid_prob", "equivalence", "length_ratio") if row[k] is not None
         )
-        title = f"{row['group_id']} [{row['lang']}] {row['translator']} {scores}"
-        console.rule(escape(title), style="dim")
-        for m in row["messages"]:
-            text = m["content"].replace("\n", " ⏎ ")
-            text = text if len(text) <= width else text[: width - 1] + "…"
-            calls = f" tool_calls={json.loads(m['tool_calls'])}" if m["tool_calls"] else ""
-            console.print(f"[bold]{m['role']}:[/] {text}{calls}", highlight=False)
+        console.rule(escape(f"{row['group_id']} [{lang}] {row['translator']} {scores}"), style="dim")
+    if not row["messages"] and "raw" in row:
+        raw = "(none)" if row["raw"] is None else _cut(_one_line(row["raw"]), width)
+        console.print(f"[bold]raw:[/] {escape(raw)}", highlight=False)
+        return
+    for m in row["messages"] or []:
+        calls = f" tool_calls={json.loads(m['tool_calls'])}" if m["tool_calls"] else ""
+        text = _cut(_one_line(m["content"]), width)
+        console.print(f"[bold]{m['role']}:[/] {escape(text)}{escape(calls)}", highlight=False)
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\n", " ⏎ ")
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @app.command("report")

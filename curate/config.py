@@ -112,8 +112,9 @@ class LidConfig(_Section):
 class EquivalenceConfig(_Section):
     """Cosine of each translated message against its anchor, plus a length-ratio check.
 
-    ``threshold`` None takes the embedder's default (see ``curate.stages.equivalence``); scores are
-    model-specific, so set it per embedder, not once for all.
+    ``threshold`` None takes the embedder's default (see ``curate.stages.equivalence``): LaBSE's and
+    USE's; any other sentence-transformers model needs it set. Scores are model-specific, so set it per
+    embedder, not once for all.
     """
 
     enabled: bool = True

@@ -1,8 +1,10 @@
 """Multilingual sentence embedders for the equivalence stage: L2-normalised vectors, so a dot product is a
-cosine. Cosines are facts about one embedder, so each carries its own ``default_threshold``."""
+cosine. Cosines are facts about one embedder, so each carries its own ``default_threshold``, or None where
+its scale is not known (then ``equivalence.threshold`` must be set)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,7 +19,7 @@ class Embedder(Protocol):
     """Turns texts into L2-normalised float32 rows, so a dot product is a cosine."""
 
     name: str
-    default_threshold: float
+    default_threshold: float | None
 
     def setup(self) -> None:
         """Load the model; called once per worker."""
@@ -26,17 +28,46 @@ class Embedder(Protocol):
         """One row per text, shape ``(len(texts), dim)``."""
 
 
-class SentenceTransformerEmbedder:
-    """A sentence-transformers model from a local folder (LaBSE in production); never runs remote code."""
+# A common cut for LaBSE translation pairs; LaBSE does not ship offline, so it is not measured here.
+LABSE_THRESHOLD = 0.75
+LABSE_VOCAB_SIZE = 501_153
 
-    # A common cut for LaBSE translation pairs; LaBSE does not ship offline, so it is not measured here.
-    default_threshold = 0.75
+
+def is_labse(model_path: str | Path) -> bool:
+    """Whether ``model_path`` holds LaBSE, the only sentence-transformers model whose cosine scale
+    (:data:`LABSE_THRESHOLD`) is known here.
+
+    Decided by the folder's ``config.json`` when it can be read: a BERT with LaBSE's 501,153-token
+    vocabulary, or a config whose ``_name_or_path`` names LaBSE (a save of ``sentence-transformers/LaBSE``,
+    a fine-tune or a vocabulary-trimmed LaBSE such as ``cointegrated/LaBSE-en-ru``). A config that says
+    another model wins over the folder's name. Only without a readable ``config.json`` (e.g. on the driver
+    of a Ray cluster whose workers hold the model) does a folder name containing "labse" decide.
+    """
+    path = Path(model_path)
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "labse" in path.name.lower()
+    if not isinstance(config, dict):
+        return "labse" in path.name.lower()
+    bert = config.get("model_type") == "bert" or "BertModel" in (config.get("architectures") or [])
+    named = "labse" in str(config.get("_name_or_path", "")).lower()
+    return named or (bert and config.get("vocab_size") == LABSE_VOCAB_SIZE)
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model from a local folder (LaBSE in production); never runs remote code.
+
+    ``default_threshold`` is LaBSE's cut for a folder :func:`is_labse` recognises, None for any other
+    model: its cosine scale is unknown, so the threshold must be chosen for it.
+    """
 
     def __init__(self, model_path: str | Path, *, device: str = "cpu", batch_size: int = 64) -> None:
         self.model_path = Path(model_path)
         self.device = device
         self.batch_size = batch_size
-        self.name = f"sentence-transformers:{self.model_path.name}"
+        self.name = f"sentence-transformers:{self.model_path}"
+        self.default_threshold = LABSE_THRESHOLD if is_labse(self.model_path) else None
         self._model: Any = None
 
     def setup(self) -> None:

@@ -2,8 +2,9 @@
 
 Each translated message is compared with the anchor message at the same position (cosine of their prose,
 protected spans removed); a row's ``equivalence`` is the min or mean over its messages. Cosines are facts
-about one embedder, so every :class:`Embedder` carries its own ``default_threshold``, and a label-free
-check compares each translation with the other groups' anchors in the same batch:
+about one embedder, so every :class:`Embedder` carries its own ``default_threshold`` (None where its scale
+is unknown: then ``equivalence.threshold`` must be set, and the stage refuses to start without it), and a
+label-free check compares each translation with the other groups' anchors in the same batch:
 
     translation de of g1 ──cos──► anchor g1   0.71   (own)
                          ──cos──► anchor g2   0.78   (best other)   →  mismatch: not above its own anchor
@@ -23,6 +24,7 @@ from curate.config import EquivalenceConfig
 from curate.stages.base import FilterStage, Verdict, anchor_index
 from curate.stages.embedders import Embedder, encode_unique, make_embedder
 from curate.text.conversation import prose_by_row
+from schemas import ConfigError
 
 
 class Equivalence(FilterStage):
@@ -39,7 +41,7 @@ class Equivalence(FilterStage):
     def __init__(self, config: EquivalenceConfig, embedder: Embedder | None = None) -> None:
         self.config = config
         self.embedder = embedder if embedder is not None else make_embedder(config)
-        self.threshold = config.threshold if config.threshold is not None else self.embedder.default_threshold
+        self.threshold = _threshold(config, self.embedder)
 
     def setup(self) -> None:
         self.embedder.setup()
@@ -126,6 +128,21 @@ class Equivalence(FilterStage):
             lead = f"cosine {own:.3f} to its anchor, {other[0]:.3f} to the anchor of group {other[1]!r}"
             return "mismatch", f"{lead} (margin {config.margin})"
         return None
+
+
+def _threshold(config: EquivalenceConfig, embedder: Embedder) -> float:
+    """The configured threshold, else the embedder's own; an embedder of unknown scale needs one set."""
+    if config.threshold is not None:
+        return config.threshold
+    if embedder.default_threshold is not None:
+        return embedder.default_threshold
+    msg = (
+        f"equivalence.threshold is not set and the cosine scale of {embedder.name} is unknown (only LaBSE "
+        "and the USE backend have a default): set equivalence.threshold between the scores of true "
+        "translations and of mismatched pairs in a small trial build, see docs/curation.md, "
+        "'Choosing a threshold for a new encoder'"
+    )
+    raise ConfigError(msg)
 
 
 def _pair_cosines(

@@ -22,10 +22,10 @@ from typing import Any
 import pyarrow as pa
 
 from curate.stages.base import Stage, StageResult, set_columns, split
-from curate.text.masking import Masked, MaskError, mask, unmask
+from curate.text.masking import MASKING_VERSION, Masked, MaskError, mask, unmask
 from curate.translators.base import TranslationErrors, Translator, TranslatorConfigError
 from curate.translators.cache import TranslationCache
-from schemas import CONVERSATION_COLUMNS, PARALLEL_SCHEMA, content_hash, normalize_lang
+from schemas import CONVERSATION_COLUMNS, PARALLEL_SCHEMA, canonical_json, content_hash, normalize_lang
 
 
 def _is_json(text: str) -> bool:
@@ -145,8 +145,11 @@ class Translate(Stage):
 
     def _translate_unique(self, texts: list[str], tgt: str) -> _Translations:
         """Translate each text once: cached ones are looked up, the rest go to the backend in one call."""
-        key = {"backend": self.translator.name, "src": self.anchor_lang, "tgt": tgt}
-        done = self.cache.get_many(texts, **key) if self.cache is not None else {}
+        key: dict[str, str] = {}
+        done: dict[str, str] = {}
+        if self.cache is not None:
+            key = {"identity": self._cache_identity(tgt), "src": self.anchor_lang, "tgt": tgt}
+            done = self.cache.get_many(texts, **key)
         missing = [t for t in texts if t not in done]
         if not missing:
             return _Translations(done, {})
@@ -171,6 +174,12 @@ class Translate(Stage):
         if self.cache is not None and fresh:
             self.cache.put_many(fresh, **key)
         return _Translations(done | fresh, {missing[i]: error for i, error in errors.items()})
+
+    def _cache_identity(self, tgt: str) -> str:
+        """What a cached translation into ``tgt`` was made with: the backend's settings and model, and
+        the masking that produced the texts it was given (a translation made otherwise is not reused)."""
+        translator = self.translator.cache_identity(self.anchor_lang, tgt)
+        return canonical_json({"translator": translator, "masking": MASKING_VERSION})
 
     def _candidate(
         self,

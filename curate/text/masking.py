@@ -10,7 +10,9 @@ duplicates or invents a token cannot be restored and is rejected by the caller.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -19,8 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.text import spans as grammar
-from curate.text.spans import KINDS
+from curate.text.spans import KINDS, PATTERNS
+from schemas import canonical_json
 
+TOKEN = "⟦{}⟧"  # span i becomes TOKEN.format(i)
 _TOKEN = re.compile(r"⟦(\d+)⟧")
 
 
@@ -56,10 +60,24 @@ def mask(text: str) -> Masked:
     cursor = 0
     for i, span in enumerate(spans):
         parts.append(text[cursor : span.start])
-        parts.append(f"⟦{i}⟧")
+        parts.append(TOKEN.format(i))
         cursor = span.end
     parts.append(text[cursor:])
     return Masked("".join(parts), tuple(spans))
+
+
+def masking_version(patterns: Sequence[tuple[str, re.Pattern[str]]] = PATTERNS, *, token: str = TOKEN) -> str:
+    """A short hash of how text is masked: the span grammar (kinds, expressions, flags, precedence) and the
+    token format. Translations cached under another version were made from differently masked text."""
+    spec = {
+        "spans": [[kind, pattern.pattern, pattern.flags] for kind, pattern in patterns],
+        "token": token,
+        "token_re": _TOKEN.pattern,
+    }
+    return hashlib.sha256(canonical_json(spec).encode("utf-8")).hexdigest()[:16]
+
+
+MASKING_VERSION = masking_version()
 
 
 def unmask(translated: str, spans: tuple[Span, ...]) -> str:

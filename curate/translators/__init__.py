@@ -9,7 +9,7 @@ from curate.translators.apertium import ApertiumTranslator
 from curate.translators.base import TranslationErrors, Translator, TranslatorConfigError
 from curate.translators.cache import TranslationCache
 from curate.translators.hf_seq2seq import HFSeq2SeqTranslator
-from curate.translators.openai_compat import OpenAITranslator
+from curate.translators.openai_compat import CleartextKeyWarning, OpenAITranslator
 from curate.translators.pretranslated import PretranslatedTranslator
 
 _BACKENDS: dict[str, Callable[[TranslateConfig], Translator]] = {
@@ -26,6 +26,7 @@ def make_translator(config: TranslateConfig) -> Translator:
 
 __all__ = [
     "ApertiumTranslator",
+    "CleartextKeyWarning",
     "HFSeq2SeqTranslator",
     "OpenAITranslator",
     "PretranslatedTranslator",

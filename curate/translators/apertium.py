@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import shutil
 import subprocess
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 from curate.config import ApertiumTranslatorConfig
 from curate.translators.base import TranslatorConfigError, translate_each
@@ -26,6 +30,10 @@ _SEPARATOR = "\n\n⟦⟦⟦{}⟧⟧⟧\n\n"
 _SEPARATOR_RE = re.compile(r"\n\n⟦⟦⟦(\d+)⟧⟧⟧\n\n")
 # Apertium leaves the blanks around a word it drops ("How do I" → "Como  desfago"); indentation stays.
 _INNER_SPACES = re.compile(r"(?<=\S) {2,}(?=\S)")
+# Where the ``apertium`` script looks for modes unless APERTIUM_DATADIR says otherwise, and the data files
+# a mode file runs (quoted absolute paths).
+_DATADIR_DEFAULT = re.compile(r'APERTIUM_DATADIR="\$\{APERTIUM_DATADIR:-([^}"]+)\}"')
+_QUOTED_PATH = re.compile(r"'(/[^']+)'")
 
 
 class ApertiumTranslator:
@@ -43,6 +51,7 @@ class ApertiumTranslator:
         self.binary = config.binary
         self.modes = {normalize_lang(lang): mode for lang, mode in config.modes.items()}
         self.name = "apertium" + "".join(f":{lang}={mode}" for lang, mode in sorted(self.modes.items()))
+        self._identities: dict[str, dict[str, Any]] = {}
 
     @cached_property
     def _executable(self) -> str:
@@ -88,6 +97,41 @@ class ApertiumTranslator:
 
     def check_pair(self, src: str, tgt: str) -> None:
         self.mode(src, tgt)
+
+    @cached_property
+    def _executable_sha256(self) -> str:
+        return hashlib.sha256(Path(self._executable).read_bytes()).hexdigest()
+
+    def _pair_data(self, mode: str) -> dict[str, Any] | None:
+        """The mode file's text and the name and size of each data file it runs (what a pair package
+        upgrade changes), or None where the mode file is not in the data folder the script names."""
+        script = Path(self._executable).read_text(encoding="utf-8", errors="replace")
+        default = _DATADIR_DEFAULT.search(script)
+        datadir = os.environ.get("APERTIUM_DATADIR") or (default.group(1) if default else None)
+        mode_file = Path(datadir, "modes", f"{mode}.mode") if datadir else None
+        if mode_file is None or not mode_file.is_file():
+            return None
+        text = mode_file.read_text(encoding="utf-8")
+        files = sorted(Path(quoted) for quoted in _QUOTED_PATH.findall(text))
+        return {
+            "mode_file": text,
+            "files": [[f.name, f.stat().st_size if f.is_file() else None] for f in files],
+        }
+
+    def cache_identity(self, src: str, tgt: str) -> dict[str, Any]:
+        """The mode in force for the pair (an explicit ``modes`` entry equal to the default keeps the
+        cache), the bytes of the ``apertium`` executable, the pair's language data (its mode file, and
+        the names and sizes of the files that runs) and the blank clean-up applied to the output."""
+        mode = self.mode(src, tgt)
+        if mode not in self._identities:
+            self._identities[mode] = {
+                "backend": "apertium",
+                "mode": mode,
+                "executable_sha256": self._executable_sha256,
+                "pair_data": self._pair_data(mode),
+                "cleanup": _INNER_SPACES.pattern,
+            }
+        return self._identities[mode]
 
     def translate(self, texts: list[str], *, src: str, tgt: str) -> list[str]:
         mode = self.mode(src, tgt)

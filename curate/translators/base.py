@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from schemas import ConfigError
 
@@ -33,7 +33,7 @@ class TranslationErrors(RuntimeError):
 
 
 class Translator(Protocol):
-    """A translation backend; ``name`` identifies it in the ``translator`` column and the cache key.
+    """A translation backend; ``name`` identifies it in the ``translator`` column.
 
     ``translates`` is False only for input that already holds its translations: the translate stage
     then creates no rows, and a missing language is simply missing.
@@ -47,6 +47,11 @@ class Translator(Protocol):
 
     def check_pair(self, src: str, tgt: str) -> None:
         """Raise :class:`TranslatorConfigError` unless ``src`` → ``tgt`` can be translated."""
+
+    def cache_identity(self, src: str, tgt: str) -> dict[str, Any]:
+        """Everything besides the text that decides this backend's output for ``src`` → ``tgt`` (model,
+        endpoint, prompt, decoding settings), as JSON values: the translation cache keys on it, so that
+        changing any of them translates afresh. Called after :meth:`setup`, where the model is."""
 
     def translate(self, texts: list[str], *, src: str, tgt: str) -> list[str]:
         """Translate ``texts`` in order; raise :class:`TranslationErrors` when only some fail."""

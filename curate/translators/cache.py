@@ -1,8 +1,11 @@
 """A SQLite cache of translations, so that re-runs and resumed builds never translate a text twice.
 
-The key is a hash of (backend, source language, target language, masked text) and the value is the
+The key is a hash of (identity, source language, target language, masked text) and the value is the
 backend's raw output for that masked text, before unmasking: whether the output is usable is decided
-again on every run, so a fix to the checks needs no re-translation.
+again on every run, so a fix to the checks needs no re-translation. The identity is everything else the
+output depends on (the backend's model, endpoint, prompt and decoding settings, and the masking; see
+:meth:`curate.translators.Translator.cache_identity`), so a change to any of them translates afresh
+instead of reusing what another setting produced.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from schemas import canonical_json
 _QUERY_CHUNK = 500  # keys per SELECT, well below SQLite's bound-parameter limit
 
 
-def cache_key(text: str, *, backend: str, src: str, tgt: str) -> str:
-    return hashlib.sha256(canonical_json([backend, src, tgt, text]).encode("utf-8")).hexdigest()
+def cache_key(text: str, *, identity: str, src: str, tgt: str) -> str:
+    return hashlib.sha256(canonical_json([identity, src, tgt, text]).encode("utf-8")).hexdigest()
 
 
 class TranslationCache:
@@ -42,9 +45,9 @@ class TranslationCache:
             self._conn = conn
         return self._conn
 
-    def get_many(self, texts: Sequence[str], *, backend: str, src: str, tgt: str) -> dict[str, str]:
+    def get_many(self, texts: Sequence[str], *, identity: str, src: str, tgt: str) -> dict[str, str]:
         """The cached translation of each text that has one."""
-        keys = {cache_key(t, backend=backend, src=src, tgt=tgt): t for t in texts}
+        keys = {cache_key(t, identity=identity, src=src, tgt=tgt): t for t in texts}
         found: dict[str, str] = {}
         key_list = list(keys)
         for start in range(0, len(key_list), _QUERY_CHUNK):
@@ -56,12 +59,12 @@ class TranslationCache:
             found.update((keys[key], translation) for key, translation in rows)
         return found
 
-    def put_many(self, translations: Mapping[str, str], *, backend: str, src: str, tgt: str) -> None:
+    def put_many(self, translations: Mapping[str, str], *, identity: str, src: str, tgt: str) -> None:
         """Store ``{text: translation}`` in one transaction."""
         with self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO translations (key, translation) VALUES (?, ?)",
-                [(cache_key(t, backend=backend, src=src, tgt=tgt), out) for t, out in translations.items()],
+                [(cache_key(t, identity=identity, src=src, tgt=tgt), out) for t, out in translations.items()],
             )
 
     def __len__(self) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from curate.config import HFTranslatorConfig
 from curate.translators.base import TranslationErrors, TranslatorConfigError
@@ -19,6 +20,11 @@ if TYPE_CHECKING:
 _PATH_FIELDS = frozenset({"src", "tgt"})
 # Model types that translate between many languages and pick them by language token.
 _MULTILINGUAL = frozenset({"m2m_100", "nllb-moe", "mbart"})
+# Files that hold weights: fingerprinted by name, size and samples of their bytes, never read whole.
+_WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx"})
+_WHOLE_LIMIT = 64 << 20  # any other file up to this size counts by all its bytes
+_SAMPLES = 8
+_SAMPLE_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class HFSeq2SeqTranslator:
         self.template = config.model_path
         self.name = f"hf:{config.model_path}"
         self._loaded: dict[str, _Loaded] = {}
+        self._fingerprints: dict[str, str] = {}
 
     def setup(self) -> None:
         """Nothing shared to load: :meth:`check_pair` loads each pair's model."""
@@ -117,6 +124,22 @@ class HFSeq2SeqTranslator:
     def check_pair(self, src: str, tgt: str) -> None:
         self._forced_bos(self._load(src, tgt), src, tgt)
 
+    def cache_identity(self, src: str, tgt: str) -> dict[str, Any]:
+        """The pair's model folder by content (:func:`model_fingerprint`, taken once per folder), the
+        language codes the pair uses and the decoding settings. ``device`` and ``batch_size`` are left
+        out: they change the speed, not the translation."""
+        path = self.path(src, tgt)
+        if path not in self._fingerprints:
+            self._fingerprints[path] = model_fingerprint(Path(path))
+        return {
+            "backend": "hf",
+            "model": self._fingerprints[path],
+            "lang_codes": [self.config.lang_codes.get(src), self.config.lang_codes.get(tgt)],
+            "num_beams": self.config.num_beams,
+            "max_new_tokens": self.config.max_new_tokens,
+            "do_sample": False,
+        }
+
     def translate(self, texts: list[str], *, src: str, tgt: str) -> list[str]:
         loaded = self._load(src, tgt)
         forced_bos = self._forced_bos(loaded, src, tgt)
@@ -166,6 +189,37 @@ class HFSeq2SeqTranslator:
             out[:, 1:], loaded.model.generation_config.eos_token_id, self.config.max_new_tokens
         )
         return [text if done else None for text, done in zip(decoded, finished, strict=True)]
+
+
+def model_fingerprint(folder: Path) -> str:
+    """A hash of what a local model folder translates with, cheap enough to take on every run.
+
+    Each file counts by its path in the folder and its size. Config, tokenizer and generation files
+    count by all their bytes; weight files (``.safetensors``, ``.bin``, ...) and anything over 64 MiB by
+    8 evenly spaced 64 KiB samples of their bytes, the first and the last included. So replacing the
+    weights at the same path, even by a fine-tune of the same shape, changes the fingerprint without
+    reading gigabytes (a change confined to the bytes between samples would go unseen). Hidden files and
+    folders (download caches) and ``*.md`` do not count, nor does the folder's own location: a moved
+    model keeps its cached translations.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if not path.is_file() or path.suffix == ".md" or any(p.startswith(".") for p in relative.parts):
+            continue
+        size = path.stat().st_size
+        whole = size <= _SAMPLES * _SAMPLE_BYTES or (
+            path.suffix not in _WEIGHT_SUFFIXES and size <= _WHOLE_LIMIT
+        )
+        digest.update(f"{relative.as_posix()}\0{size}\0".encode())
+        with path.open("rb") as f:
+            if whole:
+                digest.update(f.read())
+                continue
+            for i in range(_SAMPLES):
+                f.seek(i * (size - _SAMPLE_BYTES) // (_SAMPLES - 1))
+                digest.update(f.read(_SAMPLE_BYTES))
+    return digest.hexdigest()
 
 
 def _finished(generated: torch.Tensor, eos: int | list[int] | None, max_new_tokens: int) -> list[bool]:

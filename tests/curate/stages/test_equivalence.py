@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +16,11 @@ from curate.stages.embedders import (
     Embedder,
     SentenceTransformerEmbedder,
     UniversalSentenceEncoderEmbedder,
+    is_labse,
     make_embedder,
 )
 from curate.stages.equivalence import Equivalence
+from schemas import ConfigError
 from tests.curate.rows import by_key, convo, table
 from tests.curate.rows import message as msg
 from tests.curate.rows import parallel_row as row
@@ -160,6 +165,41 @@ def test_length_ratio_is_only_checked_on_long_enough_anchors(use: UniversalSente
     assert rows["long/es"]["length_ratio"] < 0.4
 
 
+def write_config(folder: Path, **fields: Any) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(fields))
+    return folder
+
+
+LABSE_CONFIG = {  # sentence-transformers/LaBSE's config.json, the fields that matter
+    "_name_or_path": "old_models/LaBSE/0_Transformer",
+    "architectures": ["BertModel"],
+    "model_type": "bert",
+    "hidden_size": 768,
+    "vocab_size": 501153,
+}
+
+
+def test_labse_is_recognised_from_its_config_or_else_its_folder_name(tmp_path: Path) -> None:
+    minilm = json.loads((Path(MINILM) / "config.json").read_text())
+    assert is_labse(write_config(tmp_path / "a", **LABSE_CONFIG))
+    assert is_labse(write_config(tmp_path / "b", **LABSE_CONFIG | {"_name_or_path": "/models/encoder"}))
+    trimmed = {"_name_or_path": "cointegrated/LaBSE-en-ru", "model_type": "bert", "vocab_size": 55083}
+    assert is_labse(write_config(tmp_path / "c", **trimmed))
+    assert not is_labse(write_config(tmp_path / "d", **minilm))
+    assert not is_labse(write_config(tmp_path / "LaBSE", **minilm))  # the files say otherwise
+    other_501k = LABSE_CONFIG | {"_name_or_path": "x", "model_type": "xlm-roberta", "architectures": []}
+    assert not is_labse(write_config(tmp_path / "e", **other_501k))
+    # Without a readable config.json here (a Ray driver, say), the folder's name decides.
+    assert is_labse(tmp_path / "models" / "LaBSE")
+    (tmp_path / "labse-v2").mkdir()
+    assert is_labse(tmp_path / "labse-v2")
+    (tmp_path / "labse-v2" / "config.json").write_text("not json")
+    assert is_labse(tmp_path / "labse-v2")
+    assert not is_labse(tmp_path / "models" / "multilingual-e5-base")
+    assert not is_labse(MINILM)
+
+
 def test_threshold_defaults_come_from_the_embedder(tmp_path: Path) -> None:
     assert (
         Equivalence(EquivalenceConfig()).threshold
@@ -167,8 +207,37 @@ def test_threshold_defaults_come_from_the_embedder(tmp_path: Path) -> None:
         == 0.5
     )
     assert Equivalence(EquivalenceConfig(threshold=0.6)).threshold == 0.6
-    st = EquivalenceConfig(backend="sentence-transformers", model_path=str(tmp_path))
-    assert Equivalence(st).threshold == SentenceTransformerEmbedder.default_threshold == 0.75
+    labse = write_config(tmp_path / "encoder", **LABSE_CONFIG)
+    st = EquivalenceConfig(backend="sentence-transformers", model_path=str(labse))
+    assert Equivalence(st).threshold == SentenceTransformerEmbedder(labse).default_threshold == 0.75
+
+
+def test_another_sentence_transformers_model_needs_a_threshold() -> None:
+    config = EquivalenceConfig(backend="sentence-transformers", model_path=MINILM)
+    assert SentenceTransformerEmbedder(MINILM).default_threshold is None
+    with pytest.raises(ConfigError) as refused:
+        Equivalence(config)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"the cosine scale of sentence-transformers:{MINILM} is unknown" in message
+    assert "set equivalence.threshold" in message
+    assert "docs/curation.md, 'Choosing a threshold for a new encoder'" in message
+    assert Equivalence(config.model_copy(update={"threshold": 0.4})).threshold == 0.4
+
+
+def test_a_recognised_labse_folder_runs_with_labse_s_threshold(tmp_path: Path) -> None:
+    """A real sentence-transformers folder whose config names LaBSE (MiniLM's files, renamed)."""
+    torch.set_num_threads(1)
+    fake = tmp_path / "fake-encoder"
+    shutil.copytree(MINILM, fake, copy_function=os.symlink)
+    config = json.loads((fake / "config.json").read_text()) | {"_name_or_path": "sentence-transformers/LaBSE"}
+    (fake / "config.json").unlink()
+    (fake / "config.json").write_text(json.dumps(config))
+    stage = Equivalence(EquivalenceConfig(backend="sentence-transformers", model_path=str(fake), margin=None))
+    assert stage.threshold == 0.75
+    stage.setup()
+    rows = by_key(stage.process(table(*[row("g", lang, PARAPHRASES[lang]) for lang in ("en", "de", "es")])))
+    assert {k: r["reason"] for k, r in rows.items()} == {"g/en": None, "g/de": None, "g/es": "low_similarity"}
 
 
 def test_make_embedder_refuses_mistakes(tmp_path: Path) -> None:
@@ -232,8 +301,7 @@ def test_sentence_transformers_encodes_each_unique_text_once_in_length_sorted_ba
 ) -> None:
     counting = CountingEmbedder(minilm)
     config = EquivalenceConfig(backend="sentence-transformers", model_path=MINILM, batch_size=2, margin=None)
-    stage = Equivalence(config, embedder=counting)
-    assert stage.threshold == 0.75
+    stage = Equivalence(config.model_copy(update={"threshold": 0.75}), embedder=counting)
     rows = by_key(stage.process(table(*[row("g", lang, messages) for lang, messages in PARAPHRASES.items()])))
 
     encoded = [text for call in counting.calls for text in call]

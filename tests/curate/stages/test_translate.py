@@ -5,6 +5,7 @@ import socket
 import sqlite3
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,17 +21,21 @@ from curate.config import (
     OpenAITranslatorConfig,
     TranslateConfig,
 )
+from curate.stages import translate as translate_stage
 from curate.stages.base import StageResult
 from curate.stages.translate import Translate
 from curate.translators import (
     ApertiumTranslator,
+    CleartextKeyWarning,
     HFSeq2SeqTranslator,
     OpenAITranslator,
     PretranslatedTranslator,
     TranslationCache,
     TranslatorConfigError,
     make_translator,
+    openai_compat,
 )
+from curate.translators.hf_seq2seq import model_fingerprint
 from schemas import content_hash, validate
 from tests.curate.rows import message, parallel_row, row, table
 
@@ -96,20 +101,20 @@ def preference_row(group_id: str) -> dict[str, Any]:
 # --- the translation cache ------------------------------------------------------------------------
 
 
-def test_cache_round_trips_and_keys_on_backend_and_languages(tmp_path: Path) -> None:
+def test_cache_round_trips_and_keys_on_identity_and_languages(tmp_path: Path) -> None:
     path = tmp_path / "state" / "translations.sqlite"
     cache = TranslationCache(path)
-    cache.put_many({"Hello ⟦0⟧": "Hola ⟦0⟧", "Bye": "Adiós"}, backend="apertium", src="en", tgt="es")
-    assert cache.get_many(["Hello ⟦0⟧", "Bye", "New"], backend="apertium", src="en", tgt="es") == {
+    cache.put_many({"Hello ⟦0⟧": "Hola ⟦0⟧", "Bye": "Adiós"}, identity="apertium", src="en", tgt="es")
+    assert cache.get_many(["Hello ⟦0⟧", "Bye", "New"], identity="apertium", src="en", tgt="es") == {
         "Hello ⟦0⟧": "Hola ⟦0⟧",
         "Bye": "Adiós",
     }
-    assert cache.get_many(["Bye"], backend="apertium", src="en", tgt="ca") == {}
-    assert cache.get_many(["Bye"], backend="hf:/m", src="en", tgt="es") == {}
+    assert cache.get_many(["Bye"], identity="apertium", src="en", tgt="ca") == {}
+    assert cache.get_many(["Bye"], identity="hf:/m", src="en", tgt="es") == {}
     cache.close()
     reopened = TranslationCache(path)
     assert len(reopened) == 2
-    assert reopened.get_many(["Bye"], backend="apertium", src="en", tgt="es") == {"Bye": "Adiós"}
+    assert reopened.get_many(["Bye"], identity="apertium", src="en", tgt="es") == {"Bye": "Adiós"}
     reopened.close()
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -117,8 +122,8 @@ def test_cache_round_trips_and_keys_on_backend_and_languages(tmp_path: Path) -> 
 def test_cache_looks_up_more_keys_than_one_query_holds(tmp_path: Path) -> None:
     cache = TranslationCache(tmp_path / "c.sqlite")
     texts = [f"text {i}" for i in range(1200)]
-    cache.put_many({t: t.upper() for t in texts[::2]}, backend="b", src="en", tgt="es")
-    found = cache.get_many(texts, backend="b", src="en", tgt="es")
+    cache.put_many({t: t.upper() for t in texts[::2]}, identity="b", src="en", tgt="es")
+    found = cache.get_many(texts, identity="b", src="en", tgt="es")
     assert found == {t: t.upper() for t in texts[::2]}
 
 
@@ -189,8 +194,8 @@ needs_apertium = pytest.mark.skipif(
 class CountingApertium(ApertiumTranslator):
     """The real Apertium backend, counting translate() calls and apertium processes."""
 
-    def __init__(self) -> None:
-        super().__init__(ApertiumTranslatorConfig())
+    def __init__(self, config: ApertiumTranslatorConfig | None = None) -> None:
+        super().__init__(config or ApertiumTranslatorConfig())
         self.calls: list[list[str]] = []
         self.processes = 0
 
@@ -334,6 +339,48 @@ def test_cache_makes_a_second_run_translate_nothing(tmp_path: Path) -> None:
     assert "`ls`" in restored and "files" not in restored
 
 
+@needs_apertium
+def test_apertium_cache_keys_on_mode_executable_and_pair_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = table(row("g1", "en", "The cat is on the table."))
+    cache_path = tmp_path / "t.sqlite"
+
+    def run(**settings: Any) -> tuple[int, str, str]:
+        """Texts sent to Apertium, the es translation and the translator column."""
+        translator = CountingApertium(ApertiumTranslatorConfig(**settings))
+        stage = Translate(translator, anchor_lang="en", langs=["es"], cache=TranslationCache(cache_path))
+        stage.setup()
+        result = stage.process(batch)
+        (translated,) = contents(result, "g1", "es")
+        name = result.kept.filter(pa.compute.field("lang") == "es")["translator"][0].as_py()
+        return sum(len(call) for call in translator.calls), translated, name
+
+    sent, spanish, _ = run()
+    assert sent == 1 and "gato" in spanish
+    assert run() == (0, spanish, "apertium")
+    assert run(modes={"es": "eng-spa"}) == (0, spanish, "apertium:es=eng-spa")  # the mode in force
+    sent, catalan, name = run(modes={"es": "eng-cat"})
+    assert (sent, name) == (1, "apertium:es=eng-cat") and "gat" in catalan
+
+    wrapper = tmp_path / "bin" / "apertium-wrapper"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("apertium")} "$@"\n')
+    wrapper.chmod(0o755)
+    assert run(binary=str(wrapper))[0] == 1
+    assert run(binary=str(wrapper))[0] == 0
+
+    # Another installation of the pair's language data (here a copy elsewhere): translated afresh.
+    datadir = tmp_path / "apertium"
+    shutil.copytree("/usr/share/apertium/modes", datadir / "modes")
+    shutil.copytree("/usr/share/apertium/apertium-eng-spa", datadir / "apertium-eng-spa")
+    mode_file = datadir / "modes" / "eng-spa.mode"
+    mode_file.write_text(mode_file.read_text().replace("/usr/share/apertium/", f"{datadir}/"))
+    monkeypatch.setenv("APERTIUM_DATADIR", str(datadir))
+    assert run() == (1, spanish, "apertium")
+    assert run()[0] == 0
+
+
 # --- OpenAI-compatible server ----------------------------------------------------------------------
 
 
@@ -388,28 +435,36 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
 class FakeLLM(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FakeLLMHandler)
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__((host, 0), FakeLLMHandler)
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.attempts: Counter[str] = Counter()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+        return f"http://{self.server_address[0]}:{self.server_address[1]}/v1"
+
+
+@contextlib.contextmanager
+def serving(host: str = "127.0.0.1") -> Iterator[FakeLLM]:
+    server = FakeLLM(host)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
 def llm() -> Iterator[FakeLLM]:
-    server = FakeLLM()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving() as server:
+        yield server
 
 
-def openai_stage(base_url: str, **overrides: Any) -> Translate:
+def openai_stage(base_url: str, *, cache: TranslationCache | None = None, **overrides: Any) -> Translate:
     settings = {
         "base_url": base_url,
         "model": "tiny-llm",
@@ -420,7 +475,8 @@ def openai_stage(base_url: str, **overrides: Any) -> Translate:
         "timeout_s": 0.3,
         "temperature": 0.2,
     } | overrides
-    stage = Translate(OpenAITranslator(OpenAITranslatorConfig(**settings)), anchor_lang="en", langs=["es"])
+    translator = OpenAITranslator(OpenAITranslatorConfig(**settings))
+    stage = Translate(translator, anchor_lang="en", langs=["es"], cache=cache)
     stage.setup()
     return stage
 
@@ -492,6 +548,129 @@ def test_openai_unreachable_server_rejects_rows_and_the_run_goes_on() -> None:
     assert_accounted(batch, result)
     assert result.kept.num_rows == 2 and result.rejected.num_rows == 2
     assert all("ConnectError" in d for d in result.rejected["detail"].to_pylist())
+
+
+def test_openai_cache_keys_on_endpoint_model_temperature_prompt_and_masking(
+    llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = table(row("g1", "en", "Hello there.", "Run `ls` now."))
+
+    def sent(base_url: str = llm.base_url, **overrides: Any) -> int:
+        """Texts that reached the server (each text's first two attempts fail, so count texts)."""
+        before = len(llm.requests)
+        stage = openai_stage(base_url, cache=TranslationCache(tmp_path / "t.sqlite"), **overrides)
+        result = stage.process(batch)
+        assert result.rejected.num_rows == 0
+        assert contents(result, "g1", "es") == ["HELLO THERE.", "RUN `ls` NOW."]
+        return len({r["body"]["messages"][1]["content"] for r in llm.requests[before:]})
+
+    assert sent() == 2
+    assert sent() == 0
+    assert sent(f"{llm.base_url}/") == 0  # the same endpoint
+    # What changes nothing in a completion keeps the cache.
+    monkeypatch.setenv("POLYALIGN_TEST_KEY", "sk-other")
+    assert sent(concurrency=1, max_retries=5, timeout_s=1.0, backoff_s=0.0) == 0
+    assert sent(llm.base_url.replace("/v1", "/v2")) == 2
+    assert sent(model="other-llm") == 2
+    assert sent(temperature=0.7) == 2
+    monkeypatch.setattr(openai_compat, "_SYSTEM_PROMPT", openai_compat._SYSTEM_PROMPT + " Be formal.")
+    assert sent() == 2
+    assert sent() == 0
+    monkeypatch.setattr(translate_stage, "MASKING_VERSION", "another masking")
+    assert sent() == 2
+    assert sent() == 0
+
+
+def cleartext_warnings(base_url: str, *, api_key_env: str = "POLYALIGN_TEST_KEY") -> list[str]:
+    """The CleartextKeyWarning messages of an OpenAI translator's setup."""
+    translator = OpenAITranslator(
+        OpenAITranslatorConfig(base_url=base_url, model="tiny-llm", api_key_env=api_key_env)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        translator.setup()
+    return [str(w.message) for w in caught if issubclass(w.category, CleartextKeyWarning)]
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://api.example.com/v1",
+        "https://192.0.2.1:8443/v1",
+        "http://localhost:8000/v1",
+        "http://LOCALHOST/v1",
+        "http://127.0.0.1:8000/v1",
+        "http://127.4.5.6/v1",
+        "http://[::1]:8000/v1",
+        "http://[::ffff:127.0.0.1]:8000/v1",
+    ],
+)
+def test_openai_key_over_https_or_loopback_is_not_warned_about(
+    base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POLYALIGN_TEST_KEY", "sk-secret")
+    assert cleartext_warnings(base_url) == []
+
+
+@pytest.mark.parametrize(
+    ("base_url", "host"),
+    [
+        ("http://192.0.2.1:8000/v1", "192.0.2.1"),
+        ("http://llm.internal:8000/v1", "llm.internal"),
+        ("http://localhost.example.com/v1", "localhost.example.com"),
+        ("http://128.0.0.1/v1", "128.0.0.1"),
+        ("http://[fd00::2]:8000/v1", "fd00::2"),
+        ("HTTP://api.example.com/v1", "api.example.com"),
+    ],
+)
+def test_openai_key_over_plain_http_to_another_host_is_warned_about_once(
+    base_url: str, host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POLYALIGN_TEST_KEY", "sk-secret")
+    (message,) = cleartext_warnings(base_url)
+    assert f"plain http to {host}," in message
+    assert "$POLYALIGN_TEST_KEY would travel unencrypted" in message
+    assert "use an https:// URL or a loopback address" in message
+    assert "\n" not in message and "sk-secret" not in message
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_openai_without_a_key_is_not_warned_about(key: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    if key is None:
+        monkeypatch.delenv("POLYALIGN_TEST_KEY", raising=False)
+    else:
+        monkeypatch.setenv("POLYALIGN_TEST_KEY", key)
+    assert cleartext_warnings("http://192.0.2.1:8000/v1") == []
+    assert cleartext_warnings("http://192.0.2.1:8000/v1", api_key_env="") == []
+
+
+def _own_address() -> str | None:
+    """This machine's address on its default route, if it has one that is not loopback (no packet sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = s.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.parametrize("where", ["loopback", "own address"])
+def test_openai_warns_at_setup_only_when_the_key_really_leaves_in_clear(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = "127.0.0.1" if where == "loopback" else _own_address()
+    if host is None:
+        pytest.skip("this machine has no address besides loopback")
+    monkeypatch.setenv("POLYALIGN_TEST_KEY", "sk-secret")
+    batch = table(row("g1", "en", "Hello there.", "Good night."), row("g2", "en", "See you."))
+    with serving(host) as server, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = openai_stage(server.base_url).process(batch)
+    assert result.rejected.num_rows == 0
+    assert {r["auth"] for r in server.requests} == {"Bearer sk-secret"}
+    found = [w for w in caught if issubclass(w.category, CleartextKeyWarning)]
+    assert len(found) == (0 if where == "loopback" else 1)
 
 
 # --- Hugging Face seq2seq ------------------------------------------------------------------------------
@@ -604,6 +783,98 @@ def test_hf_missing_pair_folder_fails_at_setup(marian_root: Path) -> None:
         hf_stage(f"{marian_root}/{{src}}-{{tgt}}", ["de"]).setup()
 
 
+class CountingHF(HFSeq2SeqTranslator):
+    """The real Hugging Face backend, recording the texts it is asked to translate."""
+
+    def __init__(self, config: HFTranslatorConfig) -> None:
+        super().__init__(config)
+        self.sent: list[str] = []
+
+    def translate(self, texts: list[str], *, src: str, tgt: str) -> list[str]:
+        self.sent += texts
+        return super().translate(texts, src=src, tgt=tgt)
+
+
+def hf_cached_run(batch: pa.Table, cache: Path, model_path: Path | str, **settings: Any) -> int:
+    """How many texts one cached run sends to the model."""
+    config = {"model_path": str(model_path), "max_new_tokens": 8, "batch_size": 2} | settings
+    translator = CountingHF(HFTranslatorConfig(**config))
+    stage = Translate(translator, anchor_lang="en", langs=["es"], cache=TranslationCache(cache))
+    stage.setup()
+    stage.process(batch)
+    return len(translator.sent)
+
+
+def test_hf_cache_keys_on_the_model_files_and_decoding_settings(tmp_path: Path) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    model = tmp_path / "models" / "en-es"
+    save_marian(model, seed=0, bias={"⟦0⟧": -50.0, "⟦1⟧": -50.0})
+    batch = table(row("g1", "en", "the cat is on the table .", "hello world ?"))
+    cache = tmp_path / "t.sqlite"
+
+    def sent(**settings: Any) -> int:
+        return hf_cached_run(batch, cache, model, **settings)
+
+    assert sent() == 2
+    assert sent() == 0
+    assert sent(batch_size=1, device="cpu") == 0  # speed, not output
+    assert sent(num_beams=2) == 2
+    assert sent(max_new_tokens=9) == 2
+
+    def edit_json(name: str, **fields: Any) -> None:
+        path = model / name
+        path.write_text(json.dumps(json.loads(path.read_text()) | fields))
+
+    edit_json("config.json", dropout=0.2)
+    assert sent() == 2
+    edit_json("tokenizer_config.json", model_max_length=64)
+    assert sent() == 2
+    edit_json("generation_config.json", length_penalty=0.9)
+    assert sent() == 2
+    weights = model / "model.safetensors"
+    size = weights.stat().st_size
+    # Other weights of the same shapes (ending at once, so their empty outputs are cached too).
+    save_marian(model, seed=1, bias={"⟦0⟧": -50.0, "⟦1⟧": -50.0, "</s>": 2.0})
+    assert weights.stat().st_size == size
+    assert sent() == 2
+    assert sent() == 0
+
+    # Notes and download caches do not count, nor does where the folder lives.
+    (model / "README.md").write_text("A tiny Marian model.")
+    (model / ".cache").mkdir()
+    (model / ".cache" / "download.lock").write_text("")
+    assert sent() == 0
+    moved = tmp_path / "elsewhere" / "en-es"
+    moved.parent.mkdir()
+    model.rename(moved)
+    assert hf_cached_run(batch, cache, f"{tmp_path}/elsewhere/{{src}}-{{tgt}}") == 0
+
+
+def test_model_fingerprint_samples_large_weight_files(tmp_path: Path) -> None:
+    import numpy as np
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"d_model": 16}')
+    weights = folder / "model.safetensors"
+    data = np.random.default_rng(0).bytes(3 << 20)
+    weights.write_bytes(data)
+    before = model_fingerprint(folder)
+    assert model_fingerprint(folder) == before
+
+    weights.write_bytes(np.random.default_rng(1).bytes(3 << 20))  # same size, other weights
+    assert model_fingerprint(folder) != before
+    weights.write_bytes(data)
+    assert model_fingerprint(folder) == before
+    weights.rename(folder / "pytorch_model.bin")
+    assert model_fingerprint(folder) != before
+    (folder / "pytorch_model.bin").rename(weights)
+    weights.write_bytes(data + b"\0")
+    assert model_fingerprint(folder) != before
+
+
 @pytest.fixture(scope="module")
 def nllb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny NLLB checkpoint: the real NLLB tokenizer class over a character vocabulary, an M2M100 model."""
@@ -645,6 +916,20 @@ def test_hf_nllb_translates_with_language_codes(nllb_dir: Path) -> None:
     result = stage.process(batch)
     assert_accounted(batch, result)
     assert result.created == Counter({"es": 1})
+
+
+def test_hf_cache_keys_on_the_language_codes_the_pair_uses(nllb_dir: Path, tmp_path: Path) -> None:
+    batch = table(row("g1", "en", "hello world", "the cat ⟦0⟧"))
+    cache = tmp_path / "t.sqlite"
+    codes = {"en": "eng_Latn", "es": "spa_Latn"}
+
+    def sent(lang_codes: dict[str, str]) -> int:
+        return hf_cached_run(batch, cache, nllb_dir, lang_codes=lang_codes, max_new_tokens=64)
+
+    assert sent(codes) == 2
+    assert sent(codes | {"de": "deu_Latn"}) == 0  # a code this pair does not use
+    assert sent(codes | {"en": "spa_Latn"}) == 2
+    assert sent(codes) == 0
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,17 @@
+import re
+
 import pytest
 
-from curate.text.masking import MaskError, mask, protected_spans, strip_protected, unmask
+from curate.text.masking import (
+    MASKING_VERSION,
+    MaskError,
+    mask,
+    masking_version,
+    protected_spans,
+    strip_protected,
+    unmask,
+)
+from curate.text.spans import PATTERNS
 
 
 @pytest.mark.parametrize(
@@ -85,3 +96,18 @@ def test_text_without_spans_is_unchanged() -> None:
 def test_strip_protected_keeps_prose_only() -> None:
     text = "Use `ls -la` to see https://a.io and $x^2$\n\nthen   stop."
     assert strip_protected(text) == "Use to see and then stop."
+
+
+def test_masking_version_follows_the_span_grammar_and_the_token_format() -> None:
+    assert masking_version() == MASKING_VERSION == masking_version(PATTERNS, token="⟦{}⟧")
+    assert mask("Run `ls` now").text == "Run ⟦0⟧ now"  # the token format it names is the one used
+    kinds = dict(PATTERNS)
+    changed = [
+        tuple((k, re.compile(r"`[^`]+`")) if k == "code_inline" else (k, p) for k, p in PATTERNS),
+        tuple((k, re.compile(p.pattern)) if k == "code_block" else (k, p) for k, p in PATTERNS),  # flags
+        tuple(PATTERNS[:-2] + PATTERNS[-1:]),  # placeholders no longer protected
+        (("url", kinds["url"]), *(kp for kp in PATTERNS if kp[0] != "url")),  # precedence
+    ]
+    versions = {masking_version(patterns) for patterns in changed} | {masking_version(token="<m{}>")}
+    assert len(versions) == len(changed) + 1
+    assert MASKING_VERSION not in versions
