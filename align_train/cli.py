@@ -102,7 +102,7 @@ def eval_command(
     }
     try:
         cfg = load_config(EvalConfig, config, flags=flags, overrides=set_ or [])
-        from align_train.evaluate import evaluate
+        from align_train.eval.evaluate import evaluate
 
         typer.echo(f"evaluating split {cfg.split} (holdout {cfg.holdout:g}) of {cfg.data} → {cfg.out}")
         evaluate(cfg)

@@ -42,7 +42,7 @@ from align_train.config import (
     TrainConfig,
     save_yaml,
 )
-from align_train.eval_report import METRICS_FILE, number, percent
+from align_train.eval.report import METRICS_FILE, number, percent
 from schemas import ConfigError, Manifest
 from schemas.config_io import describe_validation_error
 
@@ -129,7 +129,7 @@ def expand(sweep: SweepConfig) -> list[Run]:
 
 def run_sweep(sweep: SweepConfig, runs: Sequence[Run], *, collect_only: bool = False) -> list[Outcome]:
     """Train and evaluate each incomplete run in turn, then write the results table and plot."""
-    from align_train.evaluate import evaluate
+    from align_train.eval.evaluate import evaluate
     from align_train.train import train
 
     outcomes = []

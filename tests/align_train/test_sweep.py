@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from align_train.config import SweepConfig
-from align_train.eval_report import PREDICTIONS_FILE
+from align_train.eval.report import PREDICTIONS_FILE
 from align_train.sweep import expand, run_sweep
 from schemas import ConfigError
 from tests.align_train.conftest import REPO

@@ -7,10 +7,10 @@ answer for math, the first tool-calling turn for tool use, the last assistant tu
 - the per-token loss of the target given the prompt, tokenised by the training :class:`Collator` (so
   the loss is the one training minimises, on the answer tokens only), and
 - when its task has a scorer, a greedy generation from the prompt whose answer is compared with the
-  target's (:mod:`align_train.scoring`).
+  target's (:mod:`align_train.eval.scoring`).
 
 Per-language metrics, the gap to the anchor language and cross-lingual consistency are computed by
-:mod:`align_train.eval_report`.
+:mod:`align_train.eval.report`.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from transformers.utils import logging as hf_logging
 from align_train.checkpoint import checkpoint_root, latest_checkpoint
 from align_train.collator import Collator
 from align_train.config import EvalConfig
-from align_train.eval_report import EvalReport, RowResult, summarize, write_report
-from align_train.generate import generate_greedy, generate_vllm, require_vllm
+from align_train.eval.generate import generate_greedy, generate_vllm, require_vllm
+from align_train.eval.report import EvalReport, RowResult, summarize, write_report
+from align_train.eval.scoring import SCORERS, Scorer, last_assistant
 from align_train.losses import sequence_logps
 from align_train.model import load_model, load_tokenizer
 from align_train.sampler import ParallelBatch
-from align_train.scoring import SCORERS, Scorer, last_assistant
 from align_train.shard_stream import Group, ShardStream
 from align_train.split import holdout_position
 from schemas import ConfigError

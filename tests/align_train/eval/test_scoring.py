@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from align_train.scoring import (
+from align_train.eval.scoring import (
     SCORERS,
     final_number,
     first_tool_call,
