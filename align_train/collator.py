@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,14 +10,18 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from align_train.sampler import ParallelBatch
+from align_train.batch import (
+    IGNORE_INDEX,
+    ROLE_CHOSEN,
+    ROLE_REJECTED,
+    ROLE_SFT,
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    ParallelBatch,
+    TokenBatch,
+)
 from schemas import Message, canonical_json
 
-IGNORE_INDEX = -100
-# How a tool call is written into the assistant text when the chat template cannot render ``tool_calls``
-# (the Hermes / Qwen convention); evaluation reads generated calls back in the same format.
-TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
-ROLE_SFT, ROLE_CHOSEN, ROLE_REJECTED = 0, 1, 2
 Objective = Literal["sft", "dpo", "orpo"]
 OBJECTIVE_NAMES: tuple[str, ...] = ("sft", "dpo", "orpo")
 PREFERENCE_OBJECTIVES: tuple[str, ...] = ("dpo", "orpo")
@@ -30,48 +33,6 @@ _PROBE = [
     {"role": "user", "content": "Say two."},
     {"role": "assistant", "content": "Two."},
 ]
-
-
-@dataclass
-class TokenBatch:
-    """Token tensors of one batch plus, per sequence, its group, language and preference role.
-
-    ``seq_role`` is 0 for SFT, 1 for a chosen and 2 for a rejected sequence; the chosen and rejected
-    sequences of one preference pair share ``pair_index`` (-1 for SFT sequences).
-    """
-
-    input_ids: torch.LongTensor
-    labels: torch.LongTensor
-    position_ids: torch.LongTensor
-    attention_mask: torch.LongTensor | None
-    seq_ids: torch.LongTensor
-    num_seqs: int
-    seq_group: torch.LongTensor
-    seq_langs: list[str]
-    seq_role: torch.LongTensor
-    pair_index: torch.LongTensor
-    num_loss_tokens: int
-
-    def to(self, device: torch.device | str) -> TokenBatch:
-        moved = {
-            f.name: value.to(device)
-            for f in dataclasses.fields(self)
-            if isinstance(value := getattr(self, f.name), torch.Tensor)
-        }
-        return dataclasses.replace(self, **moved)
-
-    def model_inputs(self) -> dict[str, Any]:
-        """Keyword arguments for a Hugging Face causal LM's forward.
-
-        ``use_cache=False`` matters for packed batches: when the model builds a cache it skips the
-        packed-sequence detection on ``position_ids`` and attends across sequence boundaries.
-        """
-        return {
-            "input_ids": self.input_ids,
-            "position_ids": self.position_ids,
-            "attention_mask": self.attention_mask,
-            "use_cache": False,
-        }
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Training objectives over a model's outputs and a :class:`~align_train.collator.TokenBatch`.
+"""Training objectives over a model's outputs and a :class:`~align_train.batch.TokenBatch`.
 
 Sign convention, for every function here: a loss is a quantity to minimise; log-probabilities are natural
 logs (≤ 0) of the labels under the model, and a reward or log-odds above 0 means the model prefers the
@@ -19,7 +19,7 @@ from typing import NamedTuple, Protocol
 import torch
 import torch.nn.functional as F
 
-from align_train.collator import IGNORE_INDEX, ROLE_CHOSEN, ROLE_REJECTED, TokenBatch
+from align_train.batch import IGNORE_INDEX, ROLE_CHOSEN, ROLE_REJECTED, TokenBatch
 
 
 class SeqLogps(NamedTuple):

@@ -22,34 +22,17 @@ each ``ParallelBatch`` reports its realised language mix in ``lang_counts``.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from align_train.batch import ParallelBatch
 from align_train.shard_stream import Group, ShardStream
 from schemas import normalize_lang
 
 Policy = Literal["all", "sample", "monolingual"]
 POLICIES: tuple[str, ...] = ("all", "sample", "monolingual")
-
-
-@dataclass
-class ParallelBatch:
-    """Rows of one batch; for ``all``/``sample`` they are whole groups, in ``group_ids`` order."""
-
-    rows: list[dict[str, Any]]
-    group_ids: list[str]
-    lang_counts: dict[str, int]
-
-    @classmethod
-    def of(cls, rows: list[dict[str, Any]]) -> ParallelBatch:
-        """A batch of ``rows``; group ids in order of first appearance."""
-        group_ids = list(dict.fromkeys(row["group_id"] for row in rows))
-        counts = Counter(row["lang"] for row in rows)
-        return cls(rows=rows, group_ids=group_ids, lang_counts=dict(sorted(counts.items())))
 
 
 class ParallelBatchSampler:

@@ -28,6 +28,7 @@ from rich.progress import track
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from align_train.batch import ParallelBatch
 from align_train.checkpoint import checkpoint_root, latest_checkpoint
 from align_train.collator import Collator
 from align_train.config import EvalConfig
@@ -36,7 +37,6 @@ from align_train.eval.report import EvalReport, RowResult, summarize, write_repo
 from align_train.eval.scoring import SCORERS, Scorer, last_assistant
 from align_train.losses import sequence_logps
 from align_train.model import load_model, load_tokenizer
-from align_train.sampler import ParallelBatch
 from align_train.shard_stream import Group, ShardStream
 from align_train.split import holdout_position
 from schemas import ConfigError

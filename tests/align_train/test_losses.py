@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from align_train.collator import Collator, TokenBatch
+from align_train.batch import ParallelBatch, TokenBatch
+from align_train.collator import Collator
 from align_train.losses import (
     OBJECTIVES,
     SeqLogps,
@@ -21,7 +22,6 @@ from align_train.losses import (
     sequence_logps,
     sft_loss,
 )
-from align_train.sampler import ParallelBatch
 from tests.align_train.conftest import preference_rows
 
 LN2, LN3 = math.log(2.0), math.log(3.0)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from align_train.batch import ParallelBatch
 from align_train.collator import Collator
 from align_train.config import EvalConfig
 from align_train.eval.evaluate import evaluate, load_for_eval
 from align_train.eval.report import METRICS_FILE, PREDICTIONS_FILE, RowResult, summarize
 from align_train.losses import sequence_logps
-from align_train.sampler import ParallelBatch
 from align_train.split import holdout_position
 from tests.align_train.conftest import REPO, read_groups
 
