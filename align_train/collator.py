@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -20,11 +20,8 @@ from align_train.batch import (
     ParallelBatch,
     TokenBatch,
 )
+from align_train.config import OBJECTIVE_NAMES, PREFERENCE_OBJECTIVES, ObjectiveName, check_choice
 from schemas import Message, canonical_json
-
-Objective = Literal["sft", "dpo", "orpo"]
-OBJECTIVE_NAMES: tuple[str, ...] = ("sft", "dpo", "orpo")
-PREFERENCE_OBJECTIVES: tuple[str, ...] = ("dpo", "orpo")
 
 _PROBE = [
     {"role": "system", "content": "Answer briefly."},
@@ -93,13 +90,11 @@ class Collator:
         self,
         tokenizer: PreTrainedTokenizerBase,
         *,
-        objective: Objective,
+        objective: ObjectiveName,
         max_length: int,
         pack: bool = False,
     ) -> None:
-        if objective not in OBJECTIVE_NAMES:
-            msg = f"objective={objective!r} is invalid: expected one of {OBJECTIVE_NAMES}"
-            raise ValueError(msg)
+        check_choice("objective", objective, OBJECTIVE_NAMES)
         if max_length < 2:
             msg = f"max_length={max_length} is invalid: expected at least 2 tokens"
             raise ValueError(msg)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from align_train.batch import IGNORE_INDEX, ROLE_CHOSEN, ROLE_REJECTED, TokenBatch
+from align_train.config import ObjectiveName
 
 
 class SeqLogps(NamedTuple):
@@ -256,7 +257,7 @@ def _loss_tokens(batch: TokenBatch) -> int:
     return batch.num_loss_tokens
 
 
-OBJECTIVES: dict[str, Objective] = {
+OBJECTIVES: dict[ObjectiveName, Objective] = {
     "sft": Objective(needs_reference=False, compute=_sft, count_units=_loss_tokens),
     "dpo": Objective(needs_reference=True, compute=_dpo, count_units=num_pairs),
     "orpo": Objective(needs_reference=False, compute=_orpo, count_units=num_pairs),

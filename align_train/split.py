@@ -10,10 +10,10 @@ larger than the one training used never scores a group that was trained on.
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Literal, get_args
 
 Split = Literal["train", "eval", "all"]
-SPLITS: tuple[str, ...] = ("train", "eval", "all")
+SPLITS: tuple[Split, ...] = get_args(Split)
 
 
 def holdout_position(group_id: str) -> float:

@@ -35,8 +35,8 @@ from transformers.utils import logging as hf_logging
 
 from align_train.batch import ParallelBatch, TokenBatch
 from align_train.checkpoint import latest_checkpoint, load_trainer_state, restore, save_checkpoint
-from align_train.collator import PREFERENCE_OBJECTIVES, Collator
-from align_train.config import RUN_CONFIG, TrainConfig, save_yaml
+from align_train.collator import Collator
+from align_train.config import PREFERENCE_OBJECTIVES, RUN_CONFIG, TrainConfig, save_yaml
 from align_train.losses import OBJECTIVES, Objective, alignment_loss, sequence_logps
 from align_train.model import Reference, load_policy, load_reference, load_tokenizer, packing_is_exact
 from align_train.sampler import ParallelBatchSampler

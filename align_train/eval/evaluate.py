@@ -31,7 +31,7 @@ from transformers.utils import logging as hf_logging
 from align_train.batch import ParallelBatch
 from align_train.checkpoint import checkpoint_root, latest_checkpoint
 from align_train.collator import Collator
-from align_train.config import EvalConfig
+from align_train.config import EvalConfig, ScorerName
 from align_train.eval.generate import generate_greedy, generate_vllm, require_vllm
 from align_train.eval.report import EvalReport, RowResult, summarize, write_report
 from align_train.eval.scoring import SCORERS, Scorer, last_assistant
@@ -51,7 +51,7 @@ class EvalItem:
     task: str
     prompt: list[dict[str, Any]]
     target: dict[str, Any]
-    scorer: str | None
+    scorer: ScorerName | None
     expected: str | None
 
     def scoring_row(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from align_train.batch import ParallelBatch, TokenBatch
 from align_train.collator import Collator
+from align_train.config import OBJECTIVE_NAMES
 from align_train.losses import (
     OBJECTIVES,
     SeqLogps,
@@ -581,6 +582,7 @@ def test_collated_batches_give_the_same_losses_packed_and_padded(
 
 def test_objectives_table() -> None:
     assert set(OBJECTIVES) == {"sft", "dpo", "orpo"}
+    assert tuple(OBJECTIVES) == OBJECTIVE_NAMES  # every configurable name has its implementation
     assert [name for name, o in OBJECTIVES.items() if o.needs_reference] == ["dpo"]
     batch = our_layout(*preference_inputs(8))
     assert (
