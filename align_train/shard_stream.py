@@ -157,6 +157,14 @@ class ShardStream:
             rows.update(table["lang"].filter(selected).to_pylist())
         return groups, dict(sorted(rows.items()))
 
+    def shard_kinds(self) -> dict[str, set[str]]:
+        """The row kinds (``sft``, ``preference``) in each shard file, from its ``kind`` column."""
+        kinds = {}
+        for shard in self.manifest.shards:
+            table = feather.read_table(self.shard_dir / shard.file, columns=["kind"], memory_map=True)
+            kinds[shard.file] = set(pc.unique(table["kind"]).to_pylist())
+        return kinds
+
     def groups_per_rank(self) -> int:
         return self._groups_per_rank
 

@@ -14,7 +14,6 @@ from align_train.batch import ParallelBatch, TokenBatch
 from align_train.collator import Collator
 from align_train.config import OBJECTIVE_NAMES
 from align_train.losses import (
-    OBJECTIVES,
     SeqLogps,
     alignment_loss,
     dpo_loss,
@@ -23,6 +22,7 @@ from align_train.losses import (
     sequence_logps,
     sft_loss,
 )
+from align_train.objectives import OBJECTIVES
 from tests.align_train.conftest import preference_rows
 
 LN2, LN3 = math.log(2.0), math.log(3.0)

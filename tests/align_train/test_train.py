@@ -14,8 +14,9 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from align_train.config import TrainConfig
-from align_train.model import packing_is_exact
-from align_train.train import _packing, init_distributed, train
+from align_train.distributed import init_distributed
+from align_train.model import choose_packing, packing_is_exact
+from align_train.train import train
 from schemas import ConfigError
 from tests.align_train.conftest import REPO
 
@@ -205,9 +206,9 @@ def test_packing_is_used_only_where_the_model_computes_it_exactly(
     supported = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
     unsupported = IgnoresPositions.from_pretrained(model_dir, use_safetensors=True)
     assert packing_is_exact(supported) and not packing_is_exact(unsupported)
-    assert _packing(cfg, supported, run) is (pack is not False)
+    assert choose_packing(cfg, supported, run) is (pack is not False)
     if pack is True:
         with pytest.raises(ConfigError, match="ignores packed position_ids"):
-            _packing(cfg, unsupported, run)
+            choose_packing(cfg, unsupported, run)
     else:
-        assert _packing(cfg, unsupported, run) is False
+        assert choose_packing(cfg, unsupported, run) is False
