@@ -21,7 +21,7 @@ from align_train.batch import (
     TokenBatch,
 )
 from align_train.config import OBJECTIVE_NAMES, PREFERENCE_OBJECTIVES, ObjectiveName, check_choice
-from schemas import Message, canonical_json
+from schemas import ConfigError, Message, canonical_json
 
 _PROBE = [
     {"role": "system", "content": "Answer briefly."},
@@ -102,12 +102,12 @@ class Collator:
             msg = (
                 "tokenizer has no chat_template: use a chat/instruct tokenizer or set tokenizer.chat_template"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         if not tokenizer.is_fast:
             msg = (
                 f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer: offsets are needed for labels"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         self.tokenizer = tokenizer
         self.objective = objective
         self.max_length = max_length
@@ -122,7 +122,7 @@ class Collator:
                 "the tokenizer's chat_template does not render a conversation's prefix as a prefix of the "
                 "whole conversation, so assistant tokens cannot be located: use a prefix-stable template"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
 
     def __call__(self, batch: ParallelBatch) -> TokenBatch:
         if not batch.rows:
@@ -146,7 +146,7 @@ class Collator:
                     f"objective={self.objective!r} needs preference rows, but row ({row['group_id']!r}, "
                     f"{lang!r}) has kind={row['kind']!r}: use objective='sft' for this corpus"
                 )
-                raise ValueError(msg)
+                raise ConfigError(msg)
             return [self._sequence(prompt, loss_from=0, group=group, lang=lang, role=ROLE_SFT, pair=-1)]
         if self.objective == "sft":
             completions = [(row["chosen"], ROLE_SFT, -1)]

@@ -83,7 +83,13 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
         raise ConfigError(msg)
     dtype = torch.bfloat16 if device.type == "cuda" and cfg.dtype != "fp32" else torch.float32
 
-    stream = _stream(cfg)
+    stream = ShardStream(
+        cfg.data,
+        shuffle_buffer=1,
+        langs=None if cfg.langs is None else cfg.langs[1:],  # the anchor comes first, always kept
+        split=cfg.split,
+        holdout=cfg.holdout,
+    )
     anchor = stream.manifest.anchor_lang
     groups = _select(stream, cfg)
     items = [item for group in groups for row in group.rows if (item := eval_item(row, cfg)) is not None]
@@ -219,19 +225,6 @@ def reference_nll(
         for i, total, count in zip(batch, logps.sums.tolist(), logps.counts.tolist(), strict=True):
             out[i] = ReferenceLoss(-total, count)
     return out
-
-
-def _stream(cfg: EvalConfig) -> ShardStream:
-    try:
-        return ShardStream(
-            cfg.data,
-            shuffle_buffer=1,
-            langs=None if cfg.langs is None else cfg.langs[1:],  # the anchor comes first, always kept
-            split=cfg.split,
-            holdout=cfg.holdout,
-        )
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
 
 
 def _select(stream: ShardStream, cfg: EvalConfig) -> list[Group]:

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from align_train.shard_stream import ShardStream
+from schemas import ConfigError, DataError, UserError
 from tests.align_train.conftest import read_groups
 
 
@@ -173,3 +174,23 @@ def test_shard_with_wrong_schema_is_refused(shard_dir: Path, tmp_path: Path) -> 
         writer.write_table(table)
     with pytest.raises(ValueError, match=r"part-000001\.arrow does not follow PARALLEL_SCHEMA.*content_hash"):
         list(ShardStream(corpus))
+    with pytest.raises(DataError):
+        list(ShardStream(corpus))
+
+
+def test_user_mistakes_are_user_errors_and_argument_checks_are_not(shard_dir: Path, tmp_path: Path) -> None:
+    # What a user can fix (a setting, the corpus) is printed by the CLI as one line; a wrong argument in
+    # code is a bug and keeps its traceback.
+    for settings in [{"langs": ["fr"]}, {"world_size": 21}, {"split": "eval", "holdout": 0.01}]:
+        with pytest.raises(ConfigError):
+            ShardStream(shard_dir, **settings)
+    corpus = copy_corpus(shard_dir, tmp_path)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    manifest["shards"][0]["groups"] += 1
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError):
+        list(ShardStream(corpus))
+    for settings in [{"rank": 2, "world_size": 2}, {"shuffle_buffer": 0}]:
+        with pytest.raises(ValueError) as raised:
+            ShardStream(shard_dir, **settings)
+        assert not isinstance(raised.value, UserError)
