@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from align_train.checkpoint import ADAPTER_DIR
-from align_train.config import LoraConfig, TrainConfig
+from align_train.config import LoraConfig, Precision, TrainConfig
 from align_train.distributed import Runtime
 from schemas import ConfigError
 
@@ -50,6 +50,14 @@ def load_tokenizer(path: Path | None) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def compute_dtype(setting: Precision, device: torch.device) -> torch.dtype:
+    """The dtype a run computes in: bf16 on a GPU (``auto`` or ``bf16``), float32 on a CPU or with ``fp32``."""
+    if setting == "bf16" and device.type != "cuda":
+        msg = f"dtype='bf16' needs a GPU, this process runs on {device}: use dtype='auto' or 'fp32'"
+        raise ConfigError(msg)
+    return torch.bfloat16 if device.type == "cuda" and setting != "fp32" else torch.float32
 
 
 def tiny_model(tokenizer: PreTrainedTokenizerBase, *, seed: int = 0) -> LlamaForCausalLM:

@@ -37,7 +37,14 @@ from align_train.distributed import (
 )
 from align_train.losses import alignment_loss, sequence_logps
 from align_train.metrics_log import MetricsLogger
-from align_train.model import Reference, choose_packing, load_policy, load_reference, load_tokenizer
+from align_train.model import (
+    Reference,
+    choose_packing,
+    compute_dtype,
+    load_policy,
+    load_reference,
+    load_tokenizer,
+)
 from align_train.objectives import OBJECTIVES, LossScale, Objective
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
@@ -191,10 +198,7 @@ def micro_step(
 
 def _autocast(cfg: TrainConfig, run: Runtime) -> AbstractContextManager[Any]:
     """bf16 autocast on GPU (weights and optimizer state stay float32); plain float32 on CPU."""
-    if cfg.dtype == "bf16" and run.device.type != "cuda":
-        msg = f"dtype='bf16' needs a GPU, this process runs on {run.device}: use dtype='auto' or 'fp32'"
-        raise ConfigError(msg)
-    if cfg.dtype == "fp32" or run.device.type != "cuda":
+    if compute_dtype(cfg.dtype, run.device) == torch.float32:
         return nullcontext()
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 

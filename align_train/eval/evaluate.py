@@ -32,11 +32,11 @@ from align_train.batch import ParallelBatch
 from align_train.checkpoint import checkpoint_root, latest_checkpoint
 from align_train.collator import Collator
 from align_train.config import EvalConfig, ScorerName
-from align_train.eval.generate import generate_greedy, generate_vllm, require_vllm
+from align_train.eval.generate import generate_greedy, generate_vllm, import_vllm
 from align_train.eval.report import EvalReport, RowResult, summarize, write_report
 from align_train.eval.scoring import SCORERS, Scorer, last_assistant
 from align_train.losses import sequence_logps
-from align_train.model import load_model, load_tokenizer
+from align_train.model import compute_dtype, load_model, load_tokenizer
 from align_train.shard_stream import Group, ShardStream
 from align_train.split import holdout_position
 from schemas import ConfigError
@@ -73,15 +73,12 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
     hf_logging.disable_progress_bar()
     model_dir = resolve_model(cfg.model)
     if cfg.backend == "vllm":
-        require_vllm()
+        import_vllm()  # before any work is done
         if model_dir is None or not (model_dir / "config.json").is_file():
             msg = f"backend='vllm' needs a full model folder, got {cfg.model}: use a training checkpoint (LoRA ones hold the merged model)"
             raise ConfigError(msg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.dtype == "bf16" and device.type != "cuda":
-        msg = f"dtype='bf16' needs a GPU, this process runs on {device}: use dtype='auto' or 'fp32'"
-        raise ConfigError(msg)
-    dtype = torch.bfloat16 if device.type == "cuda" and cfg.dtype != "fp32" else torch.float32
+    dtype = compute_dtype(cfg.dtype, device)
 
     stream = ShardStream(
         cfg.data,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -17,7 +18,7 @@ from align_train.config import TrainConfig
 from align_train.distributed import init_distributed
 from align_train.model import choose_packing, packing_is_exact
 from align_train.train import train
-from schemas import ConfigError
+from schemas import ConfigError, MissingDependencyError
 from tests.align_train.conftest import REPO
 
 torch.set_num_threads(1)
@@ -212,3 +213,17 @@ def test_packing_is_used_only_where_the_model_computes_it_exactly(
             choose_packing(cfg, unsupported, run)
     else:
         assert choose_packing(cfg, unsupported, run) is False
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is refused only where there is no GPU")
+def test_bf16_without_a_gpu_is_refused(shard_dir: Path, model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="dtype='bf16' needs a GPU, this process runs on cpu"):
+        train(train_config(shard_dir, tmp_path, model_dir, dtype="bf16"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_tensorboard_without_the_package_names_what_to_install(
+    shard_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(MissingDependencyError, match="tensorboard=true needs tensorboard: pip install"):
+        train(train_config(shard_dir, tmp_path, model_dir, tensorboard=True))

@@ -129,3 +129,12 @@ def test_cli_routes_subcommands_and_reports_user_errors_on_one_line(shard_dir: P
         result = run_cli("eval", "--data", str(shard_dir), "--out", str(tmp_path), "--backend", "vllm")
         assert result.returncode == 2 and result.stderr.startswith("align-train: error: backend='vllm' needs")
         assert result.stderr.count("\n") == 1 and not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is refused only where there is no GPU")
+def test_cli_refuses_bf16_without_a_gpu(shard_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("eval", "--data", str(shard_dir), "--out", str(tmp_path), "--set", "dtype=bf16")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "align-train: error: dtype='bf16' needs a GPU, this process runs on cpu: use dtype='auto' or 'fp32'\n"
+    )
