@@ -13,7 +13,7 @@ from align_train.collator import Collator
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
 from schemas import canonical_json
-from tests.align_train.conftest import message, parallel_row, preference_rows, sft_rows
+from tests.align_train.corpus import message, parallel_row, preference_rows, sft_rows
 
 EOS = "<|im_end|>"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import subprocess
 import sys
@@ -19,29 +18,10 @@ from align_train.distributed import init_distributed
 from align_train.model import choose_packing, packing_is_exact
 from align_train.train import train
 from schemas import ConfigError, MissingDependencyError
-from tests.align_train.conftest import REPO
+from tests.align_train.corpus import REPO
+from tests.align_train.runs import read_metrics, train_config
 
 torch.set_num_threads(1)
-
-
-def train_config(shards: Path, out: Path, model: Path, **overrides: Any) -> TrainConfig:
-    """Small, fast settings: a few steps of 2-group batches, every step logged."""
-    settings: dict[str, Any] = {
-        "shards": shards,
-        "out": out,
-        "model": model,
-        "groups_per_batch": 2,
-        "grad_accum": 2,
-        "lr": 3e-3,
-        "max_steps": 8,
-        "log_every": 1,
-        "max_length": 96,
-    }
-    return TrainConfig.model_validate(settings | overrides)
-
-
-def read_metrics(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def test_sft_lowers_the_loss_and_logs_each_step(shard_dir: Path, model_dir: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from align_train.eval.evaluate import evaluate, load_for_eval
 from align_train.eval.report import METRICS_FILE, PREDICTIONS_FILE, RowResult, summarize
 from align_train.losses import sequence_logps
 from align_train.split import holdout_position
-from tests.align_train.conftest import REPO, read_groups
+from tests.align_train.corpus import REPO, read_groups
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ from align_train.eval.scoring import (
     reference_tool_calls,
 )
 from schemas import canonical_json
-from tests.align_train.conftest import conversation, message
+from tests.align_train.corpus import conversation, message
 
 
 @pytest.mark.parametrize(
