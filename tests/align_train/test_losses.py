@@ -1,13 +1,14 @@
 import copy
 import math
 import types
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from align_train.batch import TokenBatch
 from align_train.losses import (
@@ -324,42 +325,63 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+# Three preference pairs in three languages, as plain text: TRL tokenises them and appends the EOS token.
+TRL_PAIRS = [
+    {"prompt": "What is 2 plus 3?", "chosen": " It is 5.", "rejected": " It is 6, I think."},
+    {"prompt": "Was ist 7 plus 1?", "chosen": " Acht.", "rejected": " Neun."},
+    {"prompt": "Combien font 4 fois 4 ?", "chosen": " Seize.", "rejected": " Dix-sept, sans doute."},
+]
+
+
+def tokenized_pairs(rows: Sequence[dict[str, Any]]) -> TokenBatch:
+    """TRL's tokenised pairs (``prompt_ids``, ``chosen_ids``, ``rejected_ids``) in our layout: c0, r0, c1,
+    r1, ..., labels on the completion tokens only."""
+    sequences = [(r["prompt_ids"], r[key]) for r in rows for key in ("chosen_ids", "rejected_ids")]
+    lengths = [len(prompt) + len(completion) for prompt, completion in sequences]
+    ids = torch.zeros(len(sequences), max(lengths), dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    for i, (prompt, completion) in enumerate(sequences):
+        ids[i, : lengths[i]] = torch.tensor(prompt + completion)
+        labels[i, len(prompt) : lengths[i]] = torch.tensor(completion)
+    langs = [lang for lang in ("en", "de", "fr")[: len(rows)] for _ in range(2)]
+    return interleaved(padded_batch(ids, labels, lengths, langs=langs))
+
+
+# TRL 1.16 reads the gradient-checkpointing settings that transformers renamed for v6.
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
-def test_dpo_matches_trl_dpo_trainer(tiny_models: tuple[LlamaForCausalLM, LlamaForCausalLM]) -> None:
-    import trl
-    from accelerate import Accelerator
-    from trl.trainer.utils import add_fused_lm_head
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")
+def test_dpo_matches_trl_dpo_trainer(
+    smol_models: tuple[LlamaForCausalLM, LlamaForCausalLM], tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """TRL's DPOTrainer, built through its public API on copies of the same policy and reference and
+    evaluated once on the pairs (one batch), reports the loss and metrics that our DPO objective gives on
+    the token ids TRL made of them."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
 
-    # DPOTrainer._compute_loss reads these attributes of the trainer; the models are real ones, patched
-    # with TRL's fused LM head, which its loss expects (the plain forward stays available to us).
-    policy, reference = (copy.deepcopy(model) for model in tiny_models)
-    for model in (policy, reference):
-        add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
-    ids, attention, completion = preference_inputs(5)
-    trainer = types.SimpleNamespace(
-        model=policy,
-        ref_model=reference,
-        accelerator=Accelerator(cpu=True),
-        aux_loss_enabled=False,
-        ld_alpha=None,
-        precompute_ref_logps=False,
-        f_divergence_type="reverse_kl",
-        loss_types=["sigmoid"],
-        loss_weights=[1.0],
+    policy, reference = (copy.deepcopy(model) for model in smol_models)
+    pairs = Dataset.from_list(TRL_PAIRS)
+    args = DPOConfig(
+        output_dir=str(tmp_path),
         beta=0.1,
-        label_smoothing=0.0,
-        use_weighting=False,
-        _metrics={"train": defaultdict(list)},
-        _total_train_tokens=0,
-        _tp_size=1,
-        args=types.SimpleNamespace(gradient_checkpointing_kwargs=None),
+        loss_type=["sigmoid"],
+        per_device_eval_batch_size=len(pairs),  # one batch: eval_loss is the loss of all pairs
+        prediction_loss_only=True,
+        use_cpu=True,
+        bf16=False,  # TRL defaults to bf16, under which accelerate runs the reference forward in autocast
+        report_to="none",
     )
-    policy.train()
-    inputs = {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
-    expected = trl.DPOTrainer._compute_loss(trainer, policy, inputs, False)
-    trl_metrics = {key: values[0] for key, values in trainer._metrics["train"].items()}
+    trainer = DPOTrainer(
+        model=copy.deepcopy(policy),
+        ref_model=copy.deepcopy(reference),
+        args=args,
+        train_dataset=pairs,
+        eval_dataset=pairs,
+        processing_class=AutoTokenizer.from_pretrained(tokenizer_dir),
+    )
+    trl_metrics = trainer.evaluate()
 
-    batch = our_layout(ids, attention, completion)
+    batch = tokenized_pairs(trainer.eval_dataset)
     objective = OBJECTIVES["dpo"]
     with torch.no_grad():
         ref_logps = sequence_logps(
@@ -372,6 +394,7 @@ def test_dpo_matches_trl_dpo_trainer(tiny_models: tuple[LlamaForCausalLM, LlamaF
         beta=0.1,
         count=objective.count_units(batch),
     )
+    expected = torch.tensor(trl_metrics["eval_loss"], dtype=out.loss.dtype)
     torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
     for ours, theirs in [
         ("rewards/chosen", "rewards/chosen"),
@@ -381,7 +404,7 @@ def test_dpo_matches_trl_dpo_trainer(tiny_models: tuple[LlamaForCausalLM, LlamaF
         ("logps/chosen", "logps/chosen"),
         ("logps/rejected", "logps/rejected"),
     ]:
-        assert out.metrics[ours] == pytest.approx(trl_metrics[theirs], rel=1e-4, abs=1e-6), ours
+        assert out.metrics[ours] == pytest.approx(trl_metrics[f"eval_{theirs}"], rel=1e-4, abs=1e-6), ours
     out.loss.backward()
     grads = [p.grad for p in policy.parameters()]
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
