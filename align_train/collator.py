@@ -32,6 +32,16 @@ _PROBE = [
 ]
 
 
+def _check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Labels need a chat template to render conversations and a fast tokenizer's character offsets."""
+    if not tokenizer.chat_template:
+        msg = "tokenizer has no chat_template: use a chat/instruct tokenizer or set tokenizer.chat_template"
+        raise ConfigError(msg)
+    if not tokenizer.is_fast:
+        msg = f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer: offsets are needed for labels"
+        raise ConfigError(msg)
+
+
 @dataclass
 class _Sequence:
     input_ids: list[int]
@@ -98,16 +108,7 @@ class Collator:
         if max_length < 2:
             msg = f"max_length={max_length} is invalid: expected at least 2 tokens"
             raise ValueError(msg)
-        if not tokenizer.chat_template:
-            msg = (
-                "tokenizer has no chat_template: use a chat/instruct tokenizer or set tokenizer.chat_template"
-            )
-            raise ConfigError(msg)
-        if not tokenizer.is_fast:
-            msg = (
-                f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer: offsets are needed for labels"
-            )
-            raise ConfigError(msg)
+        _check_tokenizer(tokenizer)
         self.tokenizer = tokenizer
         self.objective = objective
         self.max_length = max_length
