@@ -34,6 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 from transformers import PreTrainedTokenizerBase
 
 from align_train.config import RUN_CONFIG, TrainConfig
+from align_train.distributed import gather
 from schemas import ConfigError
 
 ADAPTER_DIR = "adapter"
@@ -95,12 +96,8 @@ def save_checkpoint(
     model_state = get_model_state_dict(model, options=_FULL)
     optimizer_state = get_optimizer_state_dict(model, optimizer, options=_FULL)
     rank_state = {"rng": rng_state(), "data": data_state}
-    world_size = dist.get_world_size() if dist.is_initialized() else 1
-    ranks: list[Any] = [None] * world_size
-    if dist.is_initialized():
-        dist.all_gather_object(ranks, rank_state)
-    else:
-        ranks[0] = rank_state
+    ranks = gather(rank_state)
+    world_size = len(ranks)
     final = checkpoint_root(out) / f"step-{step:06d}"
     if not dist.is_initialized() or dist.get_rank() == 0:
         for stale in checkpoint_root(out).glob(".step-*.tmp"):  # left by a run killed while saving

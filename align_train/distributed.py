@@ -134,10 +134,10 @@ def any_rank(flag: bool, run: Runtime) -> bool:
     return bool(tensor)
 
 
-def gather(value: Any, run: Runtime) -> list[Any]:
+def gather(value: Any) -> list[Any]:
     """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
     if not dist.is_initialized():
         return [value]
-    out: list[Any] = [None] * run.world_size
+    out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, value)
     return out

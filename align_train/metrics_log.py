@@ -98,7 +98,7 @@ class MetricsLogger:
             "metrics": metrics,
             "collated": collated,
         }
-        ranks = gather(local, self.run)
+        ranks = gather(local)
         if not self.run.is_main:
             self.tokens, self.since = 0, time.perf_counter()
             return
