@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -32,6 +33,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from transformers import PreTrainedTokenizerBase
 
+from align_train.config import RUN_CONFIG, TrainConfig
+from align_train.distributed import gather
 from schemas import ConfigError
 
 ADAPTER_DIR = "adapter"
@@ -55,6 +58,26 @@ def latest_checkpoint(out: Path) -> Path | None:
     return path
 
 
+def resume_point(cfg: TrainConfig) -> Path | None:
+    """The checkpoint a run continues from (None for a fresh run), refusing settings that cannot continue it."""
+    latest = latest_checkpoint(cfg.out)
+    if latest is not None and not cfg.resume:
+        msg = f"out {cfg.out} already holds checkpoint {latest.name}: set resume=true to continue it or pick a new out"
+        raise ConfigError(msg)
+    saved = cfg.out / RUN_CONFIG
+    if latest is not None:
+        # A run without config.yaml predates the held-out split: it trained on every group.
+        settings = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}) if saved.is_file() else {}
+        before = settings.get("holdout", 0.0)
+        if before != cfg.holdout:
+            msg = (
+                f"out {cfg.out} was trained with holdout={before}, this run has holdout={cfg.holdout}: "
+                f"groups already trained on would be evaluated; keep holdout={before} or pick a new out"
+            )
+            raise ConfigError(msg)
+    return latest
+
+
 def save_checkpoint(
     out: Path,
     *,
@@ -73,12 +96,8 @@ def save_checkpoint(
     model_state = get_model_state_dict(model, options=_FULL)
     optimizer_state = get_optimizer_state_dict(model, optimizer, options=_FULL)
     rank_state = {"rng": rng_state(), "data": data_state}
-    world_size = dist.get_world_size() if dist.is_initialized() else 1
-    ranks: list[Any] = [None] * world_size
-    if dist.is_initialized():
-        dist.all_gather_object(ranks, rank_state)
-    else:
-        ranks[0] = rank_state
+    ranks = gather(rank_state)
+    world_size = len(ranks)
     final = checkpoint_root(out) / f"step-{step:06d}"
     if not dist.is_initialized() or dist.get_rank() == 0:
         for stale in checkpoint_root(out).glob(".step-*.tmp"):  # left by a run killed while saving

@@ -16,7 +16,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from align_train.config import EvalConfig, SweepConfig, TrainConfig
+from align_train.config import OBJECTIVE_NAMES, POLICIES, EvalConfig, SweepConfig, TrainConfig
 from schemas import UserError
 from schemas.config_io import load_config
 
@@ -46,8 +46,8 @@ def train_command(
     shards: Annotated[Path | None, typer.Option(help="output folder of `curate build`")] = None,
     out: Annotated[Path | None, typer.Option(help="folder for checkpoints and metrics")] = None,
     model: Annotated[Path | None, typer.Option(help="local Hugging Face model folder")] = None,
-    objective: Annotated[str | None, typer.Option(metavar="sft|dpo|orpo")] = None,
-    policy: Annotated[str | None, typer.Option(metavar="all|sample|monolingual")] = None,
+    objective: Annotated[str | None, typer.Option(metavar="|".join(OBJECTIVE_NAMES))] = None,
+    policy: Annotated[str | None, typer.Option(metavar="|".join(POLICIES))] = None,
     max_steps: Annotated[str | None, typer.Option(metavar="N", help="optimizer steps")] = None,
     set_: SetOption = None,
 ) -> None:
@@ -102,7 +102,7 @@ def eval_command(
     }
     try:
         cfg = load_config(EvalConfig, config, flags=flags, overrides=set_ or [])
-        from align_train.evaluate import evaluate
+        from align_train.eval.evaluate import evaluate
 
         typer.echo(f"evaluating split {cfg.split} (holdout {cfg.holdout:g}) of {cfg.data} → {cfg.out}")
         evaluate(cfg)

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from align_train.sampler import ParallelBatch
-from schemas import Message, canonical_json
-
-IGNORE_INDEX = -100
-# How a tool call is written into the assistant text when the chat template cannot render ``tool_calls``
-# (the Hermes / Qwen convention); evaluation reads generated calls back in the same format.
-TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
-ROLE_SFT, ROLE_CHOSEN, ROLE_REJECTED = 0, 1, 2
-Objective = Literal["sft", "dpo", "orpo"]
-OBJECTIVE_NAMES: tuple[str, ...] = ("sft", "dpo", "orpo")
-PREFERENCE_OBJECTIVES: tuple[str, ...] = ("dpo", "orpo")
+from align_train.batch import (
+    IGNORE_INDEX,
+    ROLE_CHOSEN,
+    ROLE_REJECTED,
+    ROLE_SFT,
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    ParallelBatch,
+    TokenBatch,
+)
+from align_train.config import OBJECTIVE_NAMES, PREFERENCE_OBJECTIVES, ObjectiveName, check_choice
+from schemas import ConfigError, Message, canonical_json
 
 _PROBE = [
     {"role": "system", "content": "Answer briefly."},
@@ -32,46 +32,14 @@ _PROBE = [
 ]
 
 
-@dataclass
-class TokenBatch:
-    """Token tensors of one batch plus, per sequence, its group, language and preference role.
-
-    ``seq_role`` is 0 for SFT, 1 for a chosen and 2 for a rejected sequence; the chosen and rejected
-    sequences of one preference pair share ``pair_index`` (-1 for SFT sequences).
-    """
-
-    input_ids: torch.LongTensor
-    labels: torch.LongTensor
-    position_ids: torch.LongTensor
-    attention_mask: torch.LongTensor | None
-    seq_ids: torch.LongTensor
-    num_seqs: int
-    seq_group: torch.LongTensor
-    seq_langs: list[str]
-    seq_role: torch.LongTensor
-    pair_index: torch.LongTensor
-    num_loss_tokens: int
-
-    def to(self, device: torch.device | str) -> TokenBatch:
-        moved = {
-            f.name: value.to(device)
-            for f in dataclasses.fields(self)
-            if isinstance(value := getattr(self, f.name), torch.Tensor)
-        }
-        return dataclasses.replace(self, **moved)
-
-    def model_inputs(self) -> dict[str, Any]:
-        """Keyword arguments for a Hugging Face causal LM's forward.
-
-        ``use_cache=False`` matters for packed batches: when the model builds a cache it skips the
-        packed-sequence detection on ``position_ids`` and attends across sequence boundaries.
-        """
-        return {
-            "input_ids": self.input_ids,
-            "position_ids": self.position_ids,
-            "attention_mask": self.attention_mask,
-            "use_cache": False,
-        }
+def _check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Labels need a chat template to render conversations and a fast tokenizer's character offsets."""
+    if not tokenizer.chat_template:
+        msg = "tokenizer has no chat_template: use a chat/instruct tokenizer or set tokenizer.chat_template"
+        raise ConfigError(msg)
+    if not tokenizer.is_fast:
+        msg = f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer: offsets are needed for labels"
+        raise ConfigError(msg)
 
 
 @dataclass
@@ -132,26 +100,15 @@ class Collator:
         self,
         tokenizer: PreTrainedTokenizerBase,
         *,
-        objective: Objective,
+        objective: ObjectiveName,
         max_length: int,
         pack: bool = False,
     ) -> None:
-        if objective not in OBJECTIVE_NAMES:
-            msg = f"objective={objective!r} is invalid: expected one of {OBJECTIVE_NAMES}"
-            raise ValueError(msg)
+        check_choice("objective", objective, OBJECTIVE_NAMES)
         if max_length < 2:
             msg = f"max_length={max_length} is invalid: expected at least 2 tokens"
             raise ValueError(msg)
-        if not tokenizer.chat_template:
-            msg = (
-                "tokenizer has no chat_template: use a chat/instruct tokenizer or set tokenizer.chat_template"
-            )
-            raise ValueError(msg)
-        if not tokenizer.is_fast:
-            msg = (
-                f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer: offsets are needed for labels"
-            )
-            raise ValueError(msg)
+        _check_tokenizer(tokenizer)
         self.tokenizer = tokenizer
         self.objective = objective
         self.max_length = max_length
@@ -166,7 +123,7 @@ class Collator:
                 "the tokenizer's chat_template does not render a conversation's prefix as a prefix of the "
                 "whole conversation, so assistant tokens cannot be located: use a prefix-stable template"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
 
     def __call__(self, batch: ParallelBatch) -> TokenBatch:
         if not batch.rows:
@@ -190,7 +147,7 @@ class Collator:
                     f"objective={self.objective!r} needs preference rows, but row ({row['group_id']!r}, "
                     f"{lang!r}) has kind={row['kind']!r}: use objective='sft' for this corpus"
                 )
-                raise ValueError(msg)
+                raise ConfigError(msg)
             return [self._sequence(prompt, loss_from=0, group=group, lang=lang, role=ROLE_SFT, pair=-1)]
         if self.objective == "sft":
             completions = [(row["chosen"], ROLE_SFT, -1)]

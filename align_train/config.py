@@ -8,7 +8,7 @@ the languages asked for, and settings that contradict each other.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,6 +17,29 @@ from align_train.split import Split, check_split
 from schemas import MANIFEST_FILE, Manifest, normalize_lang
 
 RUN_CONFIG = "config.yaml"
+
+ObjectiveName = Literal["sft", "dpo", "orpo"]
+"""What training minimises (:data:`align_train.losses.OBJECTIVES` implements each)."""
+OBJECTIVE_NAMES: tuple[ObjectiveName, ...] = get_args(ObjectiveName)
+PREFERENCE_OBJECTIVES: tuple[ObjectiveName, ...] = ("dpo", "orpo")
+"""The objectives that train on preference rows (a chosen and a rejected completion per row)."""
+
+Policy = Literal["all", "sample", "monolingual"]
+"""Which languages of a group a batch holds (:mod:`align_train.sampler` implements each)."""
+POLICIES: tuple[Policy, ...] = get_args(Policy)
+
+ScorerName = Literal["math", "tool"]
+"""How a task's answers are read and compared (:data:`align_train.eval.scoring.SCORERS` implements each)."""
+
+Precision = Literal["auto", "bf16", "fp32"]
+"""Compute dtype: ``auto`` is bf16 on a GPU and float32 on a CPU."""
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """Refuse a ``value`` of parameter ``name`` that is not one of ``choices``."""
+    if value not in choices:
+        msg = f"{name}={value!r} is invalid: expected one of {choices}"
+        raise ValueError(msg)
 
 
 class _Section(BaseModel):
@@ -37,8 +60,8 @@ class TrainConfig(_Section):
     shards: Path
     out: Path
     model: Path | None = Field(None, description="local Hugging Face model folder; None = tiny demo model")
-    objective: Literal["sft", "dpo", "orpo"] = "sft"
-    policy: Literal["all", "sample", "monolingual"] = "all"
+    objective: ObjectiveName = "sft"
+    policy: Policy = "all"
     k: int = Field(1, ge=1, description="languages drawn besides the anchor with policy 'sample'")
     temperature: float = Field(1.0, gt=0, description="language sampling temperature over frequencies")
     groups_per_batch: int = Field(8, ge=1)
@@ -66,7 +89,7 @@ class TrainConfig(_Section):
         None, description="DPO reference model; None = 'adapter-disabled' with LoRA, else 'frozen'"
     )
     dist: Literal["ddp", "fsdp"] = "ddp"
-    dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="autocast dtype; auto = bf16 on GPU")
+    dtype: Precision = Field("auto", description="autocast dtype; auto = bf16 on GPU")
     save_every: int = Field(0, ge=0, description="optimizer steps between checkpoints; 0 = only at the end")
     log_every: int = Field(10, ge=1)
     langs: list[str] | None = Field(None, description="train on these languages only; None = all of them")
@@ -115,7 +138,7 @@ class TrainConfig(_Section):
         return {"dpo": self.dpo_beta, "orpo": self.orpo_beta}.get(self.objective, 0.0)
 
 
-DEFAULT_SCORERS: dict[str, str] = {"math": "math", "tool_calling": "tool", "tool": "tool"}
+DEFAULT_SCORERS: dict[str, ScorerName] = {"math": "math", "tool_calling": "tool", "tool": "tool"}
 
 
 class EvalConfig(_Section):
@@ -140,7 +163,7 @@ class EvalConfig(_Section):
     )
     langs: list[str] | None = Field(None, description="evaluate these languages (and the anchor); None = all")
     tasks: list[str] | None = Field(None, description="evaluate rows of these tasks only; None = all")
-    scorers: dict[str, Literal["math", "tool"]] = Field(
+    scorers: dict[str, ScorerName] = Field(
         default_factory=lambda: dict(DEFAULT_SCORERS),
         description="task → answer scorer; other tasks get the loss only",
     )
@@ -150,7 +173,7 @@ class EvalConfig(_Section):
     max_new_tokens: int = Field(256, ge=1)
     max_length: int = Field(2048, ge=16, description="tokens of prompt + reference scored for the loss")
     backend: Literal["transformers", "vllm"] = "transformers"
-    dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
+    dtype: Precision = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
 
     _check_data = field_validator("data")(lambda cls, v: _require_manifest(v))
     _check_langs = field_validator("langs")(lambda cls, v: _dedupe_langs(v))
@@ -214,10 +237,8 @@ class SweepConfig(_Section):
     out: Path
     train: dict[str, Any]
     lang_sets: list[list[str]] = Field(min_length=1, description="each a list or a string like 'en+es'")
-    objectives: list[Literal["sft", "dpo", "orpo"]] = Field(default_factory=lambda: ["sft"], min_length=1)
-    policies: list[Literal["all", "sample", "monolingual"]] = Field(
-        default_factory=lambda: ["all"], min_length=1
-    )
+    objectives: list[ObjectiveName] = Field(default_factory=lambda: ["sft"], min_length=1)
+    policies: list[Policy] = Field(default_factory=lambda: ["all"], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     eval: dict[str, Any] = Field(default_factory=dict)
 

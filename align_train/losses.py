@@ -1,4 +1,4 @@
-"""Training objectives over a model's outputs and a :class:`~align_train.collator.TokenBatch`.
+"""Training objectives over a model's outputs and a :class:`~align_train.batch.TokenBatch`.
 
 Sign convention, for every function here: a loss is a quantity to minimise; log-probabilities are natural
 logs (≤ 0) of the labels under the model, and a reward or log-odds above 0 means the model prefers the
@@ -6,20 +6,19 @@ chosen completion.
 
 Each loss sums over its units (loss tokens for SFT, preference pairs for DPO/ORPO) and divides by a count
 the caller may pass for the whole accumulation window, so every unit weighs the same whatever the split of
-the window into micro-batches. :data:`OBJECTIVES` tells the loop, per objective name, whether a frozen
-reference model is needed, how to compute the loss and which count to sum over the window.
+the window into micro-batches. :mod:`align_train.objectives` ties each objective name to its loss and
+decides that count for the training loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from align_train.collator import IGNORE_INDEX, ROLE_CHOSEN, ROLE_REJECTED, TokenBatch
+from align_train.batch import IGNORE_INDEX, ROLE_CHOSEN, ROLE_REJECTED, TokenBatch
 
 
 class SeqLogps(NamedTuple):
@@ -207,60 +206,6 @@ def _no_scored_pairs(policy: SeqLogps, unscored: int) -> LossOutput:
 def num_pairs(batch: TokenBatch) -> int:
     """Number of preference pairs in ``batch``: the unit DPO and ORPO are normalised by."""
     return int((batch.seq_role == ROLE_CHOSEN).sum())
-
-
-class ObjectiveFn(Protocol):
-    def __call__(
-        self, logits: torch.Tensor, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
-    ) -> LossOutput: ...
-
-
-@dataclass(frozen=True)
-class Objective:
-    """What the training loop needs to know about one objective.
-
-    ``compute`` takes the policy logits, the batch, the reference log-probabilities (``sequence_logps``
-    of the frozen reference model, under ``torch.no_grad``, when ``needs_reference``) and ``count``: the sum
-    of ``count_units`` over the micro-batches of the accumulation window.
-    """
-
-    needs_reference: bool
-    compute: ObjectiveFn
-    count_units: Callable[[TokenBatch], int]
-
-
-def _sft(
-    logits: torch.Tensor, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
-) -> LossOutput:
-    return sft_loss(logits, batch, num_loss_tokens=count)
-
-
-def _dpo(
-    logits: torch.Tensor, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
-) -> LossOutput:
-    if reference is None:
-        msg = "objective 'dpo' needs reference log-probabilities (reference=None received)"
-        raise ValueError(msg)
-    policy = sequence_logps(logits, batch.labels, batch.seq_ids, batch.num_seqs)
-    return dpo_loss(policy, reference, batch, beta=beta, num_pairs=count)
-
-
-def _orpo(
-    logits: torch.Tensor, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
-) -> LossOutput:
-    policy = sequence_logps(logits, batch.labels, batch.seq_ids, batch.num_seqs)
-    return orpo_loss(policy, batch, beta=beta, num_pairs=count)
-
-
-def _loss_tokens(batch: TokenBatch) -> int:
-    return batch.num_loss_tokens
-
-
-OBJECTIVES: dict[str, Objective] = {
-    "sft": Objective(needs_reference=False, compute=_sft, count_units=_loss_tokens),
-    "dpo": Objective(needs_reference=True, compute=_dpo, count_units=num_pairs),
-    "orpo": Objective(needs_reference=False, compute=_orpo, count_units=num_pairs),
-}
 
 
 def _denominator(name: str, value: int | None, batch_count: int) -> int:

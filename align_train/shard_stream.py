@@ -28,7 +28,15 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 
 from align_train.split import Split, check_split, in_split
-from schemas import Manifest, ShardInfo, normalize_lang, validate
+from schemas import (
+    ConfigError,
+    DataError,
+    Manifest,
+    SchemaValidationError,
+    ShardInfo,
+    normalize_lang,
+    validate,
+)
 
 
 @dataclass(frozen=True)
@@ -101,14 +109,14 @@ class ShardStream:
                 f"{sum(shard.groups for shard in self.manifest.shards)} groups in {self.shard_dir}: "
                 "change holdout or split"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         self._groups_per_rank = self.num_groups // world_size
         if self._groups_per_rank == 0:
             msg = (
                 f"world_size={world_size} is larger than the {self.num_groups} groups in {self.shard_dir}: "
                 "every rank needs at least one group"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         self._epoch = 0
         self._consumed = 0
 
@@ -119,7 +127,7 @@ class ShardStream:
         unknown = sorted(wanted - set(self.manifest.langs))
         if unknown:
             msg = f"langs={list(langs)} names {unknown}, not in the corpus: expected some of {self.manifest.langs}"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         return sorted(wanted | {self.manifest.anchor_lang})
 
     @property
@@ -156,6 +164,14 @@ class ShardStream:
             )
             rows.update(table["lang"].filter(selected).to_pylist())
         return groups, dict(sorted(rows.items()))
+
+    def shard_kinds(self) -> dict[str, set[str]]:
+        """The row kinds (``sft``, ``preference``) in each shard file, from its ``kind`` column."""
+        kinds = {}
+        for shard in self.manifest.shards:
+            table = feather.read_table(self.shard_dir / shard.file, columns=["kind"], memory_map=True)
+            kinds[shard.file] = set(pc.unique(table["kind"]).to_pylist())
+        return kinds
 
     def groups_per_rank(self) -> int:
         return self._groups_per_rank
@@ -256,9 +272,9 @@ def _group(rows: list[dict[str, Any]]) -> Group:
 def _check_schema(schema: pa.Schema, path: Path) -> None:
     try:
         validate(schema.empty_table(), "parallel")
-    except ValueError as e:
+    except SchemaValidationError as e:
         msg = f"shard {path} does not follow PARALLEL_SCHEMA: {e}"
-        raise ValueError(msg) from e
+        raise DataError(msg) from e
 
 
 def _check_counts(shard: ShardInfo, path: Path, *, groups: int, lang_rows: Counter[str]) -> None:
@@ -268,4 +284,4 @@ def _check_counts(shard: ShardInfo, path: Path, *, groups: int, lang_rows: Count
             f"shard {path} holds {groups} groups and rows per language {dict(sorted(lang_rows.items()))}, "
             f"but manifest.json records {shard.groups} groups and {shard.langs}: rebuild the corpus"
         )
-        raise ValueError(msg)
+        raise DataError(msg)

@@ -10,10 +10,12 @@ larger than the one training used never scores a group that was trained on.
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Literal, get_args
+
+from schemas import ConfigError
 
 Split = Literal["train", "eval", "all"]
-SPLITS: tuple[str, ...] = ("train", "eval", "all")
+SPLITS: tuple[Split, ...] = get_args(Split)
 
 
 def holdout_position(group_id: str) -> float:
@@ -39,4 +41,4 @@ def check_split(split: str, holdout: float) -> None:
         raise ValueError(msg)
     if split == "eval" and holdout == 0:
         msg = "split='eval' selects the held-out groups, but holdout=0 holds none out: set holdout > 0 or split='all'"
-        raise ValueError(msg)
+        raise ConfigError(msg)

@@ -42,7 +42,7 @@ from align_train.config import (
     TrainConfig,
     save_yaml,
 )
-from align_train.eval_report import METRICS_FILE, number, percent
+from align_train.eval.report import METRICS_FILE, number, per_lang_cells, percent
 from schemas import ConfigError, Manifest
 from schemas.config_io import describe_validation_error
 
@@ -129,7 +129,7 @@ def expand(sweep: SweepConfig) -> list[Run]:
 
 def run_sweep(sweep: SweepConfig, runs: Sequence[Run], *, collect_only: bool = False) -> list[Outcome]:
     """Train and evaluate each incomplete run in turn, then write the results table and plot."""
-    from align_train.evaluate import evaluate
+    from align_train.eval.evaluate import evaluate
     from align_train.train import train
 
     outcomes = []
@@ -265,9 +265,9 @@ def _markdown(outcomes: Sequence[Outcome], rows: Sequence[dict[str, Any]], plot:
         "trained on.",
         "",
         "| run | status | langs | objective | policy | seed | "
-        + " | ".join(f"{lang} accuracy" for lang in eval_langs)
-        + " | consistency | "
-        + " | ".join(f"{lang} loss" for lang in eval_langs)
+        + per_lang_cells(
+            [f"{x} accuracy" for x in eval_langs], "consistency", [f"{x} loss" for x in eval_langs]
+        )
         + " | error |",
         "|---|---|---|---|---|---:|" + "---:|" * (2 * len(eval_langs) + 1) + "---|",
     ]
@@ -277,9 +277,11 @@ def _markdown(outcomes: Sequence[Outcome], rows: Sequence[dict[str, Any]], plot:
         lines.append(
             f"| {o.run.name} | {o.status} | {'+'.join(o.run.langs)} | {o.run.objective} | {o.run.policy} "
             f"| {o.run.seed} | "
-            + " | ".join(_per_lang(cells, eval_langs, "accuracy", percent))
-            + f" | {consistency} | "
-            + " | ".join(_per_lang(cells, eval_langs, "loss", number))
+            + per_lang_cells(
+                _per_lang(cells, eval_langs, "accuracy", percent),
+                consistency,
+                _per_lang(cells, eval_langs, "loss", number),
+            )
             + f" | {o.error or ''} |"
         )
     if plot is not None:

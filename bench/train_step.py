@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from align_train.batch import ParallelBatch
 from align_train.collator import Collator
 from align_train.losses import sft_loss
 from align_train.model import load_model, load_tokenizer, tiny_model
-from align_train.sampler import ParallelBatch, ParallelBatchSampler
+from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
 
 # Dense bf16 peak (FLOP/s) by device-name fragment, for MFU.

@@ -28,8 +28,8 @@ from align_train.checkpoint import (
 )
 from align_train.train import train
 from schemas import ConfigError
-from tests.align_train.conftest import REPO
-from tests.align_train.test_train import read_metrics, train_config
+from tests.align_train.corpus import REPO
+from tests.align_train.runs import read_metrics, train_config
 
 torch.set_num_threads(1)
 

@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from align_train.collator import IGNORE_INDEX, ROLE_CHOSEN, ROLE_REJECTED, ROLE_SFT, Collator, TokenBatch
-from align_train.sampler import ParallelBatch, ParallelBatchSampler
+from align_train.batch import IGNORE_INDEX, ROLE_CHOSEN, ROLE_REJECTED, ROLE_SFT, ParallelBatch, TokenBatch
+from align_train.collator import Collator
+from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
 from schemas import canonical_json
-from tests.align_train.conftest import message, parallel_row, preference_rows, sft_rows
+from tests.align_train.corpus import message, parallel_row, preference_rows, sft_rows
 
 EOS = "<|im_end|>"
 

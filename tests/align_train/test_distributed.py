@@ -15,8 +15,8 @@ import yaml
 from safetensors.torch import load_file
 
 from align_train.train import train
-from tests.align_train.conftest import REPO, sft_rows
-from tests.align_train.test_train import read_metrics, train_config
+from tests.align_train.corpus import REPO, sft_rows
+from tests.align_train.runs import read_metrics, train_config
 
 torch.set_num_threads(1)
 

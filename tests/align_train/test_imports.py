@@ -9,9 +9,13 @@ import pytest
 
 import align_train
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(align_train.__path__) if m.name != "__main__")
+MODULES = sorted(
+    m.name
+    for m in pkgutil.walk_packages(align_train.__path__, "align_train.")
+    if m.name != "align_train.__main__"
+)
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_module_imports(name: str) -> None:
-    importlib.import_module(f"align_train.{name}")
+    importlib.import_module(name)

@@ -1,60 +1,36 @@
 import copy
 import math
 import types
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
-from align_train.collator import Collator, TokenBatch
+from align_train.batch import TokenBatch
 from align_train.losses import (
-    OBJECTIVES,
     SeqLogps,
     alignment_loss,
     dpo_loss,
-    num_pairs,
     orpo_loss,
     sequence_logps,
     sft_loss,
 )
-from align_train.sampler import ParallelBatch
-from tests.align_train.conftest import preference_rows
+from align_train.objectives import OBJECTIVES
+from tests.align_train.token_batches import (
+    VOCAB,
+    forward_logits,
+    interleaved,
+    our_layout,
+    padded_batch,
+    preference_inputs,
+    random_batch,
+)
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
-VOCAB = 97
-
-
-def padded_batch(
-    input_ids: torch.Tensor,
-    labels: torch.Tensor,
-    lengths: Sequence[int],
-    *,
-    langs: Sequence[str],
-    groups: Sequence[int] | None = None,
-    roles: Sequence[int] | None = None,
-    pairs: Sequence[int] | None = None,
-) -> TokenBatch:
-    """One sequence per row, right-padded after ``lengths[i]`` tokens."""
-    rows, width = labels.shape
-    real = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
-    labels = labels.masked_fill(~real, -100)
-    return TokenBatch(
-        input_ids=input_ids,
-        labels=labels,
-        position_ids=torch.arange(width).expand(rows, width),
-        attention_mask=real.long(),
-        seq_ids=torch.where(real, torch.arange(rows)[:, None], -1),
-        num_seqs=rows,
-        seq_group=torch.tensor(groups if groups is not None else range(rows)),
-        seq_langs=list(langs),
-        seq_role=torch.tensor(roles if roles is not None else [0] * rows),
-        pair_index=torch.tensor(pairs if pairs is not None else [-1] * rows),
-        num_loss_tokens=int((labels != -100).sum()),
-    )
 
 
 @pytest.fixture
@@ -147,19 +123,6 @@ def test_alignment_loss_hand_worked(hand_batch: tuple[torch.Tensor, TokenBatch])
     assert out.loss.item() == pytest.approx(1 - 2**-0.5)
     assert out.metrics["align/pairs"] == 1
     assert out.metrics["align/cosine"] == pytest.approx(2**-0.5)
-
-
-def random_batch(seed: int) -> tuple[torch.Tensor, TokenBatch]:
-    """Three padded sequences of different lengths with prompt (masked) and completion tokens."""
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(3, 9, VOCAB, generator=gen) * 3
-    ids = torch.randint(0, VOCAB, (3, 9), generator=gen)
-    labels = ids.clone()
-    labels[0, :4] = -100
-    labels[1, :2] = -100
-    labels[1, 5] = -100
-    labels[2, :6] = -100
-    return logits, padded_batch(ids, labels, [9, 7, 8], langs=["en", "de", "fr"], groups=[0, 0, 1])
 
 
 def loop_logps(logits: torch.Tensor, batch: TokenBatch) -> tuple[list[float], list[int]]:
@@ -266,15 +229,6 @@ def float64_orpo(means: Sequence[float], beta: float) -> float:
     return sum(losses) / len(losses)
 
 
-def interleaved(batch: TokenBatch) -> TokenBatch:
-    """Rows as (chosen, rejected) pairs: row 2i is chosen, row 2i + 1 its rejected completion."""
-    rows = batch.num_seqs
-    batch.seq_role = torch.tensor([1, 2] * (rows // 2))
-    batch.pair_index = torch.arange(rows) // 2
-    batch.seq_group = torch.arange(rows) // 2
-    return batch
-
-
 def test_dpo_and_orpo_match_float64_paper_equations() -> None:
     gen = torch.Generator().manual_seed(4)
     logits = torch.randn(4, 8, VOCAB, generator=gen) * 2
@@ -363,22 +317,6 @@ def test_orpo_stays_finite_when_a_completion_is_certain() -> None:
     assert bool(torch.isfinite(logits.grad).all())
 
 
-def policy_and_reference(vocab_size: int) -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
-    """A trainable policy and a frozen reference: randomly initialised 2-layer Llamas."""
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=256,
-    )
-    torch.manual_seed(0)
-    policy = LlamaForCausalLM(config)
-    torch.manual_seed(1)
-    return policy, LlamaForCausalLM(config).eval().requires_grad_(False)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
     threads = torch.get_num_threads()
@@ -387,86 +325,63 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def tiny_models() -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
-    return policy_and_reference(VOCAB)
+# Three preference pairs in three languages, as plain text: TRL tokenises them and appends the EOS token.
+TRL_PAIRS = [
+    {"prompt": "What is 2 plus 3?", "chosen": " It is 5.", "rejected": " It is 6, I think."},
+    {"prompt": "Was ist 7 plus 1?", "chosen": " Acht.", "rejected": " Neun."},
+    {"prompt": "Combien font 4 fois 4 ?", "chosen": " Seize.", "rejected": " Dix-sept, sans doute."},
+]
 
 
-@pytest.fixture(scope="module")
-def smol_models(tokenizer: Any) -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
-    """Tiny models over the real SmolLM2 vocabulary, for batches from the real collator."""
-    return policy_and_reference(len(tokenizer))
+def tokenized_pairs(rows: Sequence[dict[str, Any]]) -> TokenBatch:
+    """TRL's tokenised pairs (``prompt_ids``, ``chosen_ids``, ``rejected_ids``) in our layout: c0, r0, c1,
+    r1, ..., labels on the completion tokens only."""
+    sequences = [(r["prompt_ids"], r[key]) for r in rows for key in ("chosen_ids", "rejected_ids")]
+    lengths = [len(prompt) + len(completion) for prompt, completion in sequences]
+    ids = torch.zeros(len(sequences), max(lengths), dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    for i, (prompt, completion) in enumerate(sequences):
+        ids[i, : lengths[i]] = torch.tensor(prompt + completion)
+        labels[i, len(prompt) : lengths[i]] = torch.tensor(completion)
+    langs = [lang for lang in ("en", "de", "fr")[: len(rows)] for _ in range(2)]
+    return interleaved(padded_batch(ids, labels, lengths, langs=langs))
 
 
-def preference_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Three pairs in TRL's layout: rows [c0, c1, c2, r0, r1, r2], a shared prompt per pair, right padding.
-
-    Returns input ids, attention mask and completion mask.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    prompts, chosen_lens, rejected_lens = [3, 4, 2], [4, 2, 5], [2, 5, 3]
-    width = max(p + n for p, n in zip(prompts * 2, chosen_lens + rejected_lens, strict=True))
-    ids = torch.randint(0, VOCAB, (6, width), generator=gen)
-    ids[3:, :4] = ids[:3, :4]
-    attention = torch.zeros(6, width, dtype=torch.long)
-    completion = torch.zeros(6, width, dtype=torch.long)
-    for row, (prompt, length) in enumerate(zip(prompts * 2, chosen_lens + rejected_lens, strict=True)):
-        attention[row, : prompt + length] = 1
-        completion[row, prompt : prompt + length] = 1
-    return ids, attention, completion
-
-
-def our_layout(ids: torch.Tensor, attention: torch.Tensor, completion: torch.Tensor) -> TokenBatch:
-    """The same six sequences interleaved as the collator may emit them: c0, r0, c1, r1, c2, r2."""
-    order = [0, 3, 1, 4, 2, 5]
-    labels = ids.masked_fill(completion == 0, -100)[order]
-    return interleaved(
-        padded_batch(
-            ids[order], labels, attention[order].sum(1).tolist(), langs=["en", "en", "de", "de", "fr", "fr"]
-        )
-    )
-
-
-def forward_logits(model: LlamaForCausalLM, batch: TokenBatch) -> torch.Tensor:
-    return model(**batch.model_inputs()).logits
-
-
+# TRL 1.16 reads the gradient-checkpointing settings that transformers renamed for v6.
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
-def test_dpo_matches_trl_dpo_trainer(tiny_models: tuple[LlamaForCausalLM, LlamaForCausalLM]) -> None:
-    import trl
-    from accelerate import Accelerator
-    from trl.trainer.utils import add_fused_lm_head
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")
+def test_dpo_matches_trl_dpo_trainer(
+    smol_models: tuple[LlamaForCausalLM, LlamaForCausalLM], tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """TRL's DPOTrainer, built through its public API on copies of the same policy and reference and
+    evaluated once on the pairs (one batch), reports the loss and metrics that our DPO objective gives on
+    the token ids TRL made of them."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
 
-    # DPOTrainer._compute_loss reads these attributes of the trainer; the models are real ones, patched
-    # with TRL's fused LM head, which its loss expects (the plain forward stays available to us).
-    policy, reference = (copy.deepcopy(model) for model in tiny_models)
-    for model in (policy, reference):
-        add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
-    ids, attention, completion = preference_inputs(5)
-    trainer = types.SimpleNamespace(
-        model=policy,
-        ref_model=reference,
-        accelerator=Accelerator(cpu=True),
-        aux_loss_enabled=False,
-        ld_alpha=None,
-        precompute_ref_logps=False,
-        f_divergence_type="reverse_kl",
-        loss_types=["sigmoid"],
-        loss_weights=[1.0],
+    policy, reference = (copy.deepcopy(model) for model in smol_models)
+    pairs = Dataset.from_list(TRL_PAIRS)
+    args = DPOConfig(
+        output_dir=str(tmp_path),
         beta=0.1,
-        label_smoothing=0.0,
-        use_weighting=False,
-        _metrics={"train": defaultdict(list)},
-        _total_train_tokens=0,
-        _tp_size=1,
-        args=types.SimpleNamespace(gradient_checkpointing_kwargs=None),
+        loss_type=["sigmoid"],
+        per_device_eval_batch_size=len(pairs),  # one batch: eval_loss is the loss of all pairs
+        prediction_loss_only=True,
+        use_cpu=True,
+        bf16=False,  # TRL defaults to bf16, under which accelerate runs the reference forward in autocast
+        report_to="none",
     )
-    policy.train()
-    inputs = {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
-    expected = trl.DPOTrainer._compute_loss(trainer, policy, inputs, False)
-    trl_metrics = {key: values[0] for key, values in trainer._metrics["train"].items()}
+    trainer = DPOTrainer(
+        model=copy.deepcopy(policy),
+        ref_model=copy.deepcopy(reference),
+        args=args,
+        train_dataset=pairs,
+        eval_dataset=pairs,
+        processing_class=AutoTokenizer.from_pretrained(tokenizer_dir),
+    )
+    trl_metrics = trainer.evaluate()
 
-    batch = our_layout(ids, attention, completion)
+    batch = tokenized_pairs(trainer.eval_dataset)
     objective = OBJECTIVES["dpo"]
     with torch.no_grad():
         ref_logps = sequence_logps(
@@ -479,6 +394,7 @@ def test_dpo_matches_trl_dpo_trainer(tiny_models: tuple[LlamaForCausalLM, LlamaF
         beta=0.1,
         count=objective.count_units(batch),
     )
+    expected = torch.tensor(trl_metrics["eval_loss"], dtype=out.loss.dtype)
     torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
     for ours, theirs in [
         ("rewards/chosen", "rewards/chosen"),
@@ -488,7 +404,7 @@ def test_dpo_matches_trl_dpo_trainer(tiny_models: tuple[LlamaForCausalLM, LlamaF
         ("logps/chosen", "logps/chosen"),
         ("logps/rejected", "logps/rejected"),
     ]:
-        assert out.metrics[ours] == pytest.approx(trl_metrics[theirs], rel=1e-4, abs=1e-6), ours
+        assert out.metrics[ours] == pytest.approx(trl_metrics[f"eval_{theirs}"], rel=1e-4, abs=1e-6), ours
     out.loss.backward()
     grads = [p.grad for p in policy.parameters()]
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
@@ -517,76 +433,6 @@ def test_orpo_matches_trl_odds_ratio_loss() -> None:
     assert out.metrics["or_loss"] == pytest.approx(-trl_terms.mean().item() / 0.1, rel=1e-5)
     expected = (-trl_means[:3] - trl_terms).mean()
     torch.testing.assert_close(out.loss, expected)
-
-
-@pytest.mark.parametrize("name", ["sft", "dpo", "orpo"])
-def test_gradients_flow_through_every_objective(
-    name: str, tiny_models: tuple[LlamaForCausalLM, LlamaForCausalLM]
-) -> None:
-    policy, reference = tiny_models
-    batch = our_layout(*preference_inputs(7))
-    if name == "sft":
-        batch.seq_role = torch.zeros(6, dtype=torch.long)
-        batch.pair_index = torch.full((6,), -1)
-    objective = OBJECTIVES[name]
-    ref_logps = None
-    if objective.needs_reference:
-        with torch.no_grad():
-            ref_logps = sequence_logps(
-                forward_logits(reference, batch), batch.labels, batch.seq_ids, batch.num_seqs
-            )
-    out = objective.compute(
-        forward_logits(policy, batch),
-        batch,
-        reference=ref_logps,
-        beta=0.1,
-        count=objective.count_units(batch),
-    )
-    out.loss.backward()
-    grad = policy.model.embed_tokens.weight.grad
-    assert grad is not None
-    assert bool(torch.isfinite(grad).all())
-    assert grad.abs().sum().item() > 0
-    policy.zero_grad(set_to_none=True)
-
-
-@pytest.mark.parametrize("name", ["sft", "dpo", "orpo"])
-def test_collated_batches_give_the_same_losses_packed_and_padded(
-    name: str, tokenizer: Any, smol_models: tuple[LlamaForCausalLM, LlamaForCausalLM]
-) -> None:
-    policy, reference = smol_models
-    objective = OBJECTIVES[name]
-    batch = ParallelBatch.of(preference_rows(2))
-    results = []
-    for pack in (False, True):
-        tokens = Collator(tokenizer, objective=name, max_length=256, pack=pack)(batch)
-        with torch.no_grad():
-            out = policy(**tokens.model_inputs(), output_hidden_states=True)
-            ref_logps = None
-            if objective.needs_reference:
-                ref_logits = reference(**tokens.model_inputs()).logits
-                ref_logps = sequence_logps(ref_logits, tokens.labels, tokens.seq_ids, tokens.num_seqs)
-        count = objective.count_units(tokens)
-        result = objective.compute(out.logits, tokens, reference=ref_logps, beta=0.1, count=count)
-        align = alignment_loss(out.hidden_states[-1], tokens, anchor_lang="en")
-        results.append((result, align))
-    (padded, padded_align), (packed, packed_align) = results
-    torch.testing.assert_close(packed.loss, padded.loss, rtol=1e-4, atol=1e-5)
-    assert packed.metrics == pytest.approx(padded.metrics, rel=1e-4, abs=1e-5)
-    torch.testing.assert_close(packed_align.loss, padded_align.loss, rtol=1e-4, atol=1e-5)
-    # One de translation per group, paired with its en anchor once per role (sft; or chosen and rejected).
-    assert padded_align.metrics["align/pairs"] == (2 if name == "sft" else 4)
-    assert padded.loss.item() > 0
-
-
-def test_objectives_table() -> None:
-    assert set(OBJECTIVES) == {"sft", "dpo", "orpo"}
-    assert [name for name, o in OBJECTIVES.items() if o.needs_reference] == ["dpo"]
-    batch = our_layout(*preference_inputs(8))
-    assert (
-        OBJECTIVES["dpo"].count_units(batch) == OBJECTIVES["orpo"].count_units(batch) == num_pairs(batch) == 3
-    )
-    assert OBJECTIVES["sft"].count_units(batch) == batch.num_loss_tokens == 21
 
 
 def test_alignment_loss_pairs_by_group_and_role() -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from align_train.sampler import ParallelBatch, ParallelBatchSampler
+from align_train.batch import ParallelBatch
+from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
-from tests.align_train.conftest import read_groups, sft_rows
+from tests.align_train.corpus import read_groups, sft_rows
 
 
 def sampler(

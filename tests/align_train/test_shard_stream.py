@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from align_train.shard_stream import ShardStream
-from tests.align_train.conftest import read_groups
+from schemas import ConfigError, DataError, UserError
+from tests.align_train.corpus import HELD_OUT, read_groups
 
 
 def ids(stream: ShardStream) -> list[str]:
@@ -92,11 +93,6 @@ def test_langs_filter_keeps_the_anchor(shard_dir: Path) -> None:
         assert group.langs == expected
 
 
-# sha256 positions of the fixture's ids: g006 0.014, g015 0.018, g003 0.114, g017 0.117, g014 0.144,
-# g013 0.162, g004 0.190, then g010 0.376.
-HELD_OUT = {"g003", "g004", "g006", "g013", "g014", "g015", "g017"}
-
-
 def test_holdout_splits_groups_disjointly_whatever_the_seed_ranks_and_langs(shard_dir: Path) -> None:
     reference = read_groups(shard_dir)
     held = ShardStream(shard_dir, split="eval", holdout=0.3)
@@ -173,3 +169,23 @@ def test_shard_with_wrong_schema_is_refused(shard_dir: Path, tmp_path: Path) -> 
         writer.write_table(table)
     with pytest.raises(ValueError, match=r"part-000001\.arrow does not follow PARALLEL_SCHEMA.*content_hash"):
         list(ShardStream(corpus))
+    with pytest.raises(DataError):
+        list(ShardStream(corpus))
+
+
+def test_user_mistakes_are_user_errors_and_argument_checks_are_not(shard_dir: Path, tmp_path: Path) -> None:
+    # What a user can fix (a setting, the corpus) is printed by the CLI as one line; a wrong argument in
+    # code is a bug and keeps its traceback.
+    for settings in [{"langs": ["fr"]}, {"world_size": 21}, {"split": "eval", "holdout": 0.01}]:
+        with pytest.raises(ConfigError):
+            ShardStream(shard_dir, **settings)
+    corpus = copy_corpus(shard_dir, tmp_path)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    manifest["shards"][0]["groups"] += 1
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError):
+        list(ShardStream(corpus))
+    for settings in [{"rank": 2, "world_size": 2}, {"shuffle_buffer": 0}]:
+        with pytest.raises(ValueError) as raised:
+            ShardStream(shard_dir, **settings)
+        assert not isinstance(raised.value, UserError)

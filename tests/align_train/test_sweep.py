@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from align_train.config import SweepConfig
-from align_train.eval_report import PREDICTIONS_FILE
+from align_train.eval.report import PREDICTIONS_FILE
 from align_train.sweep import expand, run_sweep
 from schemas import ConfigError
-from tests.align_train.conftest import REPO
-from tests.align_train.test_shard_stream import HELD_OUT
+from tests.align_train.corpus import HELD_OUT, REPO
 
 torch.set_num_threads(1)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import math
 import subprocess
 import sys
@@ -14,32 +14,14 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from align_train.config import TrainConfig
-from align_train.model import packing_is_exact
-from align_train.train import _packing, init_distributed, train
-from schemas import ConfigError
-from tests.align_train.conftest import REPO
+from align_train.distributed import init_distributed
+from align_train.model import choose_packing, packing_is_exact
+from align_train.train import train
+from schemas import ConfigError, MissingDependencyError
+from tests.align_train.corpus import REPO
+from tests.align_train.runs import read_metrics, train_config
 
 torch.set_num_threads(1)
-
-
-def train_config(shards: Path, out: Path, model: Path, **overrides: Any) -> TrainConfig:
-    """Small, fast settings: a few steps of 2-group batches, every step logged."""
-    settings: dict[str, Any] = {
-        "shards": shards,
-        "out": out,
-        "model": model,
-        "groups_per_batch": 2,
-        "grad_accum": 2,
-        "lr": 3e-3,
-        "max_steps": 8,
-        "log_every": 1,
-        "max_length": 96,
-    }
-    return TrainConfig.model_validate(settings | overrides)
-
-
-def read_metrics(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def test_sft_lowers_the_loss_and_logs_each_step(shard_dir: Path, model_dir: Path, tmp_path: Path) -> None:
@@ -205,9 +187,23 @@ def test_packing_is_used_only_where_the_model_computes_it_exactly(
     supported = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
     unsupported = IgnoresPositions.from_pretrained(model_dir, use_safetensors=True)
     assert packing_is_exact(supported) and not packing_is_exact(unsupported)
-    assert _packing(cfg, supported, run) is (pack is not False)
+    assert choose_packing(cfg, supported, run) is (pack is not False)
     if pack is True:
         with pytest.raises(ConfigError, match="ignores packed position_ids"):
-            _packing(cfg, unsupported, run)
+            choose_packing(cfg, unsupported, run)
     else:
-        assert _packing(cfg, unsupported, run) is False
+        assert choose_packing(cfg, unsupported, run) is False
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is refused only where there is no GPU")
+def test_bf16_without_a_gpu_is_refused(shard_dir: Path, model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="dtype='bf16' needs a GPU, this process runs on cpu"):
+        train(train_config(shard_dir, tmp_path, model_dir, dtype="bf16"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_tensorboard_without_the_package_names_what_to_install(
+    shard_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(MissingDependencyError, match="tensorboard=true needs tensorboard: pip install"):
+        train(train_config(shard_dir, tmp_path, model_dir, tensorboard=True))

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from align_train.collator import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from align_train.batch import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from align_train.config import ScorerName
 from schemas import canonical_json, read_numbers
 
 _TOOL_CALL = re.compile(rf"{re.escape(TOOL_CALL_OPEN)}(.*?)(?:{re.escape(TOOL_CALL_CLOSE)}|$)", re.DOTALL)
@@ -106,7 +107,7 @@ class Scorer:
     predicted: Callable[[str], str | None]
 
 
-SCORERS: dict[str, Scorer] = {
+SCORERS: dict[ScorerName, Scorer] = {
     "math": Scorer(
         target=last_assistant, expected=lambda m: final_number(m["content"]), predicted=final_number
     ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from align_train.scoring import (
+from align_train.eval.scoring import (
     SCORERS,
     final_number,
     first_tool_call,
@@ -13,7 +13,7 @@ from align_train.scoring import (
     reference_tool_calls,
 )
 from schemas import canonical_json
-from tests.align_train.conftest import conversation, message
+from tests.align_train.corpus import conversation, message
 
 
 @pytest.mark.parametrize(

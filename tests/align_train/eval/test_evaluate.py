@@ -1,4 +1,4 @@
-"""Per-language evaluation: metrics on hand-made rows, then ``align-train eval`` end to end with the tiny model."""
+"""``align-train eval`` end to end with the tiny model: model loading, split defaults, the report files."""
 
 from __future__ import annotations
 
@@ -11,80 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
+from align_train.batch import ParallelBatch
 from align_train.collator import Collator
 from align_train.config import EvalConfig
-from align_train.eval_report import METRICS_FILE, PREDICTIONS_FILE, RowResult, summarize
-from align_train.evaluate import evaluate, load_for_eval
-from align_train.generate import generate_greedy
+from align_train.eval.evaluate import evaluate, load_for_eval
+from align_train.eval.report import METRICS_FILE, PREDICTIONS_FILE, RowResult, summarize
 from align_train.losses import sequence_logps
-from align_train.model import load_tokenizer
-from align_train.sampler import ParallelBatch
 from align_train.split import holdout_position
-from tests.align_train.conftest import REPO, read_groups
+from tests.align_train.corpus import REPO, read_groups
 
 torch.set_num_threads(1)
-
-
-def row(
-    group: str, lang: str, predicted: str | None, *, expected: str = "7", task: str = "math"
-) -> RowResult:
-    return RowResult(
-        group, lang, task, nll=2.0, tokens=4, scorer="math", expected=expected, predicted=predicted
-    )
-
-
-def test_gap_consistency_and_agreement_on_hand_made_rows() -> None:
-    results = [
-        # g1: every language right -> consistent
-        row("g1", "en", "7"),
-        row("g1", "de", "7"),
-        row("g1", "sw", "7"),
-        # g2: en right, de the same wrong answer as sw -> not consistent; de and sw disagree with en
-        row("g2", "en", "7"),
-        row("g2", "de", "8"),
-        row("g2", "sw", "8"),
-        # g3: en and de agree on a wrong answer -> consistent and agreeing, but not correct; no sw row
-        row("g3", "en", "5"),
-        row("g3", "de", "5"),
-        # g4: no answer anywhere -> a missing answer agrees with nothing
-        row("g4", "en", None),
-        row("g4", "de", None),
-        # a loss-only row: counts for the loss, not for accuracy
-        RowResult("g5", "en", "chat", nll=6.0, tokens=2),
-    ]
-    report = summarize(results, anchor_lang="en", langs=["en", "de", "sw"])
-    en, de, sw = (report.langs[lang] for lang in ("en", "de", "sw"))
-    assert (en.overall.rows, en.overall.scored, en.overall.correct) == (5, 4, 2)
-    assert en.overall.accuracy == 0.5 and de.overall.accuracy == 0.25 and sw.overall.accuracy == 0.5
-    assert en.overall.loss == pytest.approx((4 * 2.0 + 6.0) / (4 * 4 + 2))
-    assert en.gap == 0.0 and en.relative_gap == 0.0 and en.agreement is None
-    assert de.gap == pytest.approx(-0.25) and de.relative_gap == pytest.approx(-0.5)
-    assert sw.gap == 0.0
-    assert report.mean_gap == pytest.approx(-0.125)
-    # Pairwise with en: de agrees in g1 and g3 of g1..g4; sw in g1 of g1, g2.
-    assert (de.agreement.groups, de.agreement.agreeing) == (4, 2)
-    assert (sw.agreement.groups, sw.agreement.agreeing) == (2, 1)
-    assert (report.consistency.groups, report.consistency.agreeing) == (4, 2)
-    assert report.consistency_by_task["math"].share == 0.5
-    assert set(en.tasks) == {"chat", "math"} and en.tasks["chat"].accuracy is None
-
-
-def test_relative_gap_is_undefined_when_the_anchor_scores_zero() -> None:
-    report = summarize([row("g1", "en", "1"), row("g1", "de", "7")], anchor_lang="en", langs=["en", "de"])
-    assert report.langs["de"].gap == 1.0 and report.langs["de"].relative_gap is None
-
-
-def test_batched_generation_matches_one_prompt_at_a_time(model_dir: Path) -> None:
-    tokenizer = load_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
-    texts = ["What is 2 plus 3?", "x", "Cuánto es 7 por 8, por favor?", "The quick brown fox jumps again"]
-    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    batched = generate_greedy(model, tokenizer, prompts, max_new_tokens=6, batch_size=4)
-    alone = generate_greedy(model, tokenizer, prompts, max_new_tokens=6, batch_size=1)
-    assert batched == alone
-    assert len(set(batched)) > 1  # the continuation depends on the prompt, so padding could show
 
 
 def test_adapter_folder_is_merged_into_its_base_model(model_dir: Path, tmp_path: Path) -> None:
@@ -192,3 +129,12 @@ def test_cli_routes_subcommands_and_reports_user_errors_on_one_line(shard_dir: P
         result = run_cli("eval", "--data", str(shard_dir), "--out", str(tmp_path), "--backend", "vllm")
         assert result.returncode == 2 and result.stderr.startswith("align-train: error: backend='vllm' needs")
         assert result.stderr.count("\n") == 1 and not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is refused only where there is no GPU")
+def test_cli_refuses_bf16_without_a_gpu(shard_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("eval", "--data", str(shard_dir), "--out", str(tmp_path), "--set", "dtype=bf16")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "align-train: error: dtype='bf16' needs a GPU, this process runs on cpu: use dtype='auto' or 'fp32'\n"
+    )

@@ -7,10 +7,10 @@ answer for math, the first tool-calling turn for tool use, the last assistant tu
 - the per-token loss of the target given the prompt, tokenised by the training :class:`Collator` (so
   the loss is the one training minimises, on the answer tokens only), and
 - when its task has a scorer, a greedy generation from the prompt whose answer is compared with the
-  target's (:mod:`align_train.scoring`).
+  target's (:mod:`align_train.eval.scoring`).
 
 Per-language metrics, the gap to the anchor language and cross-lingual consistency are computed by
-:mod:`align_train.eval_report`.
+:mod:`align_train.eval.report`.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from rich.progress import track
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from align_train.batch import ParallelBatch
 from align_train.checkpoint import checkpoint_root, latest_checkpoint
 from align_train.collator import Collator
-from align_train.config import EvalConfig
-from align_train.eval_report import EvalReport, RowResult, summarize, write_report
-from align_train.generate import generate_greedy, generate_vllm, require_vllm
+from align_train.config import EvalConfig, ScorerName
+from align_train.eval.generate import generate_greedy, generate_vllm, import_vllm
+from align_train.eval.report import EvalReport, RowResult, summarize, write_report
+from align_train.eval.scoring import SCORERS, Scorer, last_assistant
 from align_train.losses import sequence_logps
-from align_train.model import load_model, load_tokenizer
-from align_train.sampler import ParallelBatch
-from align_train.scoring import SCORERS, Scorer, last_assistant
+from align_train.model import compute_dtype, load_model, load_tokenizer
 from align_train.shard_stream import Group, ShardStream
 from align_train.split import holdout_position
 from schemas import ConfigError
@@ -51,7 +51,7 @@ class EvalItem:
     task: str
     prompt: list[dict[str, Any]]
     target: dict[str, Any]
-    scorer: str | None
+    scorer: ScorerName | None
     expected: str | None
 
     def scoring_row(self) -> dict[str, Any]:
@@ -73,17 +73,20 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
     hf_logging.disable_progress_bar()
     model_dir = resolve_model(cfg.model)
     if cfg.backend == "vllm":
-        require_vllm()
+        import_vllm()  # before any work is done
         if model_dir is None or not (model_dir / "config.json").is_file():
             msg = f"backend='vllm' needs a full model folder, got {cfg.model}: use a training checkpoint (LoRA ones hold the merged model)"
             raise ConfigError(msg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.dtype == "bf16" and device.type != "cuda":
-        msg = f"dtype='bf16' needs a GPU, this process runs on {device}: use dtype='auto' or 'fp32'"
-        raise ConfigError(msg)
-    dtype = torch.bfloat16 if device.type == "cuda" and cfg.dtype != "fp32" else torch.float32
+    dtype = compute_dtype(cfg.dtype, device)
 
-    stream = _stream(cfg)
+    stream = ShardStream(
+        cfg.data,
+        shuffle_buffer=1,
+        langs=None if cfg.langs is None else cfg.langs[1:],  # the anchor comes first, always kept
+        split=cfg.split,
+        holdout=cfg.holdout,
+    )
     anchor = stream.manifest.anchor_lang
     groups = _select(stream, cfg)
     items = [item for group in groups for row in group.rows if (item := eval_item(row, cfg)) is not None]
@@ -219,19 +222,6 @@ def reference_nll(
         for i, total, count in zip(batch, logps.sums.tolist(), logps.counts.tolist(), strict=True):
             out[i] = ReferenceLoss(-total, count)
     return out
-
-
-def _stream(cfg: EvalConfig) -> ShardStream:
-    try:
-        return ShardStream(
-            cfg.data,
-            shuffle_buffer=1,
-            langs=None if cfg.langs is None else cfg.langs[1:],  # the anchor comes first, always kept
-            split=cfg.split,
-            holdout=cfg.holdout,
-        )
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
 
 
 def _select(stream: ShardStream, cfg: EvalConfig) -> list[Group]:

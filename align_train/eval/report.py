@@ -219,9 +219,7 @@ def markdown(report: EvalReport, *, header: dict[str, Any], chart: str) -> str:
         "## Per task",
         "",
         "| task | "
-        + " | ".join(f"{lang} accuracy" for lang in langs)
-        + " | consistency | "
-        + " | ".join(f"{lang} loss" for lang in langs)
+        + per_lang_cells([f"{x} accuracy" for x in langs], "consistency", [f"{x} loss" for x in langs])
         + " |",
         "|---|" + "---:|" * (2 * len(langs) + 1),
     ]
@@ -232,9 +230,14 @@ def markdown(report: EvalReport, *, header: dict[str, Any], chart: str) -> str:
         loss = [number(m.loss) if m else "-" for m in per]
         consistency = report.consistency_by_task.get(task)
         share = percent(consistency.share) if consistency else "-"
-        lines.append(f"| {task} | " + " | ".join(accuracy) + f" | {share} | " + " | ".join(loss) + " |")
+        lines.append(f"| {task} | " + per_lang_cells(accuracy, share, loss) + " |")
     lines += ["", f"![accuracy per language]({chart})", ""]
     return "\n".join(lines)
+
+
+def per_lang_cells(accuracy: Sequence[str], consistency: str, loss: Sequence[str]) -> str:
+    """The cells of a per-language results row: accuracy per language, consistency, loss per language."""
+    return " | ".join(accuracy) + f" | {consistency} | " + " | ".join(loss)
 
 
 def plot_accuracy(report: EvalReport, path: Path) -> Path:

@@ -6,15 +6,15 @@ see exactly the same input and no tokenizer adds a second BOS token.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from rich.progress import track
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from schemas import ConfigError
+from schemas import ConfigError, import_optional
 
 
 @torch.no_grad()
@@ -62,21 +62,23 @@ def generate_greedy(
 def generate_vllm(
     model_dir: Path, prompts: Sequence[list[int]], *, max_new_tokens: int, dtype: str
 ) -> list[str]:
-    """The same greedy continuations with vLLM (imported only here: it is a GPU-only, optional install)."""
-    require_vllm()
-    from vllm import LLM, SamplingParams
-
-    llm = LLM(model=str(model_dir), dtype={"bf16": "bfloat16", "fp32": "float32"}.get(dtype, "auto"), seed=0)
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True)
+    """The same greedy continuations with vLLM."""
+    vllm = import_vllm()
+    llm = vllm.LLM(
+        model=str(model_dir), dtype={"bf16": "bfloat16", "fp32": "float32"}.get(dtype, "auto"), seed=0
+    )
+    params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True)
     outputs = llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
     return [output.outputs[0].text for output in outputs]
 
 
-def require_vllm() -> None:
-    """Fail before any work is done when vLLM is asked for but not installed."""
-    if importlib.util.find_spec("vllm") is None:
-        msg = "backend='vllm' needs the vllm package (GPU machines): pip install vllm, or use backend='transformers'"
-        raise ConfigError(msg)
+def import_vllm() -> ModuleType:
+    """vLLM, a GPU-only optional install, imported only for ``backend='vllm'``."""
+    return import_optional(
+        "vllm",
+        feature="backend='vllm'",
+        install="pip install vllm (GPU machines), or use backend='transformers'",
+    )
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -1,0 +1,162 @@
+"""What a training run records per step: ``OUT/metrics.jsonl`` (rank 0), a rich progress bar, optional
+TensorBoard scalars, and per rank the groups each step trained on (``OUT/data/rank-N.jsonl``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from align_train.batch import ParallelBatch, TokenBatch
+from align_train.collator import Collator
+from align_train.config import TrainConfig
+from align_train.distributed import Runtime, gather
+from align_train.sampler import ParallelBatchSampler
+from schemas import import_optional
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsLogger:
+    """Per-step records of a run, so that its loss curve can be read and its data order audited.
+
+    Every rank calls :meth:`log` every step (it gathers from all ranks on logging steps). On resume, records
+    past the checkpoint's step are dropped so the files read as one uninterrupted run.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run: Runtime,
+        *,
+        sampler: ParallelBatchSampler,
+        collator: Collator,
+        start_step: int,
+        total_steps: int,
+    ) -> None:
+        self.run = run
+        self.sampler = sampler
+        self.collator = collator
+        self.log_every = cfg.log_every
+        self.total_steps = total_steps
+        self.metrics_path = cfg.out / METRICS_FILE
+        data_path = cfg.out / "data" / f"rank-{run.rank}.jsonl"
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        _truncate_jsonl(data_path, start_step)
+        self.data_file = data_path.open("a", encoding="utf-8")
+        self.tokens = 0
+        self.since = time.perf_counter()
+        self.collated = Counter[str]()
+        self.writer = None
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            disable=not run.is_main,
+        )
+        if run.is_main:
+            _truncate_jsonl(self.metrics_path, start_step)
+            if cfg.tensorboard:
+                self.writer = _summary_writer(cfg.out / "tensorboard")
+        self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
+        self.progress.start()
+
+    def log(
+        self,
+        step: int,
+        *,
+        loss: float,
+        lr: float,
+        grad_norm: float,
+        window: list[ParallelBatch],
+        micro_batches: list[TokenBatch],
+        metrics: list[dict[str, float]],
+    ) -> None:
+        """Record optimizer step ``step``: ``loss`` is this rank's share of the window's objective,
+        ``metrics`` the objective's metrics per micro-batch."""
+        group_ids = [g for batch in window for g in batch.group_ids]
+        self.data_file.write(json.dumps({"step": step, "group_ids": group_ids}) + "\n")
+        self.tokens += sum(int((b.seq_ids >= 0).sum()) for b in micro_batches)
+        self.progress.advance(self.task)
+        if step % self.log_every and step != self.total_steps:
+            return
+        self.data_file.flush()
+        langs = Counter[str]()
+        for batch in window:
+            langs.update(batch.lang_counts)
+        collated, self.collated = self.collator.stats - self.collated, self.collator.stats.copy()
+        local = {
+            "loss": loss,
+            "tokens": self.tokens,
+            "langs": langs,
+            "metrics": metrics,
+            "collated": collated,
+        }
+        ranks = gather(local)
+        if not self.run.is_main:
+            self.tokens, self.since = 0, time.perf_counter()
+            return
+        elapsed = time.perf_counter() - self.since
+        record: dict[str, Any] = {
+            "step": step,
+            "epoch": self.sampler.state_dict()["epoch"],
+            "loss": sum(r["loss"] for r in ranks),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": sum(r["tokens"] for r in ranks) / max(elapsed, 1e-9),
+            "langs": dict(sorted(sum((r["langs"] for r in ranks), Counter()).items())),
+            "collator": dict(sum((r["collated"] for r in ranks), Counter())),
+        }
+        record |= _mean_metrics([m for r in ranks for m in r["metrics"]])
+        with self.metrics_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key != "step":
+                    self.writer.add_scalar(key, value, step)
+        info = f"loss {record['loss']:.4f}  lr {lr:.2e}  {record['tokens_per_s']:.0f} tok/s"
+        self.progress.update(self.task, info=info)
+        self.tokens, self.since = 0, time.perf_counter()
+
+    def close(self) -> None:
+        self.progress.stop()
+        self.data_file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _summary_writer(folder: Path) -> Any:
+    # torch.utils.tensorboard ships with torch but needs the tensorboard package to import.
+    import_optional(
+        "tensorboard", feature="tensorboard=true", install="pip install tensorboard, or set tensorboard=false"
+    )
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(folder))
+
+
+def _mean_metrics(metrics: list[dict[str, float]]) -> dict[str, float]:
+    """Objective metrics averaged over the micro-batches of all ranks that report them."""
+    sums: dict[str, list[float]] = {}
+    for m in metrics:
+        for key, value in m.items():
+            sums.setdefault(key, []).append(value)
+    return {key: sum(values) / len(values) for key, values in sorted(sums.items())}
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> None:
+    """Keep only the records of steps up to ``last_step`` (all of them gone for a fresh run)."""
+    if not path.is_file():
+        return
+    kept = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if json.loads(line)["step"] <= last_step
+    ]
+    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")

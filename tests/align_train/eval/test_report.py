@@ -1,0 +1,56 @@
+"""Per-language metrics, gaps and consistency on hand-made rows: no model involved."""
+
+from __future__ import annotations
+
+import pytest
+
+from align_train.eval.report import RowResult, summarize
+
+
+def row(
+    group: str, lang: str, predicted: str | None, *, expected: str = "7", task: str = "math"
+) -> RowResult:
+    return RowResult(
+        group, lang, task, nll=2.0, tokens=4, scorer="math", expected=expected, predicted=predicted
+    )
+
+
+def test_gap_consistency_and_agreement_on_hand_made_rows() -> None:
+    results = [
+        # g1: every language right -> consistent
+        row("g1", "en", "7"),
+        row("g1", "de", "7"),
+        row("g1", "sw", "7"),
+        # g2: en right, de the same wrong answer as sw -> not consistent; de and sw disagree with en
+        row("g2", "en", "7"),
+        row("g2", "de", "8"),
+        row("g2", "sw", "8"),
+        # g3: en and de agree on a wrong answer -> consistent and agreeing, but not correct; no sw row
+        row("g3", "en", "5"),
+        row("g3", "de", "5"),
+        # g4: no answer anywhere -> a missing answer agrees with nothing
+        row("g4", "en", None),
+        row("g4", "de", None),
+        # a loss-only row: counts for the loss, not for accuracy
+        RowResult("g5", "en", "chat", nll=6.0, tokens=2),
+    ]
+    report = summarize(results, anchor_lang="en", langs=["en", "de", "sw"])
+    en, de, sw = (report.langs[lang] for lang in ("en", "de", "sw"))
+    assert (en.overall.rows, en.overall.scored, en.overall.correct) == (5, 4, 2)
+    assert en.overall.accuracy == 0.5 and de.overall.accuracy == 0.25 and sw.overall.accuracy == 0.5
+    assert en.overall.loss == pytest.approx((4 * 2.0 + 6.0) / (4 * 4 + 2))
+    assert en.gap == 0.0 and en.relative_gap == 0.0 and en.agreement is None
+    assert de.gap == pytest.approx(-0.25) and de.relative_gap == pytest.approx(-0.5)
+    assert sw.gap == 0.0
+    assert report.mean_gap == pytest.approx(-0.125)
+    # Pairwise with en: de agrees in g1 and g3 of g1..g4; sw in g1 of g1, g2.
+    assert (de.agreement.groups, de.agreement.agreeing) == (4, 2)
+    assert (sw.agreement.groups, sw.agreement.agreeing) == (2, 1)
+    assert (report.consistency.groups, report.consistency.agreeing) == (4, 2)
+    assert report.consistency_by_task["math"].share == 0.5
+    assert set(en.tasks) == {"chat", "math"} and en.tasks["chat"].accuracy is None
+
+
+def test_relative_gap_is_undefined_when_the_anchor_scores_zero() -> None:
+    report = summarize([row("g1", "en", "1"), row("g1", "de", "7")], anchor_lang="en", langs=["en", "de"])
+    assert report.langs["de"].gap == 1.0 and report.langs["de"].relative_gap is None
