@@ -11,7 +11,8 @@ import pytest
 from transformers import LlamaForCausalLM
 
 from align_train.model import load_tokenizer, tiny_model
-from tests.align_train.corpus import REPO, preference_rows, sft_rows, write_shard_dir
+from tests import ROOT
+from tests.align_train.corpus import preference_rows, sft_rows, write_shard_dir
 from tests.align_train.token_batches import VOCAB, policy_and_reference
 
 
@@ -49,9 +50,9 @@ def demo_shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from schemas.config_io import load_config
 
     out = tmp_path_factory.mktemp("demo") / "parallel"
-    overrides = {"out": out, "inputs": [str(REPO / "examples" / "demo" / "parallel.jsonl")]}
+    overrides = {"out": out, "inputs": [str(ROOT / "examples" / "demo" / "parallel.jsonl")]}
     config = load_config(
-        BuildConfig, REPO / "examples" / "demo_pretranslated.yaml", flags=overrides, overrides=[]
+        BuildConfig, ROOT / "examples" / "demo_pretranslated.yaml", flags=overrides, overrides=[]
     )
     build(config, progress=False)
     return out

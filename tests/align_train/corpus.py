@@ -7,13 +7,11 @@ import hashlib
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
-from schemas import PARALLEL_SCHEMA, LangCounts, Manifest, ShardInfo, canonical_json, content_hash, validate
-
-REPO = Path(__file__).resolve().parents[2]
+from schemas import PARALLEL_SCHEMA, LangCounts, Manifest, ShardInfo, canonical_json, validate
+from tests.rows import message, parallel_row
 
 _QUESTION = {"en": "What is {a} plus {b}?", "de": "Was ist {a} plus {b}?", "sw": "{a} jumlisha {b} ni ngapi?"}
 _ANSWER = {"en": "{a} plus {b} is {c}.", "de": "{a} plus {b} ist {c}.", "sw": "{a} jumlisha {b} ni {c}."}
@@ -22,18 +20,6 @@ _SYSTEM = {
     "de": "Du bist ein sorgfältiger Rechner.",
     "sw": "Wewe ni kikokotoo.",
 }
-
-
-def message(
-    role: str, content: str, *, tool_calls: str | None = None, tool_call_id: str | None = None
-) -> dict:
-    return {
-        "role": role,
-        "content": content,
-        "tool_calls": tool_calls,
-        "tool_call_id": tool_call_id,
-        "name": None,
-    }
 
 
 def conversation(lang: str, i: int) -> list[dict]:
@@ -53,31 +39,6 @@ def conversation(lang: str, i: int) -> list[dict]:
         message("tool", str(a + b), tool_call_id=f"call{i}"),
         answer,
     ]
-
-
-def parallel_row(
-    group_id: str, lang: str, messages: list[dict], *, anchor_lang: str = "en", **extra: Any
-) -> dict:
-    """A ``PARALLEL_SCHEMA`` row as a python dict."""
-    row = {
-        "group_id": group_id,
-        "lang": lang,
-        "is_anchor": lang == anchor_lang,
-        "kind": "sft",
-        "task": "chat",
-        "messages": messages,
-        "chosen": None,
-        "rejected": None,
-        "meta": "{}",
-        "translator": "source" if lang == anchor_lang else "test",
-        "lid_lang": None if lang == anchor_lang else lang,
-        "lid_prob": None if lang == anchor_lang else 0.9,
-        "equivalence": None if lang == anchor_lang else 0.8,
-        "length_ratio": None if lang == anchor_lang else 1.0,
-    }
-    row.update(extra)
-    row["content_hash"] = content_hash(row["messages"], row["chosen"], row["rejected"])
-    return row
 
 
 # The groups of sft_rows(20) that holdout=0.3 holds out, by the sha256 positions of their ids: g006 0.014,

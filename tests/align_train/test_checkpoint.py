@@ -28,7 +28,7 @@ from align_train.checkpoint import (
 )
 from align_train.train import train
 from schemas import ConfigError
-from tests.align_train.corpus import REPO
+from tests import ROOT
 from tests.align_train.runs import read_metrics, train_config
 
 torch.set_num_threads(1)
@@ -133,7 +133,7 @@ def test_sigterm_then_resume_repeats_the_uninterrupted_run(
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "align_train", str(config_file)]
-    with subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as proc:
         wait_for_records(cut, 3)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)

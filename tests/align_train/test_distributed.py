@@ -15,7 +15,8 @@ import yaml
 from safetensors.torch import load_file
 
 from align_train.train import train
-from tests.align_train.corpus import REPO, sft_rows
+from tests import ROOT
+from tests.align_train.corpus import sft_rows
 from tests.align_train.runs import read_metrics, train_config
 
 torch.set_num_threads(1)
@@ -45,7 +46,7 @@ def torchrun(config_file: Path) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command += ["-m", "align_train", str(config_file)]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("dist", ["ddp", "fsdp"])

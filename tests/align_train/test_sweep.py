@@ -16,7 +16,8 @@ from align_train.config import SweepConfig
 from align_train.eval.report import PREDICTIONS_FILE
 from align_train.sweep import expand, run_sweep
 from schemas import ConfigError
-from tests.align_train.corpus import HELD_OUT, REPO
+from tests import ROOT
+from tests.align_train.corpus import HELD_OUT
 
 torch.set_num_threads(1)
 
@@ -138,7 +139,7 @@ def test_print_commands_writes_configs_and_runs_nothing(shard_dir: Path, tmp_pat
     out = tmp_path / "sweep"
     result = subprocess.run(
         [sys.executable, "-m", "align_train", "sweep", str(config), "--out", str(out), "--print-commands"],
-        cwd=REPO,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,

@@ -18,7 +18,7 @@ from align_train.distributed import init_distributed
 from align_train.model import choose_packing, packing_is_exact
 from align_train.train import train
 from schemas import ConfigError, MissingDependencyError
-from tests.align_train.corpus import REPO
+from tests import ROOT
 from tests.align_train.runs import read_metrics, train_config
 
 torch.set_num_threads(1)
@@ -120,7 +120,7 @@ def test_config_refuses_contradictions(shard_dir: Path, tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "align_train", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "align_train", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
 
 

@@ -16,7 +16,8 @@ from curate.cli import app
 from curate.stages.structure import Structure
 from curate.writer import exclusive
 from schemas import Manifest
-from tests.curate.builds import ROOT, outputs
+from tests import ROOT
+from tests.curate.builds import outputs
 
 PRETRANSLATED = ROOT / "examples" / "demo_pretranslated.yaml"
 PARALLEL = ROOT / "examples" / "demo" / "parallel.jsonl"

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from schemas import Manifest, validate
-from tests.curate.builds import ROOT, build_args, demo_input, outputs
+from tests import ROOT
+from tests.curate.builds import build_args, demo_input, outputs
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,8 @@ from align_train.eval.evaluate import evaluate, load_for_eval
 from align_train.eval.report import METRICS_FILE, PREDICTIONS_FILE, RowResult, summarize
 from align_train.losses import sequence_logps
 from align_train.split import holdout_position
-from tests.align_train.corpus import REPO, read_groups
+from tests import ROOT
+from tests.align_train.corpus import read_groups
 
 torch.set_num_threads(1)
 
@@ -109,7 +110,7 @@ def test_eval_on_the_demo_shards_end_to_end(demo_shard_dir: Path, model_dir: Pat
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "align_train", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "align_train", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
 
 

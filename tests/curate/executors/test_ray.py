@@ -26,7 +26,8 @@ from curate.readers import Chunk
 from curate.stages.base import Stage, StageResult, empty_rejects
 from curate.writer import ChunkRecord, ShardWriter
 from schemas import ConfigError
-from tests.curate.builds import ROOT, build_args, demo_input, outputs
+from tests import ROOT
+from tests.curate.builds import build_args, demo_input, outputs
 from tests.curate.rows import row, table
 
 CHUNK_SIZE = 6
