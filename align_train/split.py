@@ -1,6 +1,7 @@
 """Which groups are held out for evaluation: a fixed fraction chosen by a stable hash of ``group_id``.
 
-A group is held out when ``sha256(group_id)``, read as a number in ``[0, 1)``, falls below ``holdout``.
+A group is held out when :func:`schemas.stable_fraction` of its id (``sha256(group_id)`` read as a number
+in ``[0, 1)``) falls below ``holdout``.
 The choice depends on nothing but the id, so it is the same for every seed, rank, language selection and
 shard layout, and it never changes between a training run and its evaluation. It is also monotone: the
 groups held out at ``holdout = 0.05`` are among those held out at ``0.1``, so evaluating with a fraction no
@@ -9,26 +10,19 @@ larger than the one training used never scores a group that was trained on.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Literal, get_args
 
-from schemas import ConfigError
+from schemas import ConfigError, stable_fraction
 
 Split = Literal["train", "eval", "all"]
 SPLITS: tuple[Split, ...] = get_args(Split)
-
-
-def holdout_position(group_id: str) -> float:
-    """The group's place in ``[0, 1)``: the first 8 bytes of ``sha256(group_id)`` over ``2**64``."""
-    digest = hashlib.sha256(group_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def in_split(group_id: str, split: Split, holdout: float) -> bool:
     """Whether ``group_id`` belongs to ``split``: ``eval`` are the held-out groups, ``train`` the others."""
     if split == "all":
         return True
-    return (holdout_position(group_id) < holdout) == (split == "eval")
+    return (stable_fraction(group_id) < holdout) == (split == "eval")
 
 
 def check_split(split: str, holdout: float) -> None:

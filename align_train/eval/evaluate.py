@@ -38,8 +38,7 @@ from align_train.eval.scoring import SCORERS, Scorer, last_assistant
 from align_train.losses import sequence_logps
 from align_train.model import compute_dtype, load_model, load_tokenizer
 from align_train.shard_stream import Group, ShardStream
-from align_train.split import holdout_position
-from schemas import ConfigError
+from schemas import ConfigError, stable_fraction
 
 
 @dataclass(frozen=True)
@@ -232,7 +231,7 @@ def _select(stream: ShardStream, cfg: EvalConfig) -> list[Group]:
         wanted = set(stream.langs) | {stream.manifest.anchor_lang}
         groups = (g for g in groups if wanted <= set(g.langs))
     if cfg.max_groups is not None:
-        return heapq.nsmallest(cfg.max_groups, groups, key=lambda g: holdout_position(g.group_id))
+        return heapq.nsmallest(cfg.max_groups, groups, key=lambda g: stable_fraction(g.group_id))
     return list(groups)
 
 

@@ -18,7 +18,7 @@ from align_train.config import EvalConfig
 from align_train.eval.evaluate import evaluate, load_for_eval
 from align_train.eval.report import METRICS_FILE, PREDICTIONS_FILE, RowResult, summarize
 from align_train.losses import sequence_logps
-from align_train.split import holdout_position
+from schemas import stable_fraction
 from tests import ROOT
 from tests.align_train.corpus import read_groups
 
@@ -70,7 +70,7 @@ def test_eval_on_the_demo_shards_end_to_end(demo_shard_dir: Path, model_dir: Pat
     evaluate(cfg)
     metrics = json.loads((tmp_path / METRICS_FILE).read_text())
     predictions = [json.loads(line) for line in (tmp_path / PREDICTIONS_FILE).read_text().splitlines()]
-    held = {g: rows for g, rows in read_groups(demo_shard_dir).items() if holdout_position(g) < 0.4}
+    held = {g: rows for g, rows in read_groups(demo_shard_dir).items() if stable_fraction(g) < 0.4}
     assert metrics["groups"] == len(held) and sum(len(rows) for rows in held.values()) == len(predictions)
     assert {p["group_id"] for p in predictions} == set(held)
     assert list(metrics["langs"]) == ["en", "de", "es", "fr"]  # the anchor first
