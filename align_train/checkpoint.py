@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -35,7 +36,7 @@ from transformers import PreTrainedTokenizerBase
 
 from align_train.config import RUN_CONFIG, TrainConfig
 from align_train.distributed import gather
-from schemas import ConfigError
+from schemas import ConfigError, DataError
 
 ADAPTER_DIR = "adapter"
 STATE_FILE = "trainer_state.pt"
@@ -124,9 +125,34 @@ def save_checkpoint(
     return final
 
 
+def damaged(checkpoint: Path, problem: str) -> DataError:
+    """The error for a checkpoint that cannot be loaded: which one, and how to resume from the one before."""
+    pointer = checkpoint.parent / "latest"
+    earlier = sorted(
+        p.name
+        for p in checkpoint.parent.glob("step-*")
+        if p.name < checkpoint.name and (p / STATE_FILE).is_file()
+    )
+    remedy = (
+        f"to resume from the one before it, write its name into {pointer} (echo {earlier[-1]} > {pointer})"
+        if earlier
+        else "there is no earlier checkpoint: start over with another out"
+    )
+    return DataError(f"checkpoint {checkpoint} is damaged, {problem}: {remedy}")
+
+
 def load_trainer_state(path: Path, *, world_size: int) -> dict[str, Any]:
-    """Read ``trainer_state.pt`` of a checkpoint, refusing one written by a different number of ranks."""
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    """Read ``trainer_state.pt`` of a checkpoint, refusing one that is damaged or was written by a
+    different number of ranks."""
+    try:
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
+        raise damaged(path, f"{STATE_FILE} cannot be read ({' '.join(str(e).split())[:200]})") from e
+    if (
+        not isinstance(state, dict)
+        or not {"step", "world_size", "optimizer", "scheduler", "ranks"} <= state.keys()
+    ):
+        raise damaged(path, f"{STATE_FILE} does not hold a trainer state")
     if state["world_size"] != world_size:
         msg = (
             f"checkpoint {path} was written by {state['world_size']} ranks, this run has {world_size}: "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -18,7 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from align_train.checkpoint import ADAPTER_DIR
+from align_train.checkpoint import ADAPTER_DIR, damaged
 from align_train.config import LoraConfig, Precision, TrainConfig
 from align_train.distributed import Runtime
 from schemas import ConfigError
@@ -139,16 +140,22 @@ def load_policy(
     A full fine-tune resumes from the checkpoint's weights; a LoRA run rebuilds the base model and loads
     the saved adapter, so the frozen base never has to be stored per step.
     """
-    if checkpoint is not None and not cfg.lora.enabled:
-        return load_model(checkpoint, tokenizer)
-    model = load_model(cfg.model, tokenizer, seed=cfg.seed)
-    if not cfg.lora.enabled:
-        return model
-    from peft import PeftModel, get_peft_model
+    if checkpoint is None:
+        model = load_model(cfg.model, tokenizer, seed=cfg.seed)
+        if not cfg.lora.enabled:
+            return model
+        from peft import get_peft_model
 
-    if checkpoint is not None:
-        return PeftModel.from_pretrained(model, checkpoint / ADAPTER_DIR, is_trainable=True)
-    return get_peft_model(model, _peft_config(cfg.lora))
+        return get_peft_model(model, _peft_config(cfg.lora))
+    base = load_model(cfg.model, tokenizer, seed=cfg.seed) if cfg.lora.enabled else None
+    try:
+        if base is None:
+            return load_model(checkpoint, tokenizer)
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, checkpoint / ADAPTER_DIR, is_trainable=True)
+    except (OSError, ValueError, SafetensorError) as e:  # a truncated or overwritten weights file
+        raise damaged(checkpoint, f"its weights cannot be loaded ({' '.join(str(e).split())[:200]})") from e
 
 
 def _peft_config(lora: LoraConfig) -> Any:

@@ -12,6 +12,10 @@ and its shuffle buffer in memory. The order of an epoch is a pure function of ``
 With ``split='train'`` or ``'eval'`` only the groups of that side of the held-out split are numbered and
 yielded (see :mod:`align_train.split`); the group and row counts of the split are then read once from the
 ``group_id`` and ``lang`` columns, since the manifest only counts whole shards.
+
+Nothing is trained on before every shard has been checked against ``manifest.json``: its bytes (sha256),
+its schema, and its groups and rows per language. A shard changed or damaged after the build, or a manifest
+edited by hand, stops the run at start-up with one line naming the file.
 """
 
 from __future__ import annotations
@@ -97,11 +101,7 @@ class ShardStream:
         self.split = split
         self.holdout = holdout
         self._whole_shards = split == "all" or (split == "train" and holdout == 0)
-        if self._whole_shards:
-            self._shard_groups_in_split = [shard.groups for shard in self.manifest.shards]
-            self._lang_rows = self._manifest_lang_rows()
-        else:
-            self._shard_groups_in_split, self._lang_rows = self._count_split()
+        self._shard_groups_in_split, self._lang_rows = self._check_shards()
         self.num_groups = sum(self._shard_groups_in_split)
         if self.num_groups == 0 and not self._whole_shards:
             msg = (
@@ -139,21 +139,18 @@ class ShardStream:
         """Rows per kept language in the split over all shards."""
         return self._lang_rows
 
-    def _manifest_lang_rows(self) -> dict[str, int]:
-        rows: Counter[str] = Counter()
-        for shard in self.manifest.shards:
-            rows.update({lang: n for lang, n in shard.langs.items() if lang in self.langs})
-        return dict(sorted(rows.items()))
-
-    def _count_split(self) -> tuple[list[int], dict[str, int]]:
-        """Groups per shard and rows per kept language of the split, from two columns of each shard."""
+    def _check_shards(self) -> tuple[list[int], dict[str, int]]:
+        """Check every shard against the manifest, then count the groups per shard and the rows per kept
+        language of the split (the manifest's counts for whole shards, two columns of each otherwise)."""
         groups: list[int] = []
         rows: Counter[str] = Counter()
         kept_langs = pa.array(self.langs, pa.string())
         for shard in self.manifest.shards:
-            table = feather.read_table(
-                self.shard_dir / shard.file, columns=["group_id", "lang"], memory_map=True
-            )
+            table = _checked_columns(shard, self.shard_dir)
+            if self._whole_shards:
+                groups.append(shard.groups)
+                rows.update({lang: n for lang, n in shard.langs.items() if lang in self.langs})
+                continue
             members = [
                 g for g in pc.unique(table["group_id"]).to_pylist() if in_split(g, self.split, self.holdout)
             ]
@@ -228,24 +225,20 @@ class ShardStream:
         """This rank's groups of one shard, whose groups in the split are numbered globally from ``first``."""
         path = self.shard_dir / shard.file
         index = first - 1
-        groups = 0  # of any split, checked against the manifest
         current: str | None = None
         selected = False
         pending: list[dict[str, Any]] = []
-        lang_rows: Counter[str] = Counter()
         with pa.memory_map(str(path)) as source:
             reader = pa.ipc.open_file(source)
-            _check_schema(reader.schema, path)
             for b in range(reader.num_record_batches):
                 batch = reader.get_batch(b)
-                lang_rows.update(batch.column("lang").to_pylist())
                 if self._filter is not None:
                     keep = pc.or_(batch.column("is_anchor"), pc.is_in(batch.column("lang"), self._filter))
                     batch = batch.filter(keep)
                 take: list[int] = []
                 for i, group_id in enumerate(batch.column("group_id").to_pylist()):
                     if group_id != current:
-                        current, groups = group_id, groups + 1
+                        current = group_id
                         selected = self._whole_shards or in_split(group_id, self.split, self.holdout)
                         if selected:
                             index += 1
@@ -262,26 +255,37 @@ class ShardStream:
                     pending.append(record)
         if pending:
             yield _group(pending)
-        _check_counts(shard, path, groups=groups, lang_rows=lang_rows)
 
 
 def _group(rows: list[dict[str, Any]]) -> Group:
     return Group(rows[0]["group_id"], sorted(rows, key=lambda row: row["lang"]))
 
 
-def _check_schema(schema: pa.Schema, path: Path) -> None:
+def _checked_columns(shard: ShardInfo, root: Path) -> pa.Table:
+    """The ``group_id`` and ``lang`` columns of a shard whose bytes, schema and counts match the manifest.
+
+    A shard that disagrees with its manifest entry would be trained on as something else, or give ranks
+    unequal work: refuse it, naming the file.
+    """
+    path = shard.verify(root)
+    try:
+        with pa.memory_map(str(path)) as source:
+            schema = pa.ipc.open_file(source).schema
+        table = feather.read_table(path, columns=["group_id", "lang"], memory_map=True)
+    except (pa.ArrowInvalid, OSError) as e:
+        msg = f"shard {path} is not a readable Arrow IPC file ({e}): rebuild the corpus"
+        raise DataError(msg) from e
     try:
         validate(schema.empty_table(), "parallel")
     except SchemaValidationError as e:
         msg = f"shard {path} does not follow PARALLEL_SCHEMA: {e}"
         raise DataError(msg) from e
-
-
-def _check_counts(shard: ShardInfo, path: Path, *, groups: int, lang_rows: Counter[str]) -> None:
-    """A shard that disagrees with its manifest entry would give ranks unequal work: refuse it."""
+    groups = len(pc.unique(table["group_id"]))
+    lang_rows = Counter(table["lang"].to_pylist())
     if groups != shard.groups or dict(lang_rows) != {k: v for k, v in shard.langs.items() if v}:
         msg = (
             f"shard {path} holds {groups} groups and rows per language {dict(sorted(lang_rows.items()))}, "
             f"but manifest.json records {shard.groups} groups and {shard.langs}: rebuild the corpus"
         )
         raise DataError(msg)
+    return table

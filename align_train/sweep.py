@@ -42,7 +42,7 @@ from align_train.config import (
     TrainConfig,
     save_yaml,
 )
-from align_train.eval.report import METRICS_FILE, number, per_lang_cells, percent
+from align_train.eval.report import METRICS_FILE, consistency_cell, number, per_lang_cells, percent
 from schemas import ConfigError, Manifest
 from schemas.config_io import describe_validation_error
 
@@ -65,6 +65,7 @@ RESULT_COLUMNS = (
     "agreement_with_anchor",
     "loss",
     "consistency",
+    "consistent_correct",
 )
 
 
@@ -233,6 +234,7 @@ def write_results(out: Path, outcomes: Sequence[Outcome]) -> list[dict[str, Any]
                     "agreement_with_anchor": None if agreement is None else agreement["share"],
                     "loss": m["overall"]["loss"],
                     "consistency": metrics["consistency"]["share"],
+                    "consistent_correct": metrics["consistent_correct"]["share"],
                 }
             )
     with (out / "results.csv").open("w", encoding="utf-8", newline="") as f:
@@ -266,14 +268,17 @@ def _markdown(outcomes: Sequence[Outcome], rows: Sequence[dict[str, Any]], plot:
         "",
         "| run | status | langs | objective | policy | seed | "
         + per_lang_cells(
-            [f"{x} accuracy" for x in eval_langs], "consistency", [f"{x} loss" for x in eval_langs]
+            [f"{x} accuracy" for x in eval_langs],
+            "consistency (and correct)",
+            [f"{x} loss" for x in eval_langs],
         )
         + " | error |",
         "|---|---|---|---|---|---:|" + "---:|" * (2 * len(eval_langs) + 1) + "---|",
     ]
     for o in outcomes:
         cells = by_run.get(o.run.name, {})
-        consistency = percent(next(iter(cells.values()))["consistency"]) if cells else "-"
+        first = next(iter(cells.values()), None)
+        consistency = consistency_cell(first["consistency"], first["consistent_correct"]) if first else "-"
         lines.append(
             f"| {o.run.name} | {o.status} | {'+'.join(o.run.langs)} | {o.run.objective} | {o.run.policy} "
             f"| {o.run.seed} | "

@@ -62,6 +62,8 @@ def train(cfg: TrainConfig) -> Path:
     try:
         hf_logging.disable_progress_bar()
         resume_from = resume_point(cfg)
+        # Read first: a damaged checkpoint should stop the run before a model is loaded.
+        state = None if resume_from is None else load_trainer_state(resume_from, world_size=run.world_size)
         if run.is_main:  # what the run trains on, for its evaluation (held-out groups) and for audits
             save_yaml(cfg, cfg.out / RUN_CONFIG)
         autocast = _autocast(cfg, run)
@@ -80,8 +82,7 @@ def train(cfg: TrainConfig) -> Path:
         optimizer = _optimizer(model, cfg)
         scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, total_steps)
         step = 0
-        if resume_from is not None:
-            state = load_trainer_state(resume_from, world_size=run.world_size)
+        if state is not None:
             cursor = restore(state, model=model, optimizer=optimizer, scheduler=scheduler, rank=run.rank)
             sampler.load_state_dict(cursor)
             step = state["step"]

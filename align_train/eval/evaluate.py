@@ -224,9 +224,10 @@ def reference_nll(
 
 
 def _select(stream: ShardStream, cfg: EvalConfig) -> list[Group]:
-    """The groups to evaluate; with ``max_groups``, those first by holdout hash, so the subset does not
-    depend on how the corpus is sharded."""
-    groups: Iterable[Group] = stream
+    """The groups to evaluate: those with a row to score (of the chosen tasks), then with ``max_groups``
+    the first by holdout hash, so the subset does not depend on how the corpus is sharded. Filters come
+    before the limit: ``max_groups=3`` with ``tasks=[math]`` is three math groups."""
+    groups: Iterable[Group] = (g for g in stream if any(eval_item(row, cfg) for row in g.rows))
     if cfg.require_all_langs:
         wanted = set(stream.langs) | {stream.manifest.anchor_lang}
         groups = (g for g in groups if wanted <= set(g.langs))

@@ -76,7 +76,8 @@ class Metrics:
 @dataclass(frozen=True)
 class Agreement:
     """Of ``groups`` groups, ``agreeing`` gave the same answer: all their languages (consistency) or one
-    language and the anchor (pairwise). A missing answer agrees with nothing."""
+    language and the anchor (pairwise); or, for ``consistent_correct``, the right answer in every language.
+    A missing answer (no number, no tool call, an unreadable call) agrees with nothing."""
 
     groups: int
     agreeing: int
@@ -109,6 +110,9 @@ class EvalReport:
     langs: dict[str, LangReport]
     consistency: Agreement
     consistency_by_task: dict[str, Agreement]
+    # Consistency alone rewards agreeing on a wrong answer; read it beside this: the same correct answer.
+    consistent_correct: Agreement
+    consistent_correct_by_task: dict[str, Agreement]
     mean_gap: float | None  # over the non-anchor languages that have a gap
 
 
@@ -116,15 +120,18 @@ def summarize(results: Sequence[RowResult], *, anchor_lang: str, langs: Sequence
     """Metrics per language (in ``langs`` order), gaps to ``anchor_lang`` and consistency across languages.
 
     Consistency counts the groups whose scored rows span at least two languages; such a group is
-    consistent when every language gave the same, non-missing answer.
+    consistent when every language gave the same, non-missing answer, and consistent and correct when every
+    language answered correctly.
     """
     by_lang: dict[str, list[RowResult]] = defaultdict(list)
     answers: dict[str, dict[str, str | None]] = defaultdict(dict)
+    correct: dict[str, list[bool]] = defaultdict(list)
     task_of: dict[str, str] = {}
     for r in results:
         by_lang[r.lang].append(r)
         if r.scorer is not None:
             answers[r.group_id][r.lang] = r.predicted
+            correct[r.group_id].append(bool(r.correct))
             task_of[r.group_id] = r.task
     anchor = Metrics.of(by_lang[anchor_lang]).accuracy
     reports = {}
@@ -147,9 +154,13 @@ def summarize(results: Sequence[RowResult], *, anchor_lang: str, langs: Sequence
             )
         reports[lang] = LangReport(overall, tasks, gap, relative, pairs)
     multilingual = {g: list(group.values()) for g, group in answers.items() if len(group) >= 2}
+    tasks = sorted({task_of[g] for g in multilingual})
     by_task = {
         task: Agreement.of([_agree(a) for g, a in multilingual.items() if task_of[g] == task])
-        for task in sorted({task_of[g] for g in multilingual})
+        for task in tasks
+    }
+    correct_by_task = {
+        task: Agreement.of([all(correct[g]) for g in multilingual if task_of[g] == task]) for task in tasks
     }
     gaps = [r.gap for lang, r in reports.items() if lang != anchor_lang and r.gap is not None]
     return EvalReport(
@@ -158,6 +169,8 @@ def summarize(results: Sequence[RowResult], *, anchor_lang: str, langs: Sequence
         langs=reports,
         consistency=Agreement.of([_agree(a) for a in multilingual.values()]),
         consistency_by_task=by_task,
+        consistent_correct=Agreement.of([all(correct[g]) for g in multilingual]),
+        consistent_correct_by_task=correct_by_task,
         mean_gap=sum(gaps) / len(gaps) if gaps else None,
     )
 
@@ -209,17 +222,20 @@ def markdown(report: EvalReport, *, header: dict[str, Any], chart: str) -> str:
             f"| {percent(r.overall.accuracy)} | {_signed(r.gap)} | {_signed(r.relative_gap, pct=True)} "
             f"| {agreement} | {number(r.overall.loss)} |"
         )
-    c = report.consistency
+    c, cc = report.consistency, report.consistent_correct
     lines += [
         "",
         f"Mean gap of the other languages to {anchor}: {_signed(report.mean_gap)}. Cross-lingual "
         f"consistency: {c.agreeing} of {c.groups} groups ({percent(c.share)}) give the same answer in every "
-        "language they have.",
+        f"language they have; {cc.agreeing} ({percent(cc.share)}) give the correct answer in every language. "
+        "Consistency without correctness means the languages agree on wrong answers.",
         "",
         "## Per task",
         "",
         "| task | "
-        + per_lang_cells([f"{x} accuracy" for x in langs], "consistency", [f"{x} loss" for x in langs])
+        + per_lang_cells(
+            [f"{x} accuracy" for x in langs], "consistency (and correct)", [f"{x} loss" for x in langs]
+        )
         + " |",
         "|---|" + "---:|" * (2 * len(langs) + 1),
     ]
@@ -228,11 +244,21 @@ def markdown(report: EvalReport, *, header: dict[str, Any], chart: str) -> str:
         per = [report.langs[lang].tasks.get(task) for lang in langs]
         accuracy = [percent(m.accuracy) if m else "-" for m in per]
         loss = [number(m.loss) if m else "-" for m in per]
-        consistency = report.consistency_by_task.get(task)
-        share = percent(consistency.share) if consistency else "-"
+        share = consistency_cell(
+            report.consistency_by_task.get(task), report.consistent_correct_by_task.get(task)
+        )
         lines.append(f"| {task} | " + per_lang_cells(accuracy, share, loss) + " |")
     lines += ["", f"![accuracy per language]({chart})", ""]
     return "\n".join(lines)
+
+
+def consistency_cell(consistent: Agreement | float | None, correct: Agreement | float | None) -> str:
+    """ "36.0% (0.0% correct)": the share of groups consistent across languages, and of those consistent
+    on the correct answer, side by side so neither is read alone."""
+    shares = [a.share if isinstance(a, Agreement) else a for a in (consistent, correct)]
+    if shares[0] is None:
+        return "-"
+    return f"{percent(shares[0])} ({percent(shares[1])} correct)"
 
 
 def per_lang_cells(accuracy: Sequence[str], consistency: str, loss: Sequence[str]) -> str:
@@ -259,7 +285,8 @@ def plot_accuracy(report: EvalReport, path: Path) -> Path:
     acc_ax.set_xticks(range(len(langs)), [f"{x}*" if x == report.anchor_lang else x for x in langs])
     acc_ax.set_ylim(0, 1.1)
     acc_ax.set_ylabel("accuracy")
-    acc_ax.set_title(f"accuracy per language (* anchor; consistency {percent(report.consistency.share)})")
+    consistency = consistency_cell(report.consistency, report.consistent_correct)
+    acc_ax.set_title(f"accuracy per language (* anchor; consistency {consistency})")
     acc_ax.legend(fontsize=7)
     losses = [r.overall.loss for r in report.langs.values()]
     bars = loss_ax.bar(langs, [v or 0.0 for v in losses], color="#8172B2")

@@ -40,15 +40,16 @@ def reference_tool_calls(message: dict[str, Any]) -> str | None:
 
 def generated_tool_calls(text: str) -> str | None:
     """The canonical calls in a generation: every ``<tool_call>{json}</tool_call>`` block (the collator's
-    format, also Hermes' and Qwen's), else a bare JSON call or list of calls (Llama 3.1's format); "[]"
-    when the text calls no tool, None when a call is not readable JSON."""
+    format, also Hermes' and Qwen's), else a bare JSON call or list of calls (Llama 3.1's format). None when
+    the text calls no tool or a call is not readable JSON: no call is no answer, so two languages that both
+    call nothing do not count as agreeing."""
     blocks = _TOOL_CALL.findall(text)
     try:
         if blocks:
             return canonical_calls(json.loads(block) for block in blocks)
         stripped = text.strip()
         if not stripped.startswith(("{", "[")):
-            return "[]"
+            return None
         value = json.loads(stripped)
         return canonical_calls(value if isinstance(value, list) else [value])
     except ValueError:

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from align_train.shard_stream import ShardStream
-from schemas import ConfigError, DataError, UserError
+from schemas import ConfigError, DataError, UserError, sha256_file
 from tests.align_train.corpus import HELD_OUT, read_groups
 
 
@@ -20,6 +20,16 @@ def copy_corpus(shard_dir: Path, tmp_path: Path) -> Path:
     out = tmp_path / "corpus"
     shutil.copytree(shard_dir, out)
     return out
+
+
+def rewrite_shard(corpus: Path, name: str, data: bytes) -> None:
+    """Replace a shard's bytes and record their sha256 in the manifest, as a rebuild would."""
+    (corpus / name).write_bytes(data)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        if shard["file"] == name:
+            shard["sha256"] = sha256_file(corpus / name)
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_one_rank_yields_every_group_whole_across_record_batches(shard_dir: Path) -> None:
@@ -165,8 +175,10 @@ def test_shard_with_wrong_schema_is_refused(shard_dir: Path, tmp_path: Path) -> 
     path = corpus / "shards" / "part-000001.arrow"
     with pa.memory_map(str(path)) as source:
         table = pa.ipc.open_file(source).read_all().drop_columns(["content_hash"])
-    with pa.ipc.new_file(path, table.schema) as writer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
+    rewrite_shard(corpus, "shards/part-000001.arrow", sink.getvalue().to_pybytes())
     with pytest.raises(ValueError, match=r"part-000001\.arrow does not follow PARALLEL_SCHEMA.*content_hash"):
         list(ShardStream(corpus))
     with pytest.raises(DataError):
@@ -189,3 +201,42 @@ def test_user_mistakes_are_user_errors_and_argument_checks_are_not(shard_dir: Pa
         with pytest.raises(ValueError) as raised:
             ShardStream(shard_dir, **settings)
         assert not isinstance(raised.value, UserError)
+
+
+def test_a_shard_changed_after_the_build_is_refused_before_any_row_is_read(
+    shard_dir: Path, tmp_path: Path
+) -> None:
+    corpus = copy_corpus(shard_dir, tmp_path)
+    path = corpus / "shards" / "part-000002.arrow"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside a zstd frame
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        DataError, match=r"part-000002\.arrow does not match .*manifest\.json .*rebuild the corpus"
+    ):
+        ShardStream(corpus)
+
+
+def test_a_file_that_is_not_arrow_is_named(shard_dir: Path, tmp_path: Path) -> None:
+    corpus = copy_corpus(shard_dir, tmp_path)
+    rewrite_shard(corpus, "shards/part-000000.arrow", b"group_id,lang\ng1,en\n")
+    with pytest.raises(DataError, match=r"shard .*part-000000\.arrow is not a readable Arrow IPC file"):
+        ShardStream(corpus)
+
+
+def test_edited_counts_are_refused_before_training(shard_dir: Path, tmp_path: Path) -> None:
+    corpus = copy_corpus(shard_dir, tmp_path)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    manifest["shards"][1]["langs"]["de"] += 2
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"part-000001\.arrow holds .* but manifest\.json records"):
+        ShardStream(corpus)  # at construction: before a single group is yielded
+
+
+def test_a_manifest_naming_a_file_outside_the_corpus_is_refused(shard_dir: Path, tmp_path: Path) -> None:
+    corpus = copy_corpus(shard_dir, tmp_path)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    manifest["shards"][0]["file"] = "../../elsewhere/part-000000.arrow"
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="must be a relative path inside the build's folder"):
+        ShardStream(corpus)

@@ -139,3 +139,20 @@ def test_cli_refuses_bf16_without_a_gpu(shard_dir: Path, tmp_path: Path) -> None
     assert result.stderr == (
         "align-train: error: dtype='bf16' needs a GPU, this process runs on cpu: use dtype='auto' or 'fp32'\n"
     )
+
+
+def test_max_groups_counts_the_groups_left_after_the_task_filter(
+    shard_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    cfg = EvalConfig(
+        model=model_dir, data=shard_dir, out=tmp_path, tasks=["tool_calling"], max_groups=3, max_new_tokens=2
+    )
+    evaluate(cfg)
+    rows = [json.loads(line) for line in (tmp_path / PREDICTIONS_FILE).read_text().splitlines()]
+    # tool_calling is 1 group in 4 of sft_rows(20): the three of them that come first by holdout hash.
+    tool_groups = sorted(
+        {g for g, rows in read_groups(shard_dir).items() if rows[0]["task"] == "tool_calling"}
+    )
+    expected = sorted(tool_groups, key=stable_fraction)[:3]
+    assert sorted({r["group_id"] for r in rows}) == sorted(expected)
+    assert {r["task"] for r in rows} == {"tool_calling"}

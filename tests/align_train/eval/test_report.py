@@ -48,9 +48,31 @@ def test_gap_consistency_and_agreement_on_hand_made_rows() -> None:
     assert (sw.agreement.groups, sw.agreement.agreeing) == (2, 1)
     assert (report.consistency.groups, report.consistency.agreeing) == (4, 2)
     assert report.consistency_by_task["math"].share == 0.5
+    # Beside it, what cannot be misread: only g1 agrees on the correct answer (g3 agrees on a wrong one).
+    assert (report.consistent_correct.groups, report.consistent_correct.agreeing) == (4, 1)
+    assert report.consistent_correct_by_task["math"].share == 0.25
     assert set(en.tasks) == {"chat", "math"} and en.tasks["chat"].accuracy is None
 
 
 def test_relative_gap_is_undefined_when_the_anchor_scores_zero() -> None:
     report = summarize([row("g1", "en", "1"), row("g1", "de", "7")], anchor_lang="en", langs=["en", "de"])
     assert report.langs["de"].gap == 1.0 and report.langs["de"].relative_gap is None
+
+
+def test_calling_no_tool_in_every_language_is_not_consistency() -> None:
+    from align_train.eval.scoring import SCORERS
+
+    silent = SCORERS["tool"].predicted("I cannot look that up.")  # no call in any language
+    expected = '[{"arguments":{"city":"Paris"},"name":"get_weather"}]'
+    results = [
+        RowResult(
+            g, lang, "tool_calling", nll=1.0, tokens=1, scorer="tool", expected=expected, predicted=silent
+        )
+        for g in ("g1", "g2")
+        for lang in ("en", "de", "sw")
+    ]
+    report = summarize(results, anchor_lang="en", langs=["en", "de", "sw"])
+    assert report.langs["en"].overall.accuracy == 0.0
+    assert (report.consistency.groups, report.consistency.agreeing) == (2, 0)
+    assert report.consistent_correct.agreeing == 0
+    assert report.langs["de"].agreement.agreeing == 0

@@ -74,7 +74,7 @@ def test_tool_calls_match_whatever_the_key_order_and_encoding() -> None:
             '[{"arguments":{"a":"2","b":10},"name":"add"}]'  # the text "2" is not the number 2
         ),
         '<tool_call>{"name": "add", "arguments": {"a": 2}}</tool_call>': '[{"arguments":{"a":2},"name":"add"}]',
-        "The sum is 12.": "[]",  # no call
+        "The sum is 12.": None,  # no call: no answer, which agrees with nothing
         '<tool_call>{"name": add, "arguments": {}}</tool_call>': None,  # not JSON
         '<tool_call>{"arguments": {"a": 2}}</tool_call>': None,  # no name
     }
