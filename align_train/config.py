@@ -97,6 +97,9 @@ class TrainConfig(_Section):
         0.0, ge=0, lt=1, description="fraction of groups held out for evaluation (by group_id hash); 0 = none"
     )
     tensorboard: bool = False
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads of torch and BLAS; None = OMP_NUM_THREADS, else the idle cores"
+    )
     resume: bool = Field(True, description="continue from OUT/checkpoints/latest when it exists")
 
     _check_shards = field_validator("shards")(lambda cls, v: _require_manifest(v))
@@ -174,6 +177,9 @@ class EvalConfig(_Section):
     max_length: int = Field(2048, ge=16, description="tokens of prompt + reference scored for the loss")
     backend: Literal["transformers", "vllm"] = "transformers"
     dtype: Precision = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads of torch and BLAS; None = OMP_NUM_THREADS, else the idle cores"
+    )
 
     _check_data = field_validator("data")(lambda cls, v: _require_manifest(v))
     _check_langs = field_validator("langs")(lambda cls, v: _dedupe_langs(v))

@@ -48,6 +48,7 @@ from align_train.model import (
 from align_train.objectives import OBJECTIVES, LossScale, Objective
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
+from align_train.threads import set_threads
 from schemas import ConfigError
 
 
@@ -60,12 +61,14 @@ def train(cfg: TrainConfig) -> Path:
     run = init_distributed()
     stop = StopSignal()
     try:
+        threads = set_threads(cfg.threads)
         hf_logging.disable_progress_bar()
         resume_from = resume_point(cfg)
         # Read first: a damaged checkpoint should stop the run before a model is loaded.
         state = None if resume_from is None else load_trainer_state(resume_from, world_size=run.world_size)
         if run.is_main:  # what the run trains on, for its evaluation (held-out groups) and for audits
             save_yaml(cfg, cfg.out / RUN_CONFIG)
+            print(f"align-train: {threads} per process")
         autocast = _autocast(cfg, run)
         # Same seed on every rank while building the model: FSDP2 does not broadcast initial weights.
         _seed_all(cfg.seed)

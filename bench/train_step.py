@@ -27,6 +27,7 @@ from align_train.losses import sft_loss
 from align_train.model import load_model, load_tokenizer, tiny_model
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
+from align_train.threads import set_threads
 
 # Dense bf16 peak (FLOP/s) by device-name fragment, for MFU.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
@@ -136,15 +137,19 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: OMP_NUM_THREADS, else the idle cores)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if not (args.shards / "manifest.json").is_file():
         parser.error(
             f"{args.shards} is not a `curate build` output dir: run `make demo` first or pass --shards"
         )
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     tokenizer = load_tokenizer(args.model)
     results = {mode: run(args, tokenizer, pack=mode == "packed") for mode in ("padded", "packed")}

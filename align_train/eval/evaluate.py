@@ -38,6 +38,7 @@ from align_train.eval.scoring import SCORERS, Scorer, last_assistant
 from align_train.losses import sequence_logps
 from align_train.model import compute_dtype, load_model, load_tokenizer
 from align_train.shard_stream import Group, ShardStream
+from align_train.threads import set_threads
 from schemas import ConfigError, stable_fraction
 
 
@@ -69,6 +70,7 @@ class EvalItem:
 def evaluate(cfg: EvalConfig) -> EvalReport:
     """Evaluate as configured, write the report files to ``cfg.out`` and return the report."""
     started = time.perf_counter()
+    set_threads(cfg.threads)
     hf_logging.disable_progress_bar()
     model_dir = resolve_model(cfg.model)
     if cfg.backend == "vllm":
