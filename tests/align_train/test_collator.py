@@ -211,3 +211,77 @@ def test_packed_batch_gives_the_padded_per_token_loss(
         **{**vars(packed), "position_ids": torch.arange(packed.input_ids.shape[1]).unsqueeze(0)}
     )
     assert (token_losses(tiny_llama, leaky) - expected).abs().max() > 1e-3
+
+
+class PrefixRenders(Collator):
+    """The collator as it labelled before skeletons: the prefix renders of every conversation."""
+
+    def _rendered(self, chats: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int] | None]]:
+        text = self._render(chats)
+        return text, [
+            self._span(chats, i, text) if c["role"] == "assistant" else None for i, c in enumerate(chats)
+        ]
+
+
+def counting_renders(tokenizer: Any) -> list[int]:
+    """Count the tokenizer's chat-template renders (the returned one-item list holds the count)."""
+    calls = [0]
+    render = tokenizer.apply_chat_template
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return render(*args, **kwargs)
+
+    tokenizer.apply_chat_template = counted
+    return calls
+
+
+def same_batches(a: TokenBatch, b: TokenBatch) -> None:
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels)
+    assert a.num_loss_tokens == b.num_loss_tokens
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo"])
+def test_each_conversation_is_rendered_once_and_labelled_as_by_its_prefixes(
+    tokenizer_dir: Path, shard_dir: Path, objective: str
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if objective == "sft":
+        batches = list(
+            ParallelBatchSampler(ShardStream(shard_dir), policy="all", groups_per_batch=4, anchor_lang="en")
+        )
+    else:
+        batches = [ParallelBatch.of(preference_rows(4))]
+    expected = [PrefixRenders(tokenizer, objective=objective, max_length=512)(b) for b in batches]
+    collator = Collator(tokenizer, objective=objective, max_length=512)
+    renders = counting_renders(tokenizer)
+    per_pass = []
+    for _ in range(2):
+        for batch, reference in zip(batches, expected, strict=True):
+            same_batches(collator(batch), reference)
+        per_pass.append(renders[0])
+        renders[0] = 0
+    sequences = collator.stats["sequences"] // 2
+    # The first pass renders each structure's prefixes once (a question and answer; the tool-calling
+    # conversation with a system prompt); then every conversation is rendered exactly once.
+    assert sequences < per_pass[0] <= sequences + 12
+    assert per_pass[1] == sequences
+    assert collator.stats["assistant_span_not_found"] == 0
+
+
+def test_a_template_that_changes_contents_falls_back_to_prefix_renders(tokenizer_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    # The same template, except that it strips every content: substituting contents would be wrong.
+    tokenizer.chat_template = tokenizer.chat_template.replace(
+        "message['content']", "message['content'] | trim"
+    )
+    rows = [
+        parallel_row("g0", "en", [message("user", "  Two plus two? "), message("assistant", " Four.  ")]),
+        parallel_row("g0", "de", [message("user", "Zwei plus zwei?"), message("assistant", "Vier.")]),
+    ]
+    batch = ParallelBatch.of(rows)
+    collator = Collator(tokenizer, objective="sft", max_length=512)
+    out = collator(batch)
+    same_batches(out, PrefixRenders(tokenizer, objective="sft", max_length=512)(batch))
+    assert labelled_runs(tokenizer, out, 0) == ["Four." + EOS]
+    assert labelled_runs(tokenizer, out, 1) == ["Vier." + EOS]
