@@ -132,25 +132,28 @@ class Collator:
     counts for its group) and is counted in ``stats["no_loss_tokens"]``; the first token of every
     sequence never has a label, so no position predicts across a sequence boundary.
 
-    Packing (``pack=True``) concatenates the sequences into one row without padding, ``position_ids``
-    restarting at 0 for each sequence and ``attention_mask=None``; from such position ids
-    ``transformers.masking_utils`` builds a block-diagonal causal mask (sdpa, eager, flex; flash-attention
-    uses them as varlen boundaries), so a packed batch computes exactly what the padded batch does::
+    Packing (``pack=True``) places the sequences one after another in rows of at most ``max_length``
+    tokens (first-fit, longest first), ``position_ids`` restarting at 0 for each sequence and
+    ``attention_mask=None``; from such position ids ``transformers.masking_utils`` builds a block-diagonal
+    causal mask (sdpa, eager, flex; flash-attention uses them as varlen boundaries), so a packed batch
+    computes exactly what the padded batch does. The end of a row shorter than the longest is padding, a
+    block of its own that no sequence attends to. Rows rather than one long row, because attention over
+    a row costs its length squared under a mask (sdpa, eager)::
 
-        sequences     a0 a1 a2 | b0 b1 | c0 c1 c2 c3
-        input_ids    [a0 a1 a2 b0 b1 c0 c1 c2 c3]      shape [1, 9]
-        position_ids [ 0  1  2  0  1  0  1  2  3]
-        seq_ids      [ 0  0  0  1  1  2  2  2  2]
-        attention     a0 a1 a2 b0 b1 c0 c1 c2 c3
-                  a0   1
-                  a1   1  1
-                  a2   1  1  1
-                  b0            1
-                  b1            1  1
-                  c0                  1
-                  c1                  1  1
-                  c2                  1  1  1
-                  c3                  1  1  1  1
+        sequences     a0 a1 a2 | b0 b1 | c0 c1 c2 c3          max_length 6
+        input_ids    [c0 c1 c2 c3 b0 b1]                     shape [2, 6]
+                     [a0 a1 a2 pd pd pd]
+        position_ids [ 0  1  2  3  0  1]
+                     [ 0  1  2  0  1  2]
+        seq_ids      [ 2  2  2  2  1  1]
+                     [ 0  0  0 -1 -1 -1]
+        attention     c0 c1 c2 c3 b0 b1  (row 0)
+                  c0   1
+                  c1   1  1
+                  c2   1  1  1
+                  c3   1  1  1  1
+                  b0               1
+                  b1               1  1
 
     Call the model with :meth:`TokenBatch.model_inputs` (it sets ``use_cache=False``, without which the
     packed mask is not built).
@@ -366,12 +369,34 @@ class Collator:
         return self._batch(sequences, input_ids, labels, position_ids, attention_mask, seq_ids)
 
     def _packed(self, sequences: list[_Sequence]) -> TokenBatch:
-        input_ids = torch.tensor([t for s in sequences for t in s.input_ids]).unsqueeze(0)
-        labels = torch.tensor([t for s in sequences for t in s.labels]).unsqueeze(0)
-        position_ids = torch.cat([torch.arange(len(s.input_ids)) for s in sequences]).unsqueeze(0)
-        seq_ids = torch.cat(
-            [torch.full((len(s.input_ids),), i, dtype=torch.long) for i, s in enumerate(sequences)]
-        ).unsqueeze(0)
+        rows: list[list[int]] = []
+        free: list[int] = []
+        for i in sorted(range(len(sequences)), key=lambda i: -len(sequences[i].input_ids)):
+            n = len(sequences[i].input_ids)
+            row = next((r for r, space in enumerate(free) if space >= n), None)
+            if row is None:
+                rows.append([])
+                free.append(self.max_length)
+                row = len(rows) - 1
+            rows[row].append(i)
+            free[row] -= n
+        width = self.max_length - min(free)
+        shape = (len(rows), width)
+        input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
+        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+        seq_ids = torch.full(shape, -1, dtype=torch.long)
+        position_ids = torch.zeros(shape, dtype=torch.long)
+        for r, members in enumerate(rows):
+            at = 0
+            for i in members:
+                s = sequences[i]
+                n = len(s.input_ids)
+                input_ids[r, at : at + n] = torch.tensor(s.input_ids)
+                labels[r, at : at + n] = torch.tensor(s.labels)
+                seq_ids[r, at : at + n] = i
+                position_ids[r, at : at + n] = torch.arange(n)
+                at += n
+            position_ids[r, at:] = torch.arange(width - at)  # the padding: a block of its own
         return self._batch(sequences, input_ids, labels, position_ids, None, seq_ids)
 
     @staticmethod

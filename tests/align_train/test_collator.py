@@ -140,16 +140,31 @@ def test_truncation_keeps_the_first_max_length_tokens(tokenizer: Any, shard_dir:
 
 
 def test_packed_layout_restarts_positions_per_sequence(tokenizer: Any, shard_dir: Path) -> None:
-    batch = batch_of(shard_dir)
-    padded = Collator(tokenizer, objective="sft", max_length=512)(batch)
-    packed = Collator(tokenizer, objective="sft", max_length=512, pack=True)(batch)
+    batch = batch_of(shard_dir, groups=8)
+    padded = Collator(tokenizer, objective="sft", max_length=128)(batch)
+    packed = Collator(tokenizer, objective="sft", max_length=128, pack=True)(batch)
     assert packed.attention_mask is None and padded.attention_mask is not None
-    assert packed.input_ids.shape == (1, int(padded.attention_mask.sum()))
-    assert torch.equal(packed.input_ids[0], padded.input_ids[padded.attention_mask.bool()])
-    assert torch.equal(packed.labels[0], padded.labels[padded.attention_mask.bool()])
-    starts = (packed.position_ids[0] == 0).nonzero().flatten().tolist()
-    assert starts == [int((packed.seq_ids[0] < i).sum()) for i in range(packed.num_seqs)]
-    assert (packed.labels[0, starts] == IGNORE_INDEX).all()
+    lengths = padded.attention_mask.sum(1).tolist()
+    # Rows of at most max_length tokens, as few as first-fit of the longest first gives.
+    rows, width = packed.input_ids.shape
+    assert -(-sum(lengths) // 128) <= rows < len(lengths)
+    assert width == max(int(r.sum()) for r in packed.seq_ids >= 0) <= 128
+    real = packed.seq_ids >= 0
+    assert int(real.sum()) == sum(lengths)
+    for i in range(packed.num_seqs):
+        mine = packed.seq_ids == i
+        assert torch.equal(packed.input_ids[mine], padded.input_ids[i, : lengths[i]])
+        assert torch.equal(packed.labels[mine], padded.labels[i, : lengths[i]])
+        assert packed.position_ids[mine].tolist() == list(range(lengths[i]))
+        assert mine.any(dim=1).sum() == 1  # a sequence never spans two rows
+        assert packed.labels[mine][0] == IGNORE_INDEX
+    # The padding at a row's end is a block of its own (positions restart), unlabelled.
+    for row in range(rows):
+        pads = ~real[row]
+        if pads.any():
+            assert packed.position_ids[row][pads].tolist() == list(range(int(pads.sum())))
+            assert bool(pads[int(real[row].sum()) :].all())
+    assert (packed.labels[~real] == IGNORE_INDEX).all()
     assert packed.num_loss_tokens == padded.num_loss_tokens
     moved = packed.to("meta")
     assert moved.input_ids.device.type == "meta" and moved.attention_mask is None
@@ -193,7 +208,10 @@ def token_losses(model: LlamaForCausalLM, batch: TokenBatch) -> torch.Tensor:
     with torch.no_grad():
         logits = model(**batch.model_inputs()).logits
     losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch.labels[:, 1:], reduction="none")
-    return losses[batch.labels[:, 1:] != IGNORE_INDEX]
+    labelled = batch.labels[:, 1:] != IGNORE_INDEX
+    # Row by row, then sequence by sequence: each sequence lies in one row, in order.
+    order = torch.argsort(batch.seq_ids[:, 1:][labelled], stable=True)
+    return losses[labelled][order]
 
 
 def test_packed_batch_gives_the_padded_per_token_loss(
