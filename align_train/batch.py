@@ -81,3 +81,14 @@ class TokenBatch:
             "attention_mask": self.attention_mask,
             "use_cache": False,
         }
+
+    def labelled_inputs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`align_train.head.LabelledLM`: the model inputs and the labels."""
+        return {
+            "input_ids": self.input_ids,
+            "position_ids": self.position_ids,
+            "attention_mask": self.attention_mask,
+            "labels": self.labels,
+            "seq_ids": self.seq_ids,
+            "num_seqs": self.num_seqs,
+        }

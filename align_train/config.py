@@ -79,6 +79,11 @@ class TrainConfig(_Section):
         "auto",
         description="padding-free batches; auto = when the model's attention honours them, else padding",
     )
+    loss_chunk_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="labelled positions per chunk of the output layer; None = 256 MiB of float32 logits",
+    )
     seed: int = 0
     shuffle_buffer: int = Field(1024, ge=1, description="groups held by the stream's shuffle buffer")
     lora: LoraConfig = Field(default_factory=LoraConfig)

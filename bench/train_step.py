@@ -23,6 +23,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from align_train.batch import ParallelBatch
 from align_train.collator import Collator
+from align_train.head import LabelledLM, choose_head
 from align_train.losses import sft_loss
 from align_train.model import load_model, load_tokenizer, tiny_model
 from align_train.sampler import ParallelBatchSampler
@@ -89,7 +90,8 @@ def sync(device: torch.device) -> None:
 
 def run(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, *, pack: bool) -> dict[str, float]:
     device = torch.device(args.device)
-    model = build_model(args, tokenizer).to(device).train()
+    model = LabelledLM(build_model(args, tokenizer).to(device).train(), chunk_tokens=None)
+    model.chunk_tokens = choose_head(model.lm, chunk_tokens=None, is_main=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     collator = Collator(tokenizer, objective="sft", max_length=args.max_length, pack=pack)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -102,8 +104,8 @@ def run(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, *, pack: b
         sync(device)
         collated = time.perf_counter()
         with autocast:
-            logits = model(**token_batch.model_inputs()).logits
-        loss = sft_loss(logits.float(), token_batch).loss
+            out = model(**token_batch.labelled_inputs(), uniform_weights=True)
+        loss = sft_loss(out.logps, token_batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, *, pack: b
         totals["step_s"] += done - start
         totals["tokens"] += sum(seq_lengths)
         totals["computed"] += token_batch.input_ids.numel()
-        totals["flops"] += train_flops(model, seq_lengths)
+        totals["flops"] += train_flops(model.lm, seq_lengths)
     return totals
 
 
