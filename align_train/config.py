@@ -87,6 +87,9 @@ class TrainConfig(_Section):
     seed: int = 0
     shuffle_buffer: int = Field(1024, ge=1, description="groups held by the stream's shuffle buffer")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    export_merged: bool = Field(
+        False, description="LoRA: at the end, also write OUT/merged, the base model with the adapters merged"
+    )
     dpo_beta: float = Field(0.1, gt=0)
     orpo_beta: float = Field(0.1, gt=0)
     alignment_weight: float = Field(0.0, ge=0, description="cross-lingual alignment term; 0 = off")
@@ -129,8 +132,8 @@ class TrainConfig(_Section):
         if self.reference == "adapter-disabled" and not self.lora.enabled:
             msg = "reference='adapter-disabled' needs LoRA: set lora.enabled=true or reference='frozen'"
             raise ValueError(msg)
-        if self.dist == "fsdp" and self.lora.enabled:
-            msg = "dist='fsdp' with LoRA is not supported (the merged export needs the whole model): use dist='ddp'"
+        if self.export_merged and not self.lora.enabled:
+            msg = "export_merged=true needs LoRA: a full fine-tune's checkpoints are model folders already"
             raise ValueError(msg)
         if self.alignment_weight > 0 and self.policy == "monolingual":
             msg = (

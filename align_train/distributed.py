@@ -135,6 +135,12 @@ def any_rank(flag: bool, run: Runtime) -> bool:
     return bool(tensor)
 
 
+def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def gather(value: Any) -> list[Any]:
     """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
     if not dist.is_initialized():

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
@@ -20,8 +23,8 @@ from transformers import (
 )
 
 from align_train.batch import TokenBatch
-from align_train.checkpoint import ADAPTER_DIR, damaged
-from align_train.config import LoraConfig, Precision, TrainConfig
+from align_train.checkpoint import checkpoint_root, damaged, latest_checkpoint
+from align_train.config import RUN_CONFIG, LoraConfig, Precision, TrainConfig, training_run
 from align_train.distributed import Runtime
 from align_train.head import LabelledLM, choose_head
 from align_train.losses import SeqLogps
@@ -149,16 +152,78 @@ def load_policy(
             return model
         from peft import get_peft_model
 
-        return get_peft_model(model, _peft_config(cfg.lora))
+        peft_model = get_peft_model(model, _peft_config(cfg.lora))
+        # adapter_config.json names the base: an absolute path finds it from any working directory.
+        peft_model.peft_config["default"].base_model_name_or_path = (
+            None if cfg.model is None else str(cfg.model.resolve())
+        )
+        return peft_model
     base = load_model(cfg.model, tokenizer, seed=cfg.seed) if cfg.lora.enabled else None
     try:
         if base is None:
             return load_model(checkpoint, tokenizer)
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, checkpoint / ADAPTER_DIR, is_trainable=True)
+        return PeftModel.from_pretrained(base, checkpoint, is_trainable=True)
     except (OSError, ValueError, SafetensorError) as e:  # a truncated or overwritten weights file
         raise damaged(checkpoint, f"its weights cannot be loaded ({' '.join(str(e).split())[:200]})") from e
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+MERGED_DIR = "merged"
+"""``OUT/merged``: the LoRA run's final model with its adapters merged (``export_merged: true``)."""
+
+
+def export_merged(
+    checkpoint: Path, out: Path, *, base_model: Path | None, tokenizer: PreTrainedTokenizerBase, seed: int = 0
+) -> Path:
+    """Write the model of a LoRA ``checkpoint`` with its adapters merged into ``base_model`` as a plain
+    Hugging Face folder (weights, config, tokenizer), in the base model's own dtype: what vLLM and any tool
+    without peft loads. ``base_model`` None is the tiny demo model of ``seed``.
+
+    The merge runs on the CPU in float32 and needs the whole base model in memory (4 bytes per parameter).
+    """
+    from peft import PeftModel
+
+    base = load_model(base_model, tokenizer, seed=seed)
+    dtype = base.config.dtype if base_model is not None else torch.float32
+    merged = PeftModel.from_pretrained(base, checkpoint).merge_and_unload().to(dtype)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def export_run(model: Path, out: Path, *, base_model: Path | None = None) -> Path:
+    """:func:`export_merged` for ``align-train export``: ``model`` is a training run (its latest checkpoint)
+    or a LoRA checkpoint; the base model is ``base_model``, else the one the run trained, else the one the
+    adapter names."""
+    checkpoint = latest_checkpoint(model) if (checkpoint_root(model) / "latest").is_file() else model
+    if checkpoint is None or not (checkpoint / ADAPTER_CONFIG).is_file():
+        msg = (
+            f"{model} is not a LoRA checkpoint or run (no {ADAPTER_CONFIG}): a full fine-tune's checkpoints "
+            "are model folders already"
+        )
+        raise ConfigError(msg)
+    run = training_run(checkpoint)
+    settings = yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) if run is not None else {}
+    if base_model is None and run is not None:
+        base_model = None if settings.get("model") is None else Path(settings["model"])
+    elif base_model is None:
+        named = json.loads((checkpoint / ADAPTER_CONFIG).read_text(encoding="utf-8")).get(
+            "base_model_name_or_path"
+        )
+        if not named or not (Path(named) / "config.json").is_file():
+            msg = f"{checkpoint} names base model {named!r}, which is not a local model folder: pass --base-model"
+            raise ConfigError(msg)
+        base_model = Path(named)
+    tokenizer = load_tokenizer(checkpoint)
+    return export_merged(
+        checkpoint, out, base_model=base_model, tokenizer=tokenizer, seed=settings.get("seed", 0)
+    )
 
 
 def _peft_config(lora: LoraConfig) -> Any:

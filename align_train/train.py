@@ -28,6 +28,7 @@ from align_train.distributed import (
     Runtime,
     StopSignal,
     any_rank,
+    barrier,
     clip_grad_norm,
     init_distributed,
     set_gradient_sync,
@@ -39,9 +40,11 @@ from align_train.head import LabelledLM, choose_head
 from align_train.losses import alignment_loss
 from align_train.metrics_log import MetricsLogger
 from align_train.model import (
+    MERGED_DIR,
     Reference,
     choose_packing,
     compute_dtype,
+    export_merged,
     load_policy,
     load_reference,
     load_tokenizer,
@@ -161,6 +164,11 @@ def train(cfg: TrainConfig) -> Path:
         # ---- cleanup ----------------------------------------------------------------------------------
         checkpoint = save()
         logger.close()
+        if cfg.export_merged and run.is_main:
+            export_merged(
+                checkpoint, cfg.out / MERGED_DIR, base_model=cfg.model, tokenizer=tokenizer, seed=cfg.seed
+            )
+        barrier()
         return checkpoint
     finally:
         stop.uninstall()

@@ -76,7 +76,7 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
     if cfg.backend == "vllm":
         import_vllm()  # before any work is done
         if model_dir is None or not (model_dir / "config.json").is_file():
-            msg = f"backend='vllm' needs a full model folder, got {cfg.model}: use a training checkpoint (LoRA ones hold the merged model)"
+            msg = f"backend='vllm' needs a full model folder, got {cfg.model}: merge a LoRA run first (align-train export RUN --out DIR, or export_merged=true) and evaluate DIR"
             raise ConfigError(msg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = compute_dtype(cfg.dtype, device)
@@ -155,8 +155,8 @@ def resolve_model(model: Path | None) -> Path | None:
 def load_for_eval(
     model_dir: Path | None, *, base_model: Path | None
 ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    """Tokenizer and model of a model folder (a training checkpoint is one; a LoRA checkpoint holds the
-    merged model), of a peft adapter folder over its base model (merged here), or the tiny demo model."""
+    """Tokenizer and model of a model folder (a full fine-tune's checkpoint is one), of a peft adapter folder
+    over its base model (a LoRA checkpoint is one; merged here), or the tiny demo model."""
     if model_dir is None or (model_dir / "config.json").is_file():
         tokenizer = load_tokenizer(model_dir)
         return tokenizer, load_model(model_dir, tokenizer)

@@ -106,7 +106,7 @@ def test_config_refuses_contradictions(shard_dir: Path, tmp_path: Path) -> None:
     base = {"shards": shard_dir, "out": tmp_path}
     cases = {
         "needs LoRA": {"reference": "adapter-disabled"},
-        "use dist='ddp'": {"dist": "fsdp", "lora": {"enabled": True}},
+        "needs LoRA: a full fine-tune": {"export_merged": True},
         "needs several languages": {"alignment_weight": 0.1, "policy": "monolingual"},
         "Extra inputs": {"batch_size": 4},
     }
