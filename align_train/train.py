@@ -44,6 +44,7 @@ from align_train.model import (
     Reference,
     choose_packing,
     compute_dtype,
+    enable_activation_checkpointing,
     export_merged,
     load_policy,
     load_reference,
@@ -78,6 +79,8 @@ def train(cfg: TrainConfig) -> Path:
         _seed_all(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
         policy = load_policy(cfg, tokenizer, checkpoint=resume_from).to(run.device).train()
+        if cfg.activation_checkpointing:
+            enable_activation_checkpointing(policy)
         objective = OBJECTIVES[cfg.objective]
         # Decided on the unsharded model: a no-grad forward through FSDP2 breaks it.
         pack = choose_packing(cfg, policy, run)
