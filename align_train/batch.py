@@ -61,13 +61,23 @@ class TokenBatch:
     pair_index: torch.LongTensor
     num_loss_tokens: int
 
-    def to(self, device: torch.device | str) -> TokenBatch:
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> TokenBatch:
+        """The batch on ``device``; ``non_blocking`` copies from pinned memory overlap compute on a GPU."""
         moved = {
-            f.name: value.to(device)
+            f.name: value.to(device, non_blocking=non_blocking)
             for f in dataclasses.fields(self)
             if isinstance(value := getattr(self, f.name), torch.Tensor)
         }
         return dataclasses.replace(self, **moved)
+
+    def pin_memory(self) -> TokenBatch:
+        """The batch in page-locked host memory, for asynchronous copies to a GPU."""
+        pinned = {
+            f.name: value.pin_memory()
+            for f in dataclasses.fields(self)
+            if isinstance(value := getattr(self, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(self, **pinned)
 
     def model_inputs(self) -> dict[str, Any]:
         """Keyword arguments for a Hugging Face causal LM's forward.

@@ -86,9 +86,13 @@ class TrainConfig(_Section):
     )
     seed: int = 0
     shuffle_buffer: int = Field(1024, ge=1, description="groups held by the stream's shuffle buffer")
+    prefetch: int = Field(
+        2, ge=0, description="optimizer steps of batches built ahead in a worker thread; 0 = in the loop"
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
     activation_checkpointing: bool = Field(
-        False, description="recompute each decoder layer in the backward pass instead of keeping its activations"
+        False,
+        description="recompute each decoder layer in the backward pass instead of keeping its activations",
     )
     export_merged: bool = Field(
         False, description="LoRA: at the end, also write OUT/merged, the base model with the adapters merged"

@@ -11,11 +11,9 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from align_train.batch import ParallelBatch, TokenBatch
-from align_train.collator import Collator
 from align_train.config import TrainConfig
 from align_train.distributed import Runtime, gather
-from align_train.sampler import ParallelBatchSampler
+from align_train.prefetch import Window
 from schemas import import_optional
 
 METRICS_FILE = "metrics.jsonl"
@@ -28,19 +26,8 @@ class MetricsLogger:
     past the checkpoint's step are dropped so the files read as one uninterrupted run.
     """
 
-    def __init__(
-        self,
-        cfg: TrainConfig,
-        run: Runtime,
-        *,
-        sampler: ParallelBatchSampler,
-        collator: Collator,
-        start_step: int,
-        total_steps: int,
-    ) -> None:
+    def __init__(self, cfg: TrainConfig, run: Runtime, *, start_step: int, total_steps: int) -> None:
         self.run = run
-        self.sampler = sampler
-        self.collator = collator
         self.log_every = cfg.log_every
         self.total_steps = total_steps
         self.metrics_path = cfg.out / METRICS_FILE
@@ -50,7 +37,7 @@ class MetricsLogger:
         self.data_file = data_path.open("a", encoding="utf-8")
         self.tokens = 0
         self.since = time.perf_counter()
-        self.collated = Counter[str]()
+        self.collated = Counter[str]()  # collator statistics since the last record
         self.writer = None
         self.progress = Progress(
             TextColumn("[bold]train"),
@@ -74,23 +61,23 @@ class MetricsLogger:
         loss: float,
         lr: float,
         grad_norm: float,
-        window: list[ParallelBatch],
-        micro_batches: list[TokenBatch],
+        window: Window,
         metrics: list[dict[str, float]],
     ) -> None:
-        """Record optimizer step ``step``: ``loss`` is this rank's share of the window's objective,
-        ``metrics`` the objective's metrics per micro-batch."""
-        group_ids = [g for batch in window for g in batch.group_ids]
+        """Record optimizer step ``step``, which trained on ``window``: ``loss`` is this rank's share of the
+        window's objective, ``metrics`` the objective's metrics per micro-batch."""
+        group_ids = [g for batch in window.batches for g in batch.group_ids]
         self.data_file.write(json.dumps({"step": step, "group_ids": group_ids}) + "\n")
-        self.tokens += sum(int((b.seq_ids >= 0).sum()) for b in micro_batches)
+        self.tokens += sum(int((b.seq_ids >= 0).sum()) for b in window.micro_batches)
+        self.collated += window.collated
         self.progress.advance(self.task)
         if step % self.log_every and step != self.total_steps:
             return
         self.data_file.flush()
         langs = Counter[str]()
-        for batch in window:
+        for batch in window.batches:
             langs.update(batch.lang_counts)
-        collated, self.collated = self.collator.stats - self.collated, self.collator.stats.copy()
+        collated, self.collated = self.collated, Counter[str]()
         local = {
             "loss": loss,
             "tokens": self.tokens,
@@ -105,7 +92,7 @@ class MetricsLogger:
         elapsed = time.perf_counter() - self.since
         record: dict[str, Any] = {
             "step": step,
-            "epoch": self.sampler.state_dict()["epoch"],
+            "epoch": window.data_state["epoch"],
             "loss": sum(r["loss"] for r in ranks),
             "lr": lr,
             "grad_norm": grad_norm,

@@ -10,8 +10,7 @@ micro-batch losses add up to a step's loss), :mod:`align_train.metrics_log` (wha
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,7 +19,7 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
-from align_train.batch import ParallelBatch, TokenBatch
+from align_train.batch import TokenBatch
 from align_train.checkpoint import load_trainer_state, restore, resume_point, save_checkpoint
 from align_train.collator import Collator
 from align_train.config import PREFERENCE_OBJECTIVES, RUN_CONFIG, TrainConfig, save_yaml
@@ -51,6 +50,7 @@ from align_train.model import (
     load_tokenizer,
 )
 from align_train.objectives import OBJECTIVES, LossScale, Objective
+from align_train.prefetch import Prefetcher, windows
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
 from align_train.threads import set_threads
@@ -65,6 +65,7 @@ def train(cfg: TrainConfig) -> Path:
     # ---- setup ------------------------------------------------------------------------------------
     run = init_distributed()
     stop = StopSignal()
+    stack = ExitStack()
     try:
         threads = set_threads(cfg.threads)
         hf_logging.disable_progress_bar()
@@ -101,10 +102,15 @@ def train(cfg: TrainConfig) -> Path:
         else:
             # Each rank its own random stream (dropout): identical masks on all ranks would waste data.
             _seed_all(cfg.seed + run.rank)
-        logger = MetricsLogger(
-            cfg, run, sampler=sampler, collator=collator, start_step=step, total_steps=total_steps
+        logger = MetricsLogger(cfg, run, start_step=step, total_steps=total_steps)
+        # Windows of collated micro-batches, built ahead in a worker thread; the cursor to checkpoint is the
+        # one after the last window the loop took, not the worker's.
+        data = Prefetcher(
+            windows(sampler, collator, grad_accum=cfg.grad_accum, pin_memory=run.device.type == "cuda"),
+            depth=cfg.prefetch,
         )
-        batches = _endless(sampler)
+        stack.callback(data.close)
+        data_state = sampler.state_dict()
 
         def save() -> Path:
             """Checkpoint the current step; collective (every rank calls it, rank 0 writes)."""
@@ -115,26 +121,26 @@ def train(cfg: TrainConfig) -> Path:
                 optimizer=optimizer,
                 scheduler=scheduler,
                 tokenizer=tokenizer,
-                data_state=sampler.state_dict(),
+                data_state=data_state,
             )
 
         # ---- loop -------------------------------------------------------------------------------------
         while step < total_steps:
             lr = optimizer.param_groups[0]["lr"]
-            window = [next(batches) for _ in range(cfg.grad_accum)]
             # Collated on the CPU up front: the loss units of the whole window on all ranks are needed
             # before the first backward. Each micro-batch goes to the device in its own micro-step.
-            micro_batches = [collator(batch) for batch in window]
+            window = next(data)
+            data_state = window.data_state
             scale = LossScale.for_window(
-                micro_batches, objective, run=run, alignment_weight=cfg.alignment_weight
+                window.micro_batches, objective, run=run, alignment_weight=cfg.alignment_weight
             )
             losses, metrics = [], []
-            for micro, batch in enumerate(micro_batches):
+            for micro, batch in enumerate(window.micro_batches):
                 set_gradient_sync(model, enabled=micro == cfg.grad_accum - 1)
                 with autocast:
                     out = micro_step(
                         model,
-                        batch.to(run.device),
+                        batch.to(run.device, non_blocking=True),
                         objective=objective,
                         reference=reference,
                         scale=scale,
@@ -155,7 +161,6 @@ def train(cfg: TrainConfig) -> Path:
                 lr=lr,
                 grad_norm=grad_norm,
                 window=window,
-                micro_batches=micro_batches,
                 metrics=metrics,
             )
             # Every rank must leave the loop at the same step, or the next collective hangs forever.
@@ -174,6 +179,7 @@ def train(cfg: TrainConfig) -> Path:
         barrier()
         return checkpoint
     finally:
+        stack.close()
         stop.uninstall()
         shutdown()
 
@@ -293,12 +299,3 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
-
-
-def _endless(sampler: ParallelBatchSampler) -> Iterator[ParallelBatch]:
-    """Batches across epochs, starting from the sampler's (possibly restored) epoch and cursor."""
-    epoch = sampler.state_dict()["epoch"]
-    while True:
-        sampler.set_epoch(epoch)
-        yield from sampler
-        epoch += 1

@@ -54,6 +54,20 @@ def test_dpo_starts_at_ln2_and_lowers_the_loss(
     assert records[-1]["rewards/accuracy"] > 0.5
 
 
+def test_batches_built_ahead_train_exactly_as_batches_built_in_the_loop(
+    shard_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    for prefetch in (0, 3):
+        train(train_config(shard_dir, tmp_path / str(prefetch), model_dir, max_steps=4, prefetch=prefetch))
+    inline, ahead = read_metrics(tmp_path / "0"), read_metrics(tmp_path / "3")
+    for key in ("loss", "langs", "collator", "epoch"):
+        assert [r[key] for r in ahead] == [r[key] for r in inline], key
+    data = "data/rank-0.jsonl"
+    assert (tmp_path / "3" / data).read_text() == (tmp_path / "0" / data).read_text()
+    saved = torch.load(tmp_path / "3" / "checkpoints/step-000004/trainer_state.pt", weights_only=True)
+    assert saved["ranks"][0]["data"] == {"epoch": 0, "batches": 8}  # what the loop took, not the worker
+
+
 def test_orpo_lowers_the_loss(preference_shard_dir: Path, model_dir: Path, tmp_path: Path) -> None:
     cfg = train_config(preference_shard_dir, tmp_path, model_dir, objective="orpo", max_steps=6)
     train(cfg)
