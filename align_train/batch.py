@@ -46,7 +46,8 @@ class TokenBatch:
     """Token tensors of one batch plus, per sequence, its group, language and preference role.
 
     ``seq_role`` is :data:`ROLE_SFT`, :data:`ROLE_CHOSEN` or :data:`ROLE_REJECTED`; the chosen and rejected
-    sequences of one preference pair share ``pair_index`` (-1 for SFT sequences).
+    sequences of one preference pair share ``pair_index`` (-1 for SFT sequences). A group, language and
+    role name one sequence of the corpus (:meth:`seq_keys`).
     """
 
     input_ids: torch.LongTensor
@@ -60,6 +61,19 @@ class TokenBatch:
     seq_role: torch.LongTensor
     pair_index: torch.LongTensor
     num_loss_tokens: int
+    group_ids: list[str] = dataclasses.field(default_factory=list)
+    """The group id of each ``seq_group`` index (empty for batches made by hand)."""
+
+    def seq_keys(self) -> list[tuple[str, str, int]]:
+        """``(group_id, lang, role)`` of each sequence: what names it across batches and epochs."""
+        if not self.group_ids:
+            msg = "this batch has no group_ids (it was not made by the Collator): sequences cannot be named"
+            raise ValueError(msg)
+        groups = self.seq_group.tolist()
+        return [
+            (self.group_ids[g], lang, role)
+            for g, lang, role in zip(groups, self.seq_langs, self.seq_role.tolist(), strict=True)
+        ]
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> TokenBatch:
         """The batch on ``device``; ``non_blocking`` copies from pinned memory overlap compute on a GPU."""

@@ -201,7 +201,9 @@ class Collator:
                 raise ValueError(msg)
             sequences.extend(self._row_sequences(row, groups[row["group_id"]], pair))
         self.stats["sequences"] += len(sequences)
-        return self._packed(sequences) if self.pack else self._padded(sequences)
+        tokens = self._packed(sequences) if self.pack else self._padded(sequences)
+        tokens.group_ids = list(batch.group_ids)
+        return tokens
 
     def _row_sequences(self, row: dict[str, Any], group: int, pair: int) -> list[_Sequence]:
         lang, prompt = row["lang"], row["messages"]

@@ -103,6 +103,11 @@ class TrainConfig(_Section):
     reference: Literal["frozen", "adapter-disabled"] | None = Field(
         None, description="DPO reference model; None = 'adapter-disabled' with LoRA, else 'frozen'"
     )
+    precompute_reference: bool = Field(
+        False,
+        description="DPO: reference log-probabilities of the whole training split before the first step; "
+        "no reference forward in the loop, and a frozen reference leaves memory",
+    )
     dist: Literal["ddp", "fsdp"] = "ddp"
     dtype: Precision = Field("auto", description="autocast dtype; auto = bf16 on GPU")
     save_every: int = Field(0, ge=0, description="optimizer steps between checkpoints; 0 = only at the end")
@@ -138,6 +143,9 @@ class TrainConfig(_Section):
             self.reference = "adapter-disabled" if self.lora.enabled else "frozen"
         if self.reference == "adapter-disabled" and not self.lora.enabled:
             msg = "reference='adapter-disabled' needs LoRA: set lora.enabled=true or reference='frozen'"
+            raise ValueError(msg)
+        if self.precompute_reference and self.objective != "dpo":
+            msg = f"precompute_reference=true is for objective='dpo' (the one with a reference), not {self.objective!r}"
             raise ValueError(msg)
         if self.export_merged and not self.lora.enabled:
             msg = "export_merged=true needs LoRA: a full fine-tune's checkpoints are model folders already"

@@ -99,6 +99,14 @@ def shard(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def reshard(model: torch.nn.Module) -> None:
+    """Shard FSDP2 parameters again after forwards without a backward (no-op otherwise): FSDP2 keeps the
+    root's parameters gathered after a forward, expecting the backward to release them."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def set_gradient_sync(model: torch.nn.Module, *, enabled: bool) -> None:
     """Gradients are reduced across ranks only on the last micro-step of a window; earlier micro-steps
     accumulate locally, which saves ``grad_accum - 1`` reductions per step."""

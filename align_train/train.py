@@ -30,6 +30,7 @@ from align_train.distributed import (
     barrier,
     clip_grad_norm,
     init_distributed,
+    reshard,
     set_gradient_sync,
     shutdown,
     wrap,
@@ -40,17 +41,23 @@ from align_train.losses import alignment_loss
 from align_train.metrics_log import MetricsLogger
 from align_train.model import (
     MERGED_DIR,
-    Reference,
     choose_packing,
     compute_dtype,
     enable_activation_checkpointing,
     export_merged,
     load_policy,
-    load_reference,
     load_tokenizer,
 )
 from align_train.objectives import OBJECTIVES, LossScale, Objective
 from align_train.prefetch import Prefetcher, windows
+from align_train.reference import (
+    REFERENCE_FILE,
+    Reference,
+    ReferenceTable,
+    load_reference,
+    precompute_reference,
+    reference_identity,
+)
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
 from align_train.threads import set_threads
@@ -94,6 +101,9 @@ def train(cfg: TrainConfig) -> Path:
         total_steps = _total_steps(cfg, sampler)
         optimizer = _optimizer(model, cfg)
         scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, total_steps)
+        if reference is not None and cfg.precompute_reference:
+            # After the optimizer took the (sharded) parameters; a frozen reference model is dropped here.
+            reference = _precomputed(reference, collator, model, cfg, run)
         step = 0
         if state is not None:
             cursor = restore(state, model=model, optimizer=optimizer, scheduler=scheduler, rank=run.rank)
@@ -198,7 +208,7 @@ def micro_step(
     batch: TokenBatch,
     *,
     objective: Objective,
-    reference: Reference | None,
+    reference: Reference | ReferenceTable | None,
     scale: LossScale,
     beta: float,
     anchor_lang: str,
@@ -246,6 +256,22 @@ def _reference(
     if not reference.disable_adapters:
         wrap_frozen(reference.model.to(run.device), strategy=cfg.dist)
     return reference
+
+
+def _precomputed(
+    reference: Reference, collator: Collator, model: torch.nn.Module, cfg: TrainConfig, run: Runtime
+) -> ReferenceTable:
+    """The reference log-probabilities of the whole training split: the run's saved table when its settings
+    match, else computed now (every rank a share) and saved."""
+    identity = reference_identity(cfg)
+    table = ReferenceTable.load(cfg.out / REFERENCE_FILE, identity=identity)
+    if table is None:
+        table = precompute_reference(reference, collator, cfg, run)
+        reshard(model)  # an adapter-disabled reference is the policy: FSDP2 left its root gathered
+        if run.is_main:
+            table.save(cfg.out / REFERENCE_FILE, identity=identity)
+    barrier()
+    return table
 
 
 def _sampler(cfg: TrainConfig, run: Runtime) -> ParallelBatchSampler:

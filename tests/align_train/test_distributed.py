@@ -18,7 +18,7 @@ from align_train.config import TrainConfig
 from align_train.model import load_policy, load_tokenizer
 from align_train.train import _seed_all, train
 from tests import ROOT
-from tests.align_train.corpus import sft_rows
+from tests.align_train.corpus import preference_rows, sft_rows
 from tests.align_train.runs import read_metrics, train_config
 
 torch.set_num_threads(1)
@@ -113,6 +113,36 @@ def test_two_ranks_match_one_process_with_double_accumulation(
     assert errors[worst] <= UPDATE_RTOL, f"{worst}: update differs by {errors[worst]:.2e} of its norm"
     moved = max(float((ranks[name] - start[name]).abs().max()) for name in ranks)
     assert moved > 1e-2  # the comparison is not between two untrained models
+
+
+@pytest.fixture(scope="module")
+def preference_corpus(make_shard_dir: Callable[..., Path]) -> Path:
+    return make_shard_dir(preference_rows(8), groups_per_shard=3)
+
+
+def test_two_ranks_of_lora_dpo_under_fsdp_with_a_precomputed_reference_match_one_process(
+    preference_corpus: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    """FSDP2 with LoRA, the reference the policy with adapters off, precomputed by both ranks (each a share
+    of the batches, forwards kept in step), against one process computing it per batch."""
+    settings = SETTINGS | {"objective": "dpo", "lora": LORA, "dpo_beta": 0.5}
+    train(train_config(preference_corpus, tmp_path / "single", model_dir, grad_accum=4, **settings))
+    out = tmp_path / "ranks"
+    config = train_config(
+        preference_corpus, out, model_dir, grad_accum=2, dist="fsdp", precompute_reference=True, **settings
+    )
+    config_file = tmp_path / "ranks.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
+    result = torchrun(config_file)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for key in ("loss", "grad_norm", "rewards/margin"):
+        expected = [r[key] for r in read_metrics(tmp_path / "single")]
+        assert [r[key] for r in read_metrics(out)] == pytest.approx(expected, rel=1e-4, abs=1e-7), key
+    assert read_metrics(out)[-1]["rewards/margin"] > 0
+    weights = "checkpoints/step-000003/adapter_model.safetensors"
+    ranks, alone = load_file(out / weights), load_file(tmp_path / "single" / weights)
+    start = lora_start(config)
+    assert max(update_error(ranks[n], alone[n], start[n]) for n in ranks) <= UPDATE_RTOL
 
 
 def lora_start(cfg: TrainConfig) -> dict[str, torch.Tensor]:
