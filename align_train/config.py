@@ -116,7 +116,11 @@ class TrainConfig(_Section):
     holdout: float = Field(
         0.0, ge=0, lt=1, description="fraction of groups held out for evaluation (by group_id hash); 0 = none"
     )
-    tensorboard: bool = False
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="experiment trackers besides metrics.jsonl (align_train/trackers.py)",
+    )
+    tracking_project: str = Field("polyalign", description="W&B project / MLflow experiment")
     threads: int | None = Field(
         None, ge=1, description="CPU threads of torch and BLAS; None = OMP_NUM_THREADS, else the idle cores"
     )

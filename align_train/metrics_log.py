@@ -1,5 +1,6 @@
-"""What a training run records per step: ``OUT/metrics.jsonl`` (rank 0), a rich progress bar, optional
-TensorBoard scalars, and per rank the groups each step trained on (``OUT/data/rank-N.jsonl``)."""
+"""What a training run records per step: ``OUT/metrics.jsonl`` (rank 0), a rich progress bar, the trackers
+of ``report_to`` (TensorBoard, W&B, MLflow: :mod:`align_train.trackers`), and per rank the groups each step
+trained on (``OUT/data/rank-N.jsonl``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from align_train.config import TrainConfig
 from align_train.distributed import Runtime, gather
 from align_train.prefetch import Window
-from schemas import import_optional
+from align_train.trackers import Tracker, open_trackers, scalars
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -38,7 +39,7 @@ class MetricsLogger:
         self.tokens = 0
         self.since = time.perf_counter()
         self.collated = Counter[str]()  # collator statistics since the last record
-        self.writer = None
+        self.trackers: list[Tracker] = []
         self.progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
@@ -49,8 +50,7 @@ class MetricsLogger:
         )
         if run.is_main:
             _truncate_jsonl(self.metrics_path, start_step)
-            if cfg.tensorboard:
-                self.writer = _summary_writer(cfg.out / "tensorboard")
+            self.trackers = open_trackers(cfg, start_step=start_step)
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
         self.progress.start()
 
@@ -103,10 +103,9 @@ class MetricsLogger:
         record |= _mean_metrics([m for r in ranks for m in r["metrics"]])
         with self.metrics_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if isinstance(value, int | float) and key != "step":
-                    self.writer.add_scalar(key, value, step)
+        numbers = scalars(record)
+        for tracker in self.trackers:
+            tracker.log(numbers, step)
         info = f"loss {record['loss']:.4f}  lr {lr:.2e}  {record['tokens_per_s']:.0f} tok/s"
         self.progress.update(self.task, info=info)
         self.tokens, self.since = 0, time.perf_counter()
@@ -114,18 +113,8 @@ class MetricsLogger:
     def close(self) -> None:
         self.progress.stop()
         self.data_file.close()
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _summary_writer(folder: Path) -> Any:
-    # torch.utils.tensorboard ships with torch but needs the tensorboard package to import.
-    import_optional(
-        "tensorboard", feature="tensorboard=true", install="pip install tensorboard, or set tensorboard=false"
-    )
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(folder))
+        for tracker in self.trackers:
+            tracker.close()
 
 
 def _mean_metrics(metrics: list[dict[str, float]]) -> dict[str, float]:

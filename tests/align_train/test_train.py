@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from align_train.config import TrainConfig
 from align_train.distributed import init_distributed
 from align_train.model import choose_packing, packing_is_exact
 from align_train.train import train
-from schemas import ConfigError, MissingDependencyError
+from schemas import ConfigError
 from tests import ROOT
 from tests.align_train.runs import read_metrics, train_config
 
@@ -213,11 +212,3 @@ def test_packing_is_used_only_where_the_model_computes_it_exactly(
 def test_bf16_without_a_gpu_is_refused(shard_dir: Path, model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="dtype='bf16' needs a GPU, this process runs on cpu"):
         train(train_config(shard_dir, tmp_path, model_dir, dtype="bf16"))
-
-
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
-def test_tensorboard_without_the_package_names_what_to_install(
-    shard_dir: Path, model_dir: Path, tmp_path: Path
-) -> None:
-    with pytest.raises(MissingDependencyError, match="tensorboard=true needs tensorboard: pip install"):
-        train(train_config(shard_dir, tmp_path, model_dir, tensorboard=True))
