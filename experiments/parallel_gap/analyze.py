@@ -121,6 +121,7 @@ def analyze(cfg: ExperimentConfig, runs: Sequence[RunRef]) -> dict[str, Any]:
             if other != "parallel"
         }
     result["by_problem"] = _by_problem(cfg, arms, groups)
+    result["benchmarks"] = _benchmarks(runs)
     result["data"] = json.loads((cfg.out / "data.json").read_text(encoding="utf-8"))
     result["tokens"] = _trained_tokens(cfg)
     (cfg.out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -179,6 +180,15 @@ def markdown(cfg: ExperimentConfig, result: dict[str, Any]) -> str:
     for name, arm in by_problem.items():
         cells = [f"{100 * arm[k]['accuracy']:.1f}% (n={arm[k]['groups']})" for k in kinds]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for bench, per_arm in result["benchmarks"].items():
+        langs = sorted({lang for arm in per_arm.values() for lang in arm["accuracy"]})
+        lines += ["", f"{bench} through lm-evaluation-harness (mean over seeds):", ""]
+        lines += ["| arm | " + " | ".join(langs) + " | mean gap |", "|---|" + "---:|" * (len(langs) + 1)]
+        for name, arm in per_arm.items():
+            cells = [f"{100 * arm['accuracy'][lang]:.1f}%" for lang in langs]
+            gap = arm["mean_gap"]
+            cells.append("-" if gap is None else f"{100 * gap:+.1f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -253,6 +263,30 @@ def _by_problem(cfg: ExperimentConfig, arms: dict[str, ArmData], groups: list[st
         }
         for name, arm in arms.items()
     }
+
+
+def _benchmarks(runs: Sequence[RunRef]) -> dict[str, dict[str, Any]]:
+    """Standard benchmarks the evaluations ran (``eval.tasks``): accuracy per language and mean gap per
+    arm, averaged over its seeds. Empty when none ran."""
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name, _, folder in runs:
+        report = json.loads((folder / "eval" / "metrics.json").read_text(encoding="utf-8"))
+        for bench, data in report.get("benchmarks", {}).items():
+            found.setdefault(bench, {}).setdefault(name, []).append(data)
+    out: dict[str, dict[str, Any]] = {}
+    for bench, per_arm in found.items():
+        out[bench] = {}
+        for name, reports in per_arm.items():
+            langs = sorted({lang for r in reports for lang in r["langs"]})
+            gaps = [r["mean_gap"] for r in reports if r["mean_gap"] is not None]
+            out[bench][name] = {
+                "accuracy": {
+                    lang: float(np.mean([r["langs"][lang]["accuracy"] for r in reports])) for lang in langs
+                },
+                "mean_gap": float(np.mean(gaps)) if gaps else None,
+                "seeds": len(reports),
+            }
+    return out
 
 
 def _trained_tokens(cfg: ExperimentConfig) -> dict[str, Any]:
