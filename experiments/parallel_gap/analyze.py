@@ -172,6 +172,7 @@ def markdown(cfg: ExperimentConfig, result: dict[str, Any]) -> str:
             + f", {100 * m['mean_gap']:+.0f}"
             for m in arm["per_seed"]
         ]
+        cells += ["-"] * (len(cfg.seeds) - len(cells))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     by_problem = result["by_problem"]
     lines += ["", "Accuracy by problem type (all languages and seeds):", ""]
@@ -240,9 +241,8 @@ def _eval_groups(runs: Sequence[RunRef]) -> list[str]:
 def _check_against_report(folder: Path, correct: np.ndarray) -> None:
     """The accuracy recomputed here must be the one ``align-train eval`` reported for the run."""
     report = json.loads((folder / "eval" / "metrics.json").read_text(encoding="utf-8"))
-    langs = report["held_out"]["langs"] if "held_out" in report else report["langs"]
     for i, lang in enumerate(LANGS):
-        reported = langs[lang]["accuracy"]
+        reported = report["langs"][lang]["overall"]["accuracy"]
         if abs(reported - correct[:, i].mean()) > 1e-9:
             msg = f"{folder}: accuracy of {lang} recomputed as {correct[:, i].mean()}, reported {reported}"
             raise ValueError(msg)
