@@ -108,6 +108,10 @@ class DataConfig(_Section):
     builds: dict[str, Path] = Field(
         description="target language → `curate build` config translating the English source into it"
     )
+    lid_probe: list[str] = Field(
+        default_factory=list,
+        description="languages built once more with language ID on, for the record only (not trained on)",
+    )
 
 
 class ExperimentConfig(_Section):

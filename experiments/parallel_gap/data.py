@@ -118,6 +118,37 @@ def build_languages(cfg: ExperimentConfig, sources: list[Path], out: Path) -> di
     return builds
 
 
+def probe_lid(cfg: ExperimentConfig, sources: list[Path], out: Path) -> dict[str, Path]:
+    """The builds of ``data.lid_probe`` once more with fastText language ID on: what it would have
+    rejected where the experiment turns it off. Apertium's output is read from the real build's cache."""
+    probes = {}
+    for lang in cfg.data.lid_probe:
+        folder = out / "builds" / f"{lang}-with-lid"
+        if not (folder / MANIFEST_FILE).is_file():
+            inputs = [arg for path in sources for arg in ("--input", str(path))]
+            cache = out / "builds" / lang / ".state" / "translations.sqlite"
+            run_cli(
+                [
+                    "curate",
+                    "build",
+                    str(cfg.data.builds[lang]),
+                    *inputs,
+                    "--out",
+                    str(folder),
+                    "--langs",
+                    lang,
+                    "--set",
+                    "lid.enabled=true",
+                    "--set",
+                    f"translate.cache={cache}",
+                    "--no-progress",
+                ],
+                log=out / "logs" / f"build-{lang}-with-lid.log",
+            )
+        probes[lang] = folder
+    return probes
+
+
 def kept_rows(folder: Path) -> dict[tuple[str, str], Row]:
     """The kept rows of a build by (group_id, lang)."""
     rows: dict[tuple[str, str], Row] = {}
@@ -195,8 +226,10 @@ def prepare(cfg: ExperimentConfig) -> dict[str, Path]:
     sources = write_sources(cfg, cfg.out / "sources")
     builds = build_languages(cfg, sources, cfg.out)
     corpora = assemble(cfg, builds, cfg.out)
+    probes = probe_lid(cfg, sources, cfg.out)
     summary = {
         "builds": {lang: _counts(folder) for lang, folder in builds.items()},
+        "lid_probe": {lang: _counts(folder) for lang, folder in probes.items()},
         "corpora": {name: _counts(folder) for name, folder in corpora.items()},
     }
     (cfg.out / "data.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -6,9 +6,10 @@
 
 Everything goes through the project's public commands, in subprocesses of this tree's Python: `curate
 build` (data.py), `align-train RUN/train.yaml` and `align-train eval RUN/eval.yaml`. Runs are spread over
-``jobs`` workers of ``threads`` CPU threads each, longest first. A run whose ``eval/metrics.json`` exists is
+``jobs`` workers of ``threads`` CPU threads each. A run whose ``eval/metrics.json`` exists is
 finished and skipped, an interrupted one resumes from its checkpoint, so re-running the same command
-completes an interrupted experiment. ``OUT/timing.json`` records the wall time of every step and the load
+completes an interrupted experiment. Runs go seed by seed (all arms of seed 0 first), so an experiment
+stopped early still compares every arm on whole seeds. ``OUT/timing.json`` records the wall time of every step and the load
 average of the machine while it ran.
 """
 
@@ -166,7 +167,8 @@ def experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         runs = plan(cfg)
         for run in runs:
             write_configs(cfg, run, corpora)
-        todo = sorted((r for r in runs if not r.done), key=lambda r: -r.cost)
+        # Seed by seed, every arm within a seed: an experiment stopped early still has whole seeds.
+        todo = sorted((r for r in runs if not r.done), key=lambda r: (r.seed or 0, -r.cost))
         print(
             f"{len(runs)} runs, {len(todo)} to do, {cfg.jobs} at a time; {cfg.steps} steps each", flush=True
         )
@@ -176,7 +178,9 @@ def experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         result = analyze.analyze(cfg, [(r.arm.name, r.seed, r.folder) for r in runs])
     timing["total_s"] = time.perf_counter() - started
     timing["load_average_1m"] = load_average.summary()
-    (cfg.out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
+    # A re-run that only finishes the data or redoes the analysis keeps the timing of the run that trained.
+    if todo or not (cfg.out / "timing.json").is_file():
+        (cfg.out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
     print(f"wall time {timing['total_s']:.0f} s; results in {cfg.out / 'results.md'}", flush=True)
     return result
 
