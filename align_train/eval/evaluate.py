@@ -47,6 +47,7 @@ from align_train.eval.summary import EvalReport, RowResult, summarize
 from align_train.losses import sequence_logps
 from align_train.model import compute_dtype, load_model, load_tokenizer
 from align_train.shard_stream import Group, ShardStream
+from align_train.threads import set_threads
 from schemas import ConfigError, stable_fraction
 
 
@@ -87,12 +88,13 @@ class Evaluation:
 def evaluate(cfg: EvalConfig) -> Evaluation:
     """Evaluate as configured, write the report files to ``cfg.out`` and return what was found."""
     started = time.perf_counter()
+    set_threads(cfg.threads)
     hf_logging.disable_progress_bar()
     model_dir = resolve_model(cfg.model)
     if cfg.backend == "vllm":
         import_vllm()  # before any work is done
         if model_dir is None or not (model_dir / "config.json").is_file():
-            msg = f"backend='vllm' needs a full model folder, got {cfg.model}: use a training checkpoint (LoRA ones hold the merged model)"
+            msg = f"backend='vllm' needs a full model folder, got {cfg.model}: merge a LoRA run first (align-train export RUN --out DIR, or export_merged=true) and evaluate DIR"
             raise ConfigError(msg)
     tasks = load_tasks(cfg.tasks, include_path=cfg.include_path) if cfg.tasks else []  # before the model
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -234,8 +236,8 @@ def resolve_model(model: Path | None) -> Path | None:
 def load_for_eval(
     model_dir: Path | None, *, base_model: Path | None
 ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    """Tokenizer and model of a model folder (a training checkpoint is one; a LoRA checkpoint holds the
-    merged model), of a peft adapter folder over its base model (merged here), or the tiny demo model."""
+    """Tokenizer and model of a model folder (a full fine-tune's checkpoint is one), of a peft adapter folder
+    over its base model (a LoRA checkpoint is one; merged here), or the tiny demo model."""
     if model_dir is None or (model_dir / "config.json").is_file():
         tokenizer = load_tokenizer(model_dir)
         return tokenizer, load_model(model_dir, tokenizer)
