@@ -29,7 +29,6 @@ import yaml
 
 from experiments.parallel_gap import analyze
 from experiments.parallel_gap.config import ARMS, Arm, ExperimentConfig, load
-from experiments.parallel_gap.convert_smollm2 import convert
 from experiments.parallel_gap.data import prepare, run_cli
 
 # Relative cost of one step, for scheduling only (longest first): DPO runs the policy on chosen and
@@ -160,8 +159,10 @@ def experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     started = time.perf_counter()
     timing: dict[str, Any] = {"jobs": cfg.jobs, "threads": cfg.threads, "cpus": os.cpu_count()}
     with LoadSampler() as load_average:
-        if cfg.convert_smollm2:
-            convert(cfg.model)
+        if cfg.convert_smollm2 and not (cfg.model / "config.json").is_file():
+            run_cli(
+                ["align_train", "from-gguf", "--out", str(cfg.model)], log=cfg.out / "logs" / "from-gguf.log"
+            )
         corpora = prepare(cfg)
         timing["data_s"] = time.perf_counter() - started
         runs = plan(cfg)
