@@ -59,7 +59,7 @@ def table(title: str, tallies: dict[str, udhr.Tally], kinds: tuple[str, ...]) ->
         print(f"{label:14}" + "".join(f"{c:>22}" for c in cells))
 
 
-LID_KINDS = ("clean", "wrong_lang", "related_lang", "neighbour_lang", "untranslated")
+LID_KINDS = ("clean", *udhr.LID_FAULTS)
 RELATIVES = ("es", "ca", "gl", "pt", "hr", "bs", "sr", "id", "ms", "nb", "da", "sv")
 
 

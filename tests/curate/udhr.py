@@ -7,9 +7,9 @@ stable hash, by one of the faults the filters exist for:
 ================== =======================================================================================
 ``wrong_lang``     the same paragraph in an unrelated language of the extract (German under ``es``)
 ``related_lang``   the same paragraph in a closely related but different language (Spanish under ``ca``,
-                   Swedish under ``nb``); only where the extract has one
-``neighbour_lang`` the same in a neighbouring standard LID models do not separate (Malay under ``id``,
-                   Danish under ``nb``): reported, with no goal
+                   Galician under ``pt``, Swedish under ``nb``); only where the extract has one
+``neighbour_lang`` the same in a neighbour LID models read as the target (Malay under ``id``, Danish
+                   under ``nb``): reported, with no goal
 ``misaligned``     the paragraph of another article, in the right language
 ``truncated``      the translation cut at a word boundary to 30-60% of its length
 ``untranslated``   the English paragraph itself
@@ -47,6 +47,7 @@ ANCHOR = "en"
 ENCODED = ("es", "ca", "gl", "pt", "fr", "it", "de", "nl", "pl", "ru", "id", "ms")
 FAULTS = ("wrong_lang", "related_lang", "neighbour_lang", "misaligned", "truncated", "untranslated")
 KINDS = ("clean", *FAULTS)
+LID_FAULTS = ("wrong_lang", "related_lang", "neighbour_lang", "untranslated")  # what language ID can see
 TUNE_ARTICLES = range(16)  # the preamble (0) and articles 1-15; 16-30 are held out
 PARTS = ("tune", "held-out")
 
@@ -62,10 +63,10 @@ RELATED = {
     "da": ("sv",),
     "sv": ("da", "nb"),
 }
-# Neighbouring standards that lid.176 reads as each other on a whole paragraph (it reads 48 of the 57
-# Malay paragraphs as Indonesian, the Bokmal ones as Norwegian next to Danish): planted and reported as
-# ``neighbour_lang``, with no goal, since keeping the target's own text means accepting them. Bosnian,
-# Croatian and Serbian are not planted in each other's place at all: the versions differ mostly by the
+# Neighbours language ID reads as each other both ways, so that keeping the target's own text means
+# accepting them: lid.176 reads 48 of the 57 Malay paragraphs as Indonesian, and Bokmål and Danish
+# paragraphs as each other. Planted and reported as ``neighbour_lang``, with no goal. Bosnian, Croatian
+# and Serbian are not planted in each other's place at all: the versions differ mostly by the
 # ekavian/ijekavian reflex and a few words.
 NEIGHBOURS = {"id": ("ms",), "ms": ("id",), "nb": ("da",), "da": ("nb",)}
 # The languages of each family in the extract: a wrong-language substitute comes from another family.
@@ -119,9 +120,11 @@ def _article(unit: str) -> int:
 
 def truncate(text: str, fraction: float) -> str:
     """``text`` cut at the last word boundary at or before ``fraction`` of its length (one word at least)."""
-    cut = text[: max(1, int(len(text) * fraction))]
-    head = cut.rsplit(" ", 1)[0] if " " in cut.strip() else cut
-    return head.rstrip(" ,;:")
+    end = max(1, int(len(text) * fraction))
+    cut = text[:end]
+    if end < len(text) and not text[end].isspace() and " " in cut.strip():
+        cut = cut.rsplit(" ", 1)[0]  # the last word was cut through
+    return cut.rstrip(" ,;:")
 
 
 def snippets(units: dict[str, dict[str, str]], *, chars: int = 60) -> dict[str, dict[str, str]]:
@@ -160,8 +163,11 @@ def plant_faults(
                 neighbours = [x for x in NEIGHBOURS.get(lang, ()) if x in texts]
                 others = [u for u in names if _article(u) != article and lang in units[u]]
                 applies = {"related_lang": bool(related), "neighbour_lang": bool(neighbours)}
-                kind = _pick([k for k in kinds if applies.get(k, True)], seed, "kind", unit, lang)
-                if kind == "wrong_lang":
+                options = [k for k in kinds if applies.get(k, True)]
+                kind = _pick(options, seed, "kind", unit, lang) if options else "clean"
+                if kind == "clean":
+                    pass
+                elif kind == "wrong_lang":
                     source = _pick(unrelated, seed, "lang", unit, lang)
                     text = texts[source]
                 elif kind in applies:
