@@ -29,7 +29,7 @@ def make_stages(config: BuildConfig) -> list[Stage]:
         cache = TranslationCache(config.translate.cache or config.out / STATE_DIR / "translations.sqlite")
     stages: list[Stage] = []
     if config.lid.enabled and config.lid.check_anchors:
-        stages.append(AnchorLid(config.lid))
+        stages.append(AnchorLid(config.lid, anchor_lang=config.anchor_lang))
     stages.append(
         Translate(
             make_translator(config.translate), anchor_lang=config.anchor_lang, langs=config.langs, cache=cache
@@ -38,7 +38,7 @@ def make_stages(config: BuildConfig) -> list[Stage]:
     if config.structure.enabled:
         stages.append(Structure(config.structure))
     if config.lid.enabled:
-        stages.append(Lid(config.lid))
+        stages.append(Lid(config.lid, anchor_lang=config.anchor_lang))
     if config.equivalence.enabled:
         stages.append(Equivalence(config.equivalence))
     return stages

@@ -10,10 +10,22 @@ from schemas import InputInfo, LangCounts, Manifest
 
 
 def thresholds(config: BuildConfig, stages: list[Stage]) -> dict[str, float]:
-    """The cut-offs in force, for the manifest and the report's plots."""
+    """The cut-offs in force, for the manifest and the report's plots (language ID's per-language
+    overrides as ``lid_min_prob.ca``)."""
     out: dict[str, float] = {}
-    if config.lid.enabled:
-        out["lid_min_prob"] = config.lid.min_prob
+    lid = config.lid
+    if lid.enabled:
+        out |= {
+            "lid_min_prob": lid.min_prob,
+            "lid_related_ratio": lid.related_ratio,
+            "lid_short_chars": lid.short_chars,
+            "lid_short_ratio": lid.short_ratio,
+        }
+        for lang, own in sorted(lid.langs.items()):
+            if own.min_prob is not None:
+                out[f"lid_min_prob.{lang}"] = own.min_prob
+            if own.related_ratio is not None:
+                out[f"lid_related_ratio.{lang}"] = own.related_ratio
     for stage in stages:
         if isinstance(stage, Equivalence):
             out["equivalence"] = stage.threshold
