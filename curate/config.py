@@ -222,11 +222,13 @@ class LidConfig(_Section):
 
 
 class EquivalenceConfig(_Section):
-    """Cosine of each translated message against its anchor, plus a length-ratio check.
+    """Does each translation mean what its anchor means: multilingual sentence embeddings, in-batch
+    margins and length (see ``curate.stages.equivalence``).
 
-    ``threshold`` None takes the embedder's default (see ``curate.stages.equivalence``): LaBSE's and
-    USE's; any other sentence-transformers model needs it set. Scores are model-specific, so set it per
-    embedder, not once for all.
+    ``floor``, ``margin`` and ``threshold`` None take the embedder's calibration (USE's, LaBSE's), and
+    what an embedder does not know is estimated from the first ``calibration_groups`` groups of the input
+    at the start of the build, label-free, and recorded in the manifest. Scores are model-specific: set
+    them per embedder, not once for all.
     """
 
     enabled: bool = True
@@ -234,14 +236,38 @@ class EquivalenceConfig(_Section):
     model_path: str | None = None
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
-    threshold: float | None = Field(None, ge=-1, le=1)
+    scoring: Literal["margin", "cosine"] = Field(
+        "margin", description="margin: in-batch ratio margins; cosine: one cut on the cosine to the anchor"
+    )
+    threshold: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="a cosine every translation must reach; None: only where margins cannot",
+    )
+    floor: float | None = Field(None, ge=-1, le=1, description="cosine under which a message is garbage")
+    margin: float | None = Field(None, description="ratio margin under which a translation is a mismatch")
+    neighbours: int = Field(4, ge=1, description="nearest other pairs a ratio margin is taken against")
     aggregate: Literal["min", "mean"] = "min"
-    # Label-free calibration: a translation must score at least ``margin`` above its best match among
-    # the other anchors of the batch. None turns the check off.
-    margin: float | None = 0.0
     length_ratio_min: float = Field(0.4, gt=0)
     length_ratio_max: float = Field(2.5, gt=0)
+    length_z: float | None = Field(
+        3.5, gt=0, description="robust z-score of a translation's log length ratio within its language"
+    )
+    min_rows: int = Field(16, ge=3, description="rows of a language in a batch for its length statistics")
     min_chars_for_ratio: int = Field(20, ge=0)
+    calibration_groups: int = Field(256, ge=2, description="groups read to estimate a missing calibration")
+
+    @field_validator("margin")
+    @classmethod
+    def _ratio(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            msg = (
+                f"must be a ratio above 0 (got {v}): a translation's cosine to its anchor over the mean cosine "
+                "of its nearest other pairs in the batch, about 1 (USE's calibration: 0.95)"
+            )
+            raise ValueError(msg)
+        return v
 
     @model_validator(mode="after")
     def _ratio_order(self) -> EquivalenceConfig:

@@ -16,6 +16,9 @@ import polars as pl
 
 from schemas import Manifest
 
+# Prefix of the manifest's threshold keys that say a value was estimated from the data (curate.manifest).
+_ESTIMATED = "estimated."
+
 REPORT_DIR = "report"
 _SCORE_COLUMNS = ("lang", "is_anchor", "lid_prob", "equivalence", "length_ratio")
 
@@ -61,7 +64,11 @@ def write_report(out: Path, *, min_keep_rate: float = 0.5) -> Path:
     report.mkdir(parents=True, exist_ok=True)
     plots = [_plot_keep_rate(manifest, report / "keep_rate.png")]
     for column, title, lines in (
-        ("equivalence", "equivalence (cosine to anchor)", [manifest.thresholds.get("equivalence")]),
+        (
+            "equivalence",
+            "equivalence (cosine to anchor)",
+            [manifest.thresholds.get("equivalence_floor"), manifest.thresholds.get("equivalence")],
+        ),
         ("lid_prob", "language ID probability", [manifest.thresholds.get("lid_min_prob")]),
         (
             "length_ratio",
@@ -131,10 +138,18 @@ def _markdown(manifest: Manifest, scores: pl.DataFrame, plots: list[Path], low: 
             lid = _quantiles(s["lid_prob"], (0.1, 0.5))
             ratio = _quantiles(s["length_ratio"], (0.5,))
             lines.append(f"| {lang} | {s.height} | {eq} | {lid} | {ratio} |")
-    if manifest.thresholds:
+    cuts = {k: v for k, v in manifest.thresholds.items() if not k.startswith(_ESTIMATED)}
+    if cuts:
+        lines += ["", "Thresholds: " + ", ".join(f"{k} = {v:g}" for k, v in sorted(cuts.items()))]
+    estimated = {
+        k[len(_ESTIMATED) :]: int(v) for k, v in manifest.thresholds.items() if k.startswith(_ESTIMATED)
+    }
+    if estimated:
         lines += [
             "",
-            "Thresholds: " + ", ".join(f"{k} = {v:g}" for k, v in sorted(manifest.thresholds.items())),
+            f"Estimated from the data, label-free, on the first {max(estimated.values())} groups of the input "
+            f"(the embedder has no calibration for them): {', '.join(sorted(estimated))}. Check them against "
+            "the histograms below before trusting them; see docs/curation.md.",
         ]
     lines += [""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     return "\n".join(lines)
