@@ -46,7 +46,8 @@ class TokenBatch:
     """Token tensors of one batch plus, per sequence, its group, language and preference role.
 
     ``seq_role`` is :data:`ROLE_SFT`, :data:`ROLE_CHOSEN` or :data:`ROLE_REJECTED`; the chosen and rejected
-    sequences of one preference pair share ``pair_index`` (-1 for SFT sequences).
+    sequences of one preference pair share ``pair_index`` (-1 for SFT sequences). A group, language and
+    role name one sequence of the corpus (:meth:`seq_keys`).
     """
 
     input_ids: torch.LongTensor
@@ -60,14 +61,37 @@ class TokenBatch:
     seq_role: torch.LongTensor
     pair_index: torch.LongTensor
     num_loss_tokens: int
+    group_ids: list[str] = dataclasses.field(default_factory=list)
+    """The group id of each ``seq_group`` index (empty for batches made by hand)."""
 
-    def to(self, device: torch.device | str) -> TokenBatch:
+    def seq_keys(self) -> list[tuple[str, str, int]]:
+        """``(group_id, lang, role)`` of each sequence: what names it across batches and epochs."""
+        if not self.group_ids:
+            msg = "this batch has no group_ids (it was not made by the Collator): sequences cannot be named"
+            raise ValueError(msg)
+        groups = self.seq_group.tolist()
+        return [
+            (self.group_ids[g], lang, role)
+            for g, lang, role in zip(groups, self.seq_langs, self.seq_role.tolist(), strict=True)
+        ]
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> TokenBatch:
+        """The batch on ``device``; ``non_blocking`` copies from pinned memory overlap compute on a GPU."""
         moved = {
-            f.name: value.to(device)
+            f.name: value.to(device, non_blocking=non_blocking)
             for f in dataclasses.fields(self)
             if isinstance(value := getattr(self, f.name), torch.Tensor)
         }
         return dataclasses.replace(self, **moved)
+
+    def pin_memory(self) -> TokenBatch:
+        """The batch in page-locked host memory, for asynchronous copies to a GPU."""
+        pinned = {
+            f.name: value.pin_memory()
+            for f in dataclasses.fields(self)
+            if isinstance(value := getattr(self, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(self, **pinned)
 
     def model_inputs(self) -> dict[str, Any]:
         """Keyword arguments for a Hugging Face causal LM's forward.
@@ -80,4 +104,15 @@ class TokenBatch:
             "position_ids": self.position_ids,
             "attention_mask": self.attention_mask,
             "use_cache": False,
+        }
+
+    def labelled_inputs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`align_train.head.LabelledLM`: the model inputs and the labels."""
+        return {
+            "input_ids": self.input_ids,
+            "position_ids": self.position_ids,
+            "attention_mask": self.attention_mask,
+            "labels": self.labels,
+            "seq_ids": self.seq_ids,
+            "num_seqs": self.num_seqs,
         }

@@ -1,11 +1,17 @@
-"""Step checkpoints that give an exact resume and double as Hugging Face model folders.
+"""Step checkpoints that give an exact resume and double as Hugging Face model or peft adapter folders.
 
 Layout under ``OUT/checkpoints``::
 
-    step-000100/            model weights (safetensors) + config + tokenizer: AutoModelForCausalLM loads it
-        adapter/            LoRA runs only: the peft adapter (the folder above holds the merged model)
-        trainer_state.pt    step, optimizer, scheduler, and per rank: RNG states + data cursor
+    step-000100/            full fine-tune: model weights (safetensors) + config, AutoModelForCausalLM loads it;
+                            LoRA: the peft adapter (adapter_model.safetensors + adapter_config.json naming
+                            the base model), PeftModel.from_pretrained(base, folder) loads it
+        tokenizer files
+        trainer_state.pt    step, optimizer (by the model's parameter names), scheduler, and per rank:
+                            RNG states + data cursor
     latest                  text file naming the newest complete checkpoint
+
+A LoRA checkpoint holds what training changed, never the frozen base (a few MB instead of the whole model
+per save); :func:`align_train.model.export_merged` writes a merged model folder once, on request.
 
 A checkpoint is written to a hidden temp folder and renamed when complete, then ``latest`` is replaced
 atomically, so a run killed mid-save leaves the previous checkpoint intact. ``trainer_state.pt`` holds only
@@ -14,11 +20,11 @@ tensors, dicts, lists, tuples and scalars, so it loads with ``torch.load(weights
 
 from __future__ import annotations
 
-import copy
 import os
 import pickle
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +41,15 @@ from torch.distributed.checkpoint.state_dict import (
 from transformers import PreTrainedTokenizerBase
 
 from align_train.config import RUN_CONFIG, TrainConfig
-from align_train.distributed import gather
+from align_train.distributed import barrier, gather
+from align_train.head import LabelledLM
 from schemas import ConfigError, DataError
 
-ADAPTER_DIR = "adapter"
 STATE_FILE = "trainer_state.pt"
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+_TRAINABLE = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+LABELLED_PREFIX = "lm."
+"""What :class:`~align_train.head.LabelledLM` adds before the names of the model's parameters."""
 
 
 def checkpoint_root(out: Path) -> Path:
@@ -93,9 +102,12 @@ def save_checkpoint(
 
     ``model`` is the wrapped training model (DDP, FSDP2 or plain); ``data_state`` is this rank's data cursor.
     """
-    # Full (unsharded) state dicts are gathered by every rank; only rank 0 keeps a copy on CPU.
-    model_state = get_model_state_dict(model, options=_FULL)
-    optimizer_state = get_optimizer_state_dict(model, optimizer, options=_FULL)
+    # Full (unsharded) state dicts are gathered by every rank; only rank 0 keeps a copy on CPU. A LoRA
+    # checkpoint needs the adapters only: the frozen base is never gathered.
+    model_state = get_model_state_dict(model, options=_TRAINABLE if _is_peft(unwrap(model)) else _FULL)
+    optimizer_state = _renamed(
+        get_optimizer_state_dict(model, optimizer, options=_FULL), lambda n: n.removeprefix(LABELLED_PREFIX)
+    )
     rank_state = {"rng": rng_state(), "data": data_state}
     ranks = gather(rank_state)
     world_size = len(ranks)
@@ -105,7 +117,7 @@ def save_checkpoint(
             shutil.rmtree(stale)
         tmp = final.with_name(f".{final.name}.tmp")
         tmp.mkdir(parents=True)
-        _save_weights(unwrap(model), model_state, tmp)
+        _save_weights(unwrap(model), _unwrapped_names(model, model_state), tmp)
         tokenizer.save_pretrained(tmp)
         state = {
             "step": step,
@@ -120,8 +132,7 @@ def save_checkpoint(
         pointer = checkpoint_root(out) / "latest"
         pointer.with_suffix(".tmp").write_text(final.name, encoding="utf-8")
         os.replace(pointer.with_suffix(".tmp"), pointer)
-    if dist.is_initialized():
-        dist.barrier()
+    barrier()
     return final
 
 
@@ -174,9 +185,11 @@ def restore(
 
     Model weights are not here: they are loaded with the model (see ``align_train.model.load_policy``).
     """
-    set_optimizer_state_dict(
-        model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
-    )
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    saved = state["optimizer"]
+    if isinstance(inner, LabelledLM):
+        saved = _renamed(saved, lambda name: LABELLED_PREFIX + name)
+    set_optimizer_state_dict(model, optimizer, saved, options=StateDictOptions(full_state_dict=True))
     scheduler.load_state_dict(state["scheduler"])
     # The schedule is this run's (max_steps may have grown since the save): the next step's rate follows it.
     for group, base_lr, factor in zip(
@@ -189,8 +202,31 @@ def restore(
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DDP wrapper (FSDP2 shards in place, so its module is already the model)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    """The Hugging Face (or peft) model inside the training model: a DDP wrapper (FSDP2 shards in place) and
+    the :class:`~align_train.head.LabelledLM` around it come off."""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    return inner.lm if isinstance(inner, LabelledLM) else inner
+
+
+def _renamed(optimizer_state: dict[str, Any], rename: Callable[[str], str]) -> dict[str, Any]:
+    """A full optimizer state dict with its parameter names (state keys and groups' params) renamed."""
+    if not optimizer_state:  # ranks other than 0 get an empty one (cpu_offload keeps it on rank 0 only)
+        return optimizer_state
+    return {
+        "state": {rename(name): value for name, value in optimizer_state["state"].items()},
+        "param_groups": [
+            group | {"params": [rename(name) for name in group["params"]]}
+            for group in optimizer_state["param_groups"]
+        ],
+    }
+
+
+def _unwrapped_names(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` of the training model keyed as the state dict of :func:`unwrap` ``(model)``."""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    if not isinstance(inner, LabelledLM):
+        return state_dict
+    return {name.removeprefix(LABELLED_PREFIX): tensor for name, tensor in state_dict.items()}
 
 
 def rng_state() -> dict[str, Any]:
@@ -227,14 +263,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _save_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], folder: Path) -> None:
-    """A full model as safetensors; for a peft model, the adapter in ``adapter/`` and the merged model."""
+def _is_peft(model: torch.nn.Module) -> bool:
     from peft import PeftModel
 
-    if isinstance(model, PeftModel):
-        model.save_pretrained(folder / ADAPTER_DIR, state_dict=state_dict)
-        merged = copy.deepcopy(model).merge_and_unload()
-        merged.save_pretrained(folder)
+    return isinstance(model, PeftModel)
+
+
+def _save_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], folder: Path) -> None:
+    """A full model as safetensors; for a peft model, its adapter (``state_dict`` holds its weights)."""
+    if _is_peft(model):
+        model.save_pretrained(folder, state_dict=state_dict)
     else:
         model.save_pretrained(folder, state_dict=_without_tied_copies(model, state_dict))
 

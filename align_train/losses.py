@@ -1,4 +1,4 @@
-"""Training objectives over a model's outputs and a :class:`~align_train.batch.TokenBatch`.
+"""Training objectives over a model's label log-probabilities and a :class:`~align_train.batch.TokenBatch`.
 
 Sign convention, for every function here: a loss is a quantity to minimise; log-probabilities are natural
 logs (≤ 0) of the labels under the model, and a reward or log-odds above 0 means the model prefers the
@@ -8,6 +8,10 @@ Each loss sums over its units (loss tokens for SFT, preference pairs for DPO/ORP
 the caller may pass for the whole accumulation window, so every unit weighs the same whatever the split of
 the window into micro-batches. :mod:`align_train.objectives` ties each objective name to its loss and
 decides that count for the training loop.
+
+The SFT, DPO and ORPO losses take the policy's :class:`SeqLogps`, the per-sequence sums of
+``log p(label)``: from full logits with :func:`sequence_logps`, or without them in training
+(:mod:`align_train.head`). The alignment term takes the last hidden states.
 """
 
 from __future__ import annotations
@@ -32,20 +36,43 @@ class SeqLogps(NamedTuple):
         """Length-normalised log-probability; 0 for a sequence without loss tokens."""
         return self.sums / self.counts.clamp(min=1)
 
+    @classmethod
+    def of_tokens(cls, token_logps: torch.Tensor, owners: torch.Tensor, num_seqs: int) -> SeqLogps:
+        """Per-sequence sums of the log-probabilities of scored tokens, ``owners[i]`` owning token ``i``."""
+        sums = token_logps.new_zeros(num_seqs).index_add(0, owners, token_logps)
+        return cls(sums=sums, counts=torch.bincount(owners, minlength=num_seqs))
+
 
 class LossOutput(NamedTuple):
     loss: torch.Tensor
     metrics: dict[str, float]
 
 
+def scored_positions(
+    labels: torch.Tensor, seq_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The positions that score a label, as ``(mask [batch, time − 1], targets [N], owners [N])``.
+
+    Position ``t`` scores label ``t + 1``. In a packed row the last token of one sequence sits before the
+    first token of the next; a position and its label must belong to the same sequence, so packed and
+    padded layouts score the same tokens. ``owners`` are the sequence indices of the scored tokens.
+    """
+    if labels.shape != seq_ids.shape:
+        msg = f"labels {tuple(labels.shape)} and seq_ids {tuple(seq_ids.shape)} must agree on [batch, time]"
+        raise ValueError(msg)
+    targets = labels[:, 1:]
+    owners = seq_ids[:, 1:]
+    scored = (targets != IGNORE_INDEX) & (owners >= 0) & (owners == seq_ids[:, :-1])
+    return scored, targets[scored], owners[scored]
+
+
 def sequence_logps(
     logits: torch.Tensor, labels: torch.Tensor, seq_ids: torch.Tensor, num_seqs: int
 ) -> SeqLogps:
-    """Sum and count of ``log p(label)`` per sequence, position ``t`` scoring label ``t + 1``.
+    """Sum and count of ``log p(label)`` per sequence from full ``logits`` ``[batch, time, vocab]``.
 
-    In a packed row the last token of one sequence sits before the first token of the next; a position
-    and its label must belong to the same sequence, so packed and padded layouts give the same sums.
-    Log-probabilities are computed in float32 on the loss positions only.
+    The positions are those of :func:`scored_positions`; log-probabilities are computed in float32 on them
+    only. Training computes the same values without full logits (:class:`align_train.head.LabelledLM`).
     """
     if logits.shape[:-1] != labels.shape or labels.shape != seq_ids.shape:
         msg = (
@@ -53,23 +80,17 @@ def sequence_logps(
             "must agree on [batch, time]"
         )
         raise ValueError(msg)
-    targets = labels[:, 1:]
-    owners = seq_ids[:, 1:]
-    scored = (targets != IGNORE_INDEX) & (owners >= 0) & (owners == seq_ids[:, :-1])
-    token_logps = -F.cross_entropy(logits[:, :-1][scored].float(), targets[scored], reduction="none")
-    owners = owners[scored]
-    sums = token_logps.new_zeros(num_seqs).index_add(0, owners, token_logps)
-    counts = torch.bincount(owners, minlength=num_seqs)
-    return SeqLogps(sums=sums, counts=counts)
+    scored, targets, owners = scored_positions(labels, seq_ids)
+    token_logps = -F.cross_entropy(logits[:, :-1][scored].float(), targets, reduction="none")
+    return SeqLogps.of_tokens(token_logps, owners, num_seqs)
 
 
-def sft_loss(logits: torch.Tensor, batch: TokenBatch, *, num_loss_tokens: int | None = None) -> LossOutput:
-    """Token cross-entropy: ``−Σ log p(label) / num_loss_tokens``.
+def sft_loss(logps: SeqLogps, batch: TokenBatch, *, num_loss_tokens: int | None = None) -> LossOutput:
+    """Token cross-entropy: ``−Σ log p(label) / num_loss_tokens`` from the policy's :class:`SeqLogps`.
 
     ``num_loss_tokens`` is the count over the whole accumulation window (the loop sums
     :attr:`TokenBatch.num_loss_tokens` of its micro-batches); it defaults to this batch's own count.
     """
-    logps = sequence_logps(logits, batch.labels, batch.seq_ids, batch.num_seqs)
     sums = logps.sums.detach().tolist()
     counts = logps.counts.tolist()
     tokens = sum(counts)

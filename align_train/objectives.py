@@ -16,12 +16,12 @@ import torch
 from align_train.batch import TokenBatch
 from align_train.config import ObjectiveName
 from align_train.distributed import Runtime, all_sum
-from align_train.losses import LossOutput, SeqLogps, dpo_loss, num_pairs, orpo_loss, sequence_logps, sft_loss
+from align_train.losses import LossOutput, SeqLogps, dpo_loss, num_pairs, orpo_loss, sft_loss
 
 
 class ObjectiveFn(Protocol):
     def __call__(
-        self, logits: torch.Tensor, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
+        self, policy: SeqLogps, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
     ) -> LossOutput: ...
 
 
@@ -29,36 +29,37 @@ class ObjectiveFn(Protocol):
 class Objective:
     """What the training loop needs to know about one objective.
 
-    ``compute`` takes the policy logits, the batch, the reference log-probabilities (``sequence_logps``
-    of the frozen reference model, under ``torch.no_grad``, when ``needs_reference``) and ``count``: the sum
-    of ``count_units`` over the micro-batches of the accumulation window.
+    ``compute`` takes the policy's label log-probabilities, the batch, the reference's (computed under
+    ``torch.no_grad``, when ``needs_reference``) and ``count``: the sum of ``count_units`` over the
+    micro-batches of the accumulation window. ``token_mean`` says that the loss weighs every label token
+    alike, which lets the output layer compute its gradients in the forward pass
+    (:func:`align_train.head.labelled_logps`).
     """
 
     needs_reference: bool
     compute: ObjectiveFn
     count_units: Callable[[TokenBatch], int]
+    token_mean: bool = False
 
 
 def _sft(
-    logits: torch.Tensor, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
+    policy: SeqLogps, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
 ) -> LossOutput:
-    return sft_loss(logits, batch, num_loss_tokens=count)
+    return sft_loss(policy, batch, num_loss_tokens=count)
 
 
 def _dpo(
-    logits: torch.Tensor, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
+    policy: SeqLogps, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
 ) -> LossOutput:
     if reference is None:
         msg = "objective 'dpo' needs reference log-probabilities (reference=None received)"
         raise ValueError(msg)
-    policy = sequence_logps(logits, batch.labels, batch.seq_ids, batch.num_seqs)
     return dpo_loss(policy, reference, batch, beta=beta, num_pairs=count)
 
 
 def _orpo(
-    logits: torch.Tensor, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
+    policy: SeqLogps, batch: TokenBatch, *, reference: SeqLogps | None, beta: float, count: int
 ) -> LossOutput:
-    policy = sequence_logps(logits, batch.labels, batch.seq_ids, batch.num_seqs)
     return orpo_loss(policy, batch, beta=beta, num_pairs=count)
 
 
@@ -67,7 +68,7 @@ def _loss_tokens(batch: TokenBatch) -> int:
 
 
 OBJECTIVES: dict[ObjectiveName, Objective] = {
-    "sft": Objective(needs_reference=False, compute=_sft, count_units=_loss_tokens),
+    "sft": Objective(needs_reference=False, compute=_sft, count_units=_loss_tokens, token_mean=True),
     "dpo": Objective(needs_reference=True, compute=_dpo, count_units=num_pairs),
     "orpo": Objective(needs_reference=False, compute=_orpo, count_units=num_pairs),
 }

@@ -10,8 +10,7 @@ micro-batch losses add up to a step's loss), :mod:`align_train.metrics_log` (wha
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,7 +19,7 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
-from align_train.batch import ParallelBatch, TokenBatch
+from align_train.batch import TokenBatch
 from align_train.checkpoint import load_trainer_state, restore, resume_point, save_checkpoint
 from align_train.collator import Collator
 from align_train.config import PREFERENCE_OBJECTIVES, RUN_CONFIG, TrainConfig, save_yaml
@@ -28,26 +27,40 @@ from align_train.distributed import (
     Runtime,
     StopSignal,
     any_rank,
+    barrier,
     clip_grad_norm,
     init_distributed,
+    reshard,
     set_gradient_sync,
     shutdown,
     wrap,
     wrap_frozen,
 )
-from align_train.losses import alignment_loss, sequence_logps
+from align_train.head import LabelledLM, choose_head
+from align_train.losses import alignment_loss
 from align_train.metrics_log import MetricsLogger
 from align_train.model import (
-    Reference,
+    MERGED_DIR,
     choose_packing,
     compute_dtype,
+    enable_activation_checkpointing,
+    export_merged,
     load_policy,
-    load_reference,
     load_tokenizer,
 )
 from align_train.objectives import OBJECTIVES, LossScale, Objective
+from align_train.prefetch import Prefetcher, windows
+from align_train.reference import (
+    REFERENCE_FILE,
+    Reference,
+    ReferenceTable,
+    load_reference,
+    precompute_reference,
+    reference_identity,
+)
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
+from align_train.threads import set_threads
 from schemas import ConfigError
 
 
@@ -59,28 +72,38 @@ def train(cfg: TrainConfig) -> Path:
     # ---- setup ------------------------------------------------------------------------------------
     run = init_distributed()
     stop = StopSignal()
+    stack = ExitStack()
     try:
+        threads = set_threads(cfg.threads)
         hf_logging.disable_progress_bar()
         resume_from = resume_point(cfg)
         # Read first: a damaged checkpoint should stop the run before a model is loaded.
         state = None if resume_from is None else load_trainer_state(resume_from, world_size=run.world_size)
         if run.is_main:  # what the run trains on, for its evaluation (held-out groups) and for audits
             save_yaml(cfg, cfg.out / RUN_CONFIG)
+            print(f"align-train: {threads} per process")
         autocast = _autocast(cfg, run)
         # Same seed on every rank while building the model: FSDP2 does not broadcast initial weights.
         _seed_all(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
         policy = load_policy(cfg, tokenizer, checkpoint=resume_from).to(run.device).train()
+        if cfg.activation_checkpointing:
+            enable_activation_checkpointing(policy)
         objective = OBJECTIVES[cfg.objective]
-        reference = _reference(cfg, tokenizer, policy, objective, run)
         # Decided on the unsharded model: a no-grad forward through FSDP2 breaks it.
         pack = choose_packing(cfg, policy, run)
-        model = wrap(policy, strategy=cfg.dist, run=run)
+        chunk_tokens = choose_head(policy, chunk_tokens=cfg.loss_chunk_tokens, is_main=run.is_main)
+        labelled = LabelledLM(policy, chunk_tokens=chunk_tokens)
+        reference = _reference(cfg, tokenizer, labelled, objective, run)
+        model = wrap(labelled, strategy=cfg.dist, run=run)
         sampler = _sampler(cfg, run)
         collator = Collator(tokenizer, objective=cfg.objective, max_length=cfg.max_length, pack=pack)
         total_steps = _total_steps(cfg, sampler)
         optimizer = _optimizer(model, cfg)
         scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, total_steps)
+        if reference is not None and cfg.precompute_reference:
+            # After the optimizer took the (sharded) parameters; a frozen reference model is dropped here.
+            reference = _precomputed(reference, collator, model, cfg, run)
         step = 0
         if state is not None:
             cursor = restore(state, model=model, optimizer=optimizer, scheduler=scheduler, rank=run.rank)
@@ -89,10 +112,15 @@ def train(cfg: TrainConfig) -> Path:
         else:
             # Each rank its own random stream (dropout): identical masks on all ranks would waste data.
             _seed_all(cfg.seed + run.rank)
-        logger = MetricsLogger(
-            cfg, run, sampler=sampler, collator=collator, start_step=step, total_steps=total_steps
+        logger = MetricsLogger(cfg, run, start_step=step, total_steps=total_steps)
+        # Windows of collated micro-batches, built ahead in a worker thread; the cursor to checkpoint is the
+        # one after the last window the loop took, not the worker's.
+        data = Prefetcher(
+            windows(sampler, collator, grad_accum=cfg.grad_accum, pin_memory=run.device.type == "cuda"),
+            depth=cfg.prefetch,
         )
-        batches = _endless(sampler)
+        stack.callback(data.close)
+        data_state = sampler.state_dict()
 
         def save() -> Path:
             """Checkpoint the current step; collective (every rank calls it, rank 0 writes)."""
@@ -103,26 +131,26 @@ def train(cfg: TrainConfig) -> Path:
                 optimizer=optimizer,
                 scheduler=scheduler,
                 tokenizer=tokenizer,
-                data_state=sampler.state_dict(),
+                data_state=data_state,
             )
 
         # ---- loop -------------------------------------------------------------------------------------
         while step < total_steps:
             lr = optimizer.param_groups[0]["lr"]
-            window = [next(batches) for _ in range(cfg.grad_accum)]
             # Collated on the CPU up front: the loss units of the whole window on all ranks are needed
             # before the first backward. Each micro-batch goes to the device in its own micro-step.
-            micro_batches = [collator(batch) for batch in window]
+            window = next(data)
+            data_state = window.data_state
             scale = LossScale.for_window(
-                micro_batches, objective, run=run, alignment_weight=cfg.alignment_weight
+                window.micro_batches, objective, run=run, alignment_weight=cfg.alignment_weight
             )
             losses, metrics = [], []
-            for micro, batch in enumerate(micro_batches):
+            for micro, batch in enumerate(window.micro_batches):
                 set_gradient_sync(model, enabled=micro == cfg.grad_accum - 1)
                 with autocast:
                     out = micro_step(
                         model,
-                        batch.to(run.device),
+                        batch.to(run.device, non_blocking=True),
                         objective=objective,
                         reference=reference,
                         scale=scale,
@@ -143,7 +171,6 @@ def train(cfg: TrainConfig) -> Path:
                 lr=lr,
                 grad_norm=grad_norm,
                 window=window,
-                micro_batches=micro_batches,
                 metrics=metrics,
             )
             # Every rank must leave the loop at the same step, or the next collective hangs forever.
@@ -155,8 +182,14 @@ def train(cfg: TrainConfig) -> Path:
         # ---- cleanup ----------------------------------------------------------------------------------
         checkpoint = save()
         logger.close()
+        if cfg.export_merged and run.is_main:
+            export_merged(
+                checkpoint, cfg.out / MERGED_DIR, base_model=cfg.model, tokenizer=tokenizer, seed=cfg.seed
+            )
+        barrier()
         return checkpoint
     finally:
+        stack.close()
         stop.uninstall()
         shutdown()
 
@@ -175,23 +208,27 @@ def micro_step(
     batch: TokenBatch,
     *,
     objective: Objective,
-    reference: Reference | None,
+    reference: Reference | ReferenceTable | None,
     scale: LossScale,
     beta: float,
     anchor_lang: str,
 ) -> MicroStep:
-    """Forward one micro-batch (already on the model's device) and compute its scaled losses."""
-    inputs = batch.model_inputs()
-    out = model(**inputs, output_hidden_states=scale.alignment_weight > 0)
-    ref_logps = None
-    if reference is not None:
-        ref_logits = reference(**inputs).logits
-        ref_logps = sequence_logps(ref_logits, batch.labels, batch.seq_ids, batch.num_seqs)
-    result = objective.compute(out.logits, batch, reference=ref_logps, beta=beta, count=scale.units)
+    """Forward one micro-batch (already on the model's device) and compute its scaled losses.
+
+    ``model`` is a :class:`~align_train.head.LabelledLM`, possibly wrapped by DDP or FSDP2: it returns the
+    label log-probabilities per sequence, never the full logits.
+    """
+    out = model(
+        **batch.labelled_inputs(),
+        output_hidden_states=scale.alignment_weight > 0,
+        uniform_weights=objective.token_mean,
+    )
+    ref_logps = None if reference is None else reference(batch)
+    result = objective.compute(out.logps, batch, reference=ref_logps, beta=beta, count=scale.units)
     loss = scale.objective(result.loss)
     metrics = dict(result.metrics)
     if scale.alignment_weight > 0:
-        align = alignment_loss(out.hidden_states[-1], batch, anchor_lang=anchor_lang)
+        align = alignment_loss(out.hidden, batch, anchor_lang=anchor_lang)
         loss = loss + scale.alignment(align.loss)
         metrics |= align.metrics
     return MicroStep(loss=loss, objective=float(result.loss.detach()), metrics=metrics)
@@ -211,14 +248,30 @@ def _seed_all(seed: int) -> None:
 
 
 def _reference(
-    cfg: TrainConfig, tokenizer: Any, policy: torch.nn.Module, objective: Objective, run: Runtime
+    cfg: TrainConfig, tokenizer: Any, policy: LabelledLM, objective: Objective, run: Runtime
 ) -> Reference | None:
     if not objective.needs_reference:
         return None
-    reference = load_reference(cfg, tokenizer, policy)
+    reference = load_reference(cfg, tokenizer, policy, is_main=run.is_main)
     if not reference.disable_adapters:
         wrap_frozen(reference.model.to(run.device), strategy=cfg.dist)
     return reference
+
+
+def _precomputed(
+    reference: Reference, collator: Collator, model: torch.nn.Module, cfg: TrainConfig, run: Runtime
+) -> ReferenceTable:
+    """The reference log-probabilities of the whole training split: the run's saved table when its settings
+    match, else computed now (every rank a share) and saved."""
+    identity = reference_identity(cfg)
+    table = ReferenceTable.load(cfg.out / REFERENCE_FILE, identity=identity)
+    if table is None:
+        table = precompute_reference(reference, collator, cfg, run)
+        reshard(model)  # an adapter-disabled reference is the policy: FSDP2 left its root gathered
+        if run.is_main:
+            table.save(cfg.out / REFERENCE_FILE, identity=identity)
+    barrier()
+    return table
 
 
 def _sampler(cfg: TrainConfig, run: Runtime) -> ParallelBatchSampler:
@@ -272,12 +325,3 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
-
-
-def _endless(sampler: ParallelBatchSampler) -> Iterator[ParallelBatch]:
-    """Batches across epochs, starting from the sampler's (possibly restored) epoch and cursor."""
-    epoch = sampler.state_dict()["epoch"]
-    while True:
-        sampler.set_epoch(epoch)
-        yield from sampler
-        epoch += 1

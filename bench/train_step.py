@@ -23,10 +23,12 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from align_train.batch import ParallelBatch
 from align_train.collator import Collator
+from align_train.head import LabelledLM, choose_head
 from align_train.losses import sft_loss
 from align_train.model import load_model, load_tokenizer, tiny_model
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
+from align_train.threads import set_threads
 
 # Dense bf16 peak (FLOP/s) by device-name fragment, for MFU.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
@@ -88,7 +90,8 @@ def sync(device: torch.device) -> None:
 
 def run(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, *, pack: bool) -> dict[str, float]:
     device = torch.device(args.device)
-    model = build_model(args, tokenizer).to(device).train()
+    model = LabelledLM(build_model(args, tokenizer).to(device).train(), chunk_tokens=None)
+    model.chunk_tokens = choose_head(model.lm, chunk_tokens=None, is_main=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     collator = Collator(tokenizer, objective="sft", max_length=args.max_length, pack=pack)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -101,8 +104,8 @@ def run(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, *, pack: b
         sync(device)
         collated = time.perf_counter()
         with autocast:
-            logits = model(**token_batch.model_inputs()).logits
-        loss = sft_loss(logits.float(), token_batch).loss
+            out = model(**token_batch.labelled_inputs(), uniform_weights=True)
+        loss = sft_loss(out.logps, token_batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, *, pack: b
         totals["step_s"] += done - start
         totals["tokens"] += sum(seq_lengths)
         totals["computed"] += token_batch.input_ids.numel()
-        totals["flops"] += train_flops(model, seq_lengths)
+        totals["flops"] += train_flops(model.lm, seq_lengths)
     return totals
 
 
@@ -136,15 +139,19 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: OMP_NUM_THREADS, else the idle cores)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if not (args.shards / "manifest.json").is_file():
         parser.error(
             f"{args.shards} is not a `curate build` output dir: run `make demo` first or pass --shards"
         )
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     tokenizer = load_tokenizer(args.model)
     results = {mode: run(args, tokenizer, pack=mode == "packed") for mode in ("padded", "packed")}

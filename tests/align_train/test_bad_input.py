@@ -101,7 +101,7 @@ def test_a_bug_in_the_loop_is_a_traceback_not_a_user_error(
         msg = "an internal bug that happens to be a ValueError"
         raise ValueError(msg)
 
-    monkeypatch.setattr("align_train.losses.sequence_logps", broken)  # what the SFT loss calls
+    monkeypatch.setattr("align_train.objectives.sft_loss", broken)  # what the SFT objective calls
     result = CliRunner().invoke(app, [str(config_file(tmp_path, shard_dir, model_dir, max_steps=1))])
     assert result.exit_code == 1
     assert isinstance(result.exception, ValueError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -17,15 +18,18 @@ import torch
 import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
 
 from align_train.checkpoint import (
-    ADAPTER_DIR,
     STATE_FILE,
     latest_checkpoint,
     load_trainer_state,
     rng_state,
     set_rng_state,
 )
+from align_train.cli import app
+from align_train.eval.evaluate import load_for_eval, resolve_model
+from align_train.model import MERGED_DIR
 from align_train.train import train
 from schemas import ConfigError
 from tests import ROOT
@@ -60,18 +64,49 @@ def test_checkpoint_is_a_model_folder_with_a_weights_only_state(
         load_trainer_state(final, world_size=2)
 
 
-def test_lora_checkpoint_holds_the_adapter_and_the_merged_model(
+def test_lora_checkpoint_holds_the_adapter_and_the_merged_model_is_exported_once(
     shard_dir: Path, model_dir: Path, tmp_path: Path
 ) -> None:
     lora = {"enabled": True, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
-    final = train(train_config(shard_dir, tmp_path, model_dir, max_steps=2, lr=1e-2, lora=lora))
+    cfg = train_config(
+        shard_dir, tmp_path, model_dir, max_steps=2, lr=1e-2, lora=lora, save_every=1, export_merged=True
+    )
+    final = train(cfg)
+    # Each checkpoint: the adapter (named after its base), the tokenizer, the trainer state; no base weights.
+    for checkpoint in (tmp_path / "checkpoints").glob("step-*"):
+        assert not list(checkpoint.glob("model*.safetensors")) and not (checkpoint / "config.json").exists()
+        adapter = checkpoint / "adapter_model.safetensors"
+        assert adapter.stat().st_size < (model_dir / "model.safetensors").stat().st_size / 50
+        assert {"tokenizer.json", STATE_FILE} <= {p.name for p in checkpoint.iterdir()}
+    named = json.loads((final / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert named == str(model_dir.resolve())
+    state = torch.load(final / STATE_FILE, weights_only=True)
+    assert all("lora_" in name for name in state["optimizer"]["state"])
+
     base = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
     base_logits = logits(base, final)
-    adapted = PeftModel.from_pretrained(base, final / ADAPTER_DIR)
-    merged = AutoModelForCausalLM.from_pretrained(final, use_safetensors=True)
+    adapted = PeftModel.from_pretrained(base, final)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / MERGED_DIR, use_safetensors=True)
     assert type(merged).__name__ == "LlamaForCausalLM"
     torch.testing.assert_close(logits(merged, final), logits(adapted, final), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(logits(merged, final), base_logits, atol=1e-4)
+
+    # Evaluation loads the run as base + adapter; `align-train export` writes the same merged model.
+    _, evaluated = load_for_eval(resolve_model(tmp_path), base_model=None)
+    torch.testing.assert_close(logits(evaluated, final), logits(merged, final), atol=1e-5, rtol=1e-5)
+    result = CliRunner().invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "again", use_safetensors=True)
+    torch.testing.assert_close(logits(again, final), logits(merged, final), atol=0, rtol=0)
+
+
+def test_export_refuses_a_full_fine_tune(shard_dir: Path, model_dir: Path, tmp_path: Path) -> None:
+    train(train_config(shard_dir, tmp_path, model_dir, max_steps=1))
+    result = CliRunner().invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 2
+    assert "is not a LoRA checkpoint or run" in result.output
+    with pytest.raises(ValueError, match="export_merged=true needs LoRA"):
+        train_config(shard_dir, tmp_path, model_dir, export_merged=True)
 
 
 def test_rng_state_round_trips() -> None:

@@ -140,16 +140,31 @@ def test_truncation_keeps_the_first_max_length_tokens(tokenizer: Any, shard_dir:
 
 
 def test_packed_layout_restarts_positions_per_sequence(tokenizer: Any, shard_dir: Path) -> None:
-    batch = batch_of(shard_dir)
-    padded = Collator(tokenizer, objective="sft", max_length=512)(batch)
-    packed = Collator(tokenizer, objective="sft", max_length=512, pack=True)(batch)
+    batch = batch_of(shard_dir, groups=8)
+    padded = Collator(tokenizer, objective="sft", max_length=128)(batch)
+    packed = Collator(tokenizer, objective="sft", max_length=128, pack=True)(batch)
     assert packed.attention_mask is None and padded.attention_mask is not None
-    assert packed.input_ids.shape == (1, int(padded.attention_mask.sum()))
-    assert torch.equal(packed.input_ids[0], padded.input_ids[padded.attention_mask.bool()])
-    assert torch.equal(packed.labels[0], padded.labels[padded.attention_mask.bool()])
-    starts = (packed.position_ids[0] == 0).nonzero().flatten().tolist()
-    assert starts == [int((packed.seq_ids[0] < i).sum()) for i in range(packed.num_seqs)]
-    assert (packed.labels[0, starts] == IGNORE_INDEX).all()
+    lengths = padded.attention_mask.sum(1).tolist()
+    # Rows of at most max_length tokens, as few as first-fit of the longest first gives.
+    rows, width = packed.input_ids.shape
+    assert -(-sum(lengths) // 128) <= rows < len(lengths)
+    assert width == max(int(r.sum()) for r in packed.seq_ids >= 0) <= 128
+    real = packed.seq_ids >= 0
+    assert int(real.sum()) == sum(lengths)
+    for i in range(packed.num_seqs):
+        mine = packed.seq_ids == i
+        assert torch.equal(packed.input_ids[mine], padded.input_ids[i, : lengths[i]])
+        assert torch.equal(packed.labels[mine], padded.labels[i, : lengths[i]])
+        assert packed.position_ids[mine].tolist() == list(range(lengths[i]))
+        assert mine.any(dim=1).sum() == 1  # a sequence never spans two rows
+        assert packed.labels[mine][0] == IGNORE_INDEX
+    # The padding at a row's end is a block of its own (positions restart), unlabelled.
+    for row in range(rows):
+        pads = ~real[row]
+        if pads.any():
+            assert packed.position_ids[row][pads].tolist() == list(range(int(pads.sum())))
+            assert bool(pads[int(real[row].sum()) :].all())
+    assert (packed.labels[~real] == IGNORE_INDEX).all()
     assert packed.num_loss_tokens == padded.num_loss_tokens
     moved = packed.to("meta")
     assert moved.input_ids.device.type == "meta" and moved.attention_mask is None
@@ -193,7 +208,10 @@ def token_losses(model: LlamaForCausalLM, batch: TokenBatch) -> torch.Tensor:
     with torch.no_grad():
         logits = model(**batch.model_inputs()).logits
     losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch.labels[:, 1:], reduction="none")
-    return losses[batch.labels[:, 1:] != IGNORE_INDEX]
+    labelled = batch.labels[:, 1:] != IGNORE_INDEX
+    # Row by row, then sequence by sequence: each sequence lies in one row, in order.
+    order = torch.argsort(batch.seq_ids[:, 1:][labelled], stable=True)
+    return losses[labelled][order]
 
 
 def test_packed_batch_gives_the_padded_per_token_loss(
@@ -211,3 +229,77 @@ def test_packed_batch_gives_the_padded_per_token_loss(
         **{**vars(packed), "position_ids": torch.arange(packed.input_ids.shape[1]).unsqueeze(0)}
     )
     assert (token_losses(tiny_llama, leaky) - expected).abs().max() > 1e-3
+
+
+class PrefixRenders(Collator):
+    """The collator as it labelled before skeletons: the prefix renders of every conversation."""
+
+    def _rendered(self, chats: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int] | None]]:
+        text = self._render(chats)
+        return text, [
+            self._span(chats, i, text) if c["role"] == "assistant" else None for i, c in enumerate(chats)
+        ]
+
+
+def counting_renders(tokenizer: Any) -> list[int]:
+    """Count the tokenizer's chat-template renders (the returned one-item list holds the count)."""
+    calls = [0]
+    render = tokenizer.apply_chat_template
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return render(*args, **kwargs)
+
+    tokenizer.apply_chat_template = counted
+    return calls
+
+
+def same_batches(a: TokenBatch, b: TokenBatch) -> None:
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels)
+    assert a.num_loss_tokens == b.num_loss_tokens
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo"])
+def test_each_conversation_is_rendered_once_and_labelled_as_by_its_prefixes(
+    tokenizer_dir: Path, shard_dir: Path, objective: str
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if objective == "sft":
+        batches = list(
+            ParallelBatchSampler(ShardStream(shard_dir), policy="all", groups_per_batch=4, anchor_lang="en")
+        )
+    else:
+        batches = [ParallelBatch.of(preference_rows(4))]
+    expected = [PrefixRenders(tokenizer, objective=objective, max_length=512)(b) for b in batches]
+    collator = Collator(tokenizer, objective=objective, max_length=512)
+    renders = counting_renders(tokenizer)
+    per_pass = []
+    for _ in range(2):
+        for batch, reference in zip(batches, expected, strict=True):
+            same_batches(collator(batch), reference)
+        per_pass.append(renders[0])
+        renders[0] = 0
+    sequences = collator.stats["sequences"] // 2
+    # The first pass renders each structure's prefixes once (a question and answer; the tool-calling
+    # conversation with a system prompt); then every conversation is rendered exactly once.
+    assert sequences < per_pass[0] <= sequences + 12
+    assert per_pass[1] == sequences
+    assert collator.stats["assistant_span_not_found"] == 0
+
+
+def test_a_template_that_changes_contents_falls_back_to_prefix_renders(tokenizer_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    # The same template, except that it strips every content: substituting contents would be wrong.
+    tokenizer.chat_template = tokenizer.chat_template.replace(
+        "message['content']", "message['content'] | trim"
+    )
+    rows = [
+        parallel_row("g0", "en", [message("user", "  Two plus two? "), message("assistant", " Four.  ")]),
+        parallel_row("g0", "de", [message("user", "Zwei plus zwei?"), message("assistant", "Vier.")]),
+    ]
+    batch = ParallelBatch.of(rows)
+    collator = Collator(tokenizer, objective="sft", max_length=512)
+    out = collator(batch)
+    same_batches(out, PrefixRenders(tokenizer, objective="sft", max_length=512)(batch))
+    assert labelled_runs(tokenizer, out, 0) == ["Four." + EOS]
+    assert labelled_runs(tokenizer, out, 1) == ["Vier." + EOS]

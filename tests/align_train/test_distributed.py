@@ -14,9 +14,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from align_train.train import train
+from align_train.config import TrainConfig
+from align_train.model import load_policy, load_tokenizer
+from align_train.train import _seed_all, train
 from tests import ROOT
-from tests.align_train.corpus import sft_rows
+from tests.align_train.corpus import preference_rows, sft_rows
 from tests.align_train.runs import read_metrics, train_config
 
 torch.set_num_threads(1)
@@ -35,11 +37,19 @@ def corpus(make_shard_dir: Callable[..., Path]) -> Path:
 SETTINGS = {"groups_per_batch": 2, "max_steps": 3, "lr": 1e-2, "max_grad_norm": None}
 
 
+LORA = {"enabled": True, "r": 4, "target_modules": ["q_proj", "v_proj"]}
+
+
 @pytest.fixture(scope="module")
-def single(corpus: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("single")
-    train(train_config(corpus, out, model_dir, grad_accum=4, **SETTINGS))
-    return out
+def single(corpus: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[bool, Path]:
+    """One process with grad_accum 4: a full fine-tune and a LoRA run."""
+    runs = {}
+    for lora in (False, True):
+        out = tmp_path_factory.mktemp("single")
+        extra = {"lora": LORA} if lora else {}
+        train(train_config(corpus, out, model_dir, grad_accum=4, **SETTINGS, **extra))
+        runs[lora] = out
+    return runs
 
 
 def torchrun(config_file: Path) -> subprocess.CompletedProcess[str]:
@@ -49,12 +59,32 @@ def torchrun(config_file: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("dist", ["ddp", "fsdp"])
+@pytest.mark.parametrize(
+    ("dist", "activation_checkpointing", "lora"),
+    [("ddp", False, False), ("fsdp", False, False), ("ddp", True, False), ("fsdp", True, True)],
+    ids=["ddp", "fsdp", "ddp-checkpointing", "fsdp-checkpointing-lora"],
+)
 def test_two_ranks_match_one_process_with_double_accumulation(
-    corpus: Path, model_dir: Path, single: Path, tmp_path: Path, dist: str
+    corpus: Path,
+    model_dir: Path,
+    single: dict[bool, Path],
+    tmp_path: Path,
+    dist: str,
+    activation_checkpointing: bool,
+    lora: bool,
 ) -> None:
     out = tmp_path / "ranks"
-    config = train_config(corpus, out, model_dir, grad_accum=2, dist=dist, **SETTINGS)
+    extra = {"lora": LORA} if lora else {}
+    config = train_config(
+        corpus,
+        out,
+        model_dir,
+        grad_accum=2,
+        dist=dist,
+        activation_checkpointing=activation_checkpointing,
+        **SETTINGS,
+        **extra,
+    )
     config_file = tmp_path / "ranks.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
     result = torchrun(config_file)
@@ -71,17 +101,57 @@ def test_two_ranks_match_one_process_with_double_accumulation(
 
     # grad_norm catches a gradient that is off by a constant factor, to which Adam's update is blind.
     for key in ("loss", "grad_norm"):
-        expected = [r[key] for r in read_metrics(single)]
+        expected = [r[key] for r in read_metrics(single[lora])]
         assert [r[key] for r in read_metrics(out)] == pytest.approx(expected, rel=1e-4), key
-    ranks = load_file(out / "checkpoints/step-000003/model.safetensors")
-    alone = load_file(single / "checkpoints/step-000003/model.safetensors")
-    start = load_file(model_dir / "model.safetensors")
+    weights = "adapter_model.safetensors" if lora else "model.safetensors"
+    ranks = load_file(out / "checkpoints/step-000003" / weights)
+    alone = load_file(single[lora] / "checkpoints/step-000003" / weights)
+    start = lora_start(config) if lora else load_file(model_dir / weights)
     assert ranks.keys() == alone.keys()
     errors = {name: update_error(ranks[name], alone[name], start[name]) for name in ranks}
     worst = max(errors, key=errors.__getitem__)
     assert errors[worst] <= UPDATE_RTOL, f"{worst}: update differs by {errors[worst]:.2e} of its norm"
     moved = max(float((ranks[name] - start[name]).abs().max()) for name in ranks)
     assert moved > 1e-2  # the comparison is not between two untrained models
+
+
+@pytest.fixture(scope="module")
+def preference_corpus(make_shard_dir: Callable[..., Path]) -> Path:
+    return make_shard_dir(preference_rows(8), groups_per_shard=3)
+
+
+def test_two_ranks_of_lora_dpo_under_fsdp_with_a_precomputed_reference_match_one_process(
+    preference_corpus: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    """FSDP2 with LoRA, the reference the policy with adapters off, precomputed by both ranks (each a share
+    of the batches, forwards kept in step), against one process computing it per batch."""
+    settings = SETTINGS | {"objective": "dpo", "lora": LORA, "dpo_beta": 0.5}
+    train(train_config(preference_corpus, tmp_path / "single", model_dir, grad_accum=4, **settings))
+    out = tmp_path / "ranks"
+    config = train_config(
+        preference_corpus, out, model_dir, grad_accum=2, dist="fsdp", precompute_reference=True, **settings
+    )
+    config_file = tmp_path / "ranks.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
+    result = torchrun(config_file)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for key in ("loss", "grad_norm", "rewards/margin"):
+        expected = [r[key] for r in read_metrics(tmp_path / "single")]
+        assert [r[key] for r in read_metrics(out)] == pytest.approx(expected, rel=1e-4, abs=1e-7), key
+    assert read_metrics(out)[-1]["rewards/margin"] > 0
+    weights = "checkpoints/step-000003/adapter_model.safetensors"
+    ranks, alone = load_file(out / weights), load_file(tmp_path / "single" / weights)
+    start = lora_start(config)
+    assert max(update_error(ranks[n], alone[n], start[n]) for n in ranks) <= UPDATE_RTOL
+
+
+def lora_start(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The adapter weights a LoRA run starts from (B zero, A drawn from the seeded RNG), as the recipe
+    builds them."""
+    from peft import get_peft_model_state_dict
+
+    _seed_all(cfg.seed)
+    return get_peft_model_state_dict(load_policy(cfg, load_tokenizer(cfg.model)))
 
 
 # Adam divides each gradient by √v + ε, so a weight whose gradient is within float rounding of zero moves

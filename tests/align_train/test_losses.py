@@ -33,6 +33,10 @@ from tests.align_train.token_batches import (
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
 
+def logps_of(logits: torch.Tensor, batch: TokenBatch) -> SeqLogps:
+    return sequence_logps(logits, batch.labels, batch.seq_ids, batch.num_seqs)
+
+
 @pytest.fixture
 def hand_batch() -> tuple[torch.Tensor, TokenBatch]:
     """Two sequences over a 2-token vocabulary whose log-probabilities are worked out by hand.
@@ -68,7 +72,7 @@ def test_sequence_logps_hand_worked(hand_batch: tuple[torch.Tensor, TokenBatch])
 
 def test_sft_loss_hand_worked(hand_batch: tuple[torch.Tensor, TokenBatch]) -> None:
     logits, batch = hand_batch
-    out = sft_loss(logits, batch)
+    out = sft_loss(logps_of(logits, batch), batch)
     # −(2·log(3/4) + log(1/2)) / 3 = log(32/9) / 3
     assert out.loss.item() == pytest.approx(math.log(32 / 9) / 3)
     assert out.metrics["loss_tokens"] == 3
@@ -169,7 +173,7 @@ def test_sequence_logps_packed_equals_padded() -> None:
 def test_masked_tokens_never_contribute() -> None:
     logits, batch = random_batch(2)
     logits.requires_grad_(True)
-    out = sft_loss(logits, batch)
+    out = sft_loss(logps_of(logits, batch), batch)
     out.loss.backward()
     scored = torch.zeros_like(batch.labels, dtype=torch.bool)
     scored[:, :-1] = (batch.labels[:, 1:] != -100) & (batch.seq_ids[:, 1:] == batch.seq_ids[:, :-1])
@@ -180,7 +184,7 @@ def test_masked_tokens_never_contribute() -> None:
     noisy = logits.detach().clone()
     noisy[~scored] = torch.randn_like(noisy[~scored]) * 100
     batch.input_ids = batch.input_ids.masked_fill(batch.labels == -100, 0)
-    torch.testing.assert_close(sft_loss(noisy, batch).loss, out.loss.detach())
+    torch.testing.assert_close(sft_loss(logps_of(noisy, batch), batch).loss, out.loss.detach())
 
 
 def test_sft_window_normalisation_matches_one_big_batch() -> None:
@@ -189,19 +193,22 @@ def test_sft_window_normalisation_matches_one_big_batch() -> None:
     second = padded_batch(whole.input_ids[2:], whole.labels[2:], [8], langs=["fr"])
     window = OBJECTIVES["sft"].count_units(first) + OBJECTIVES["sft"].count_units(second)
     split = (
-        sft_loss(logits[:2], first, num_loss_tokens=window).loss
-        + sft_loss(logits[2:], second, num_loss_tokens=window).loss
+        sft_loss(logps_of(logits[:2], first), first, num_loss_tokens=window).loss
+        + sft_loss(logps_of(logits[2:], second), second, num_loss_tokens=window).loss
     )
-    torch.testing.assert_close(split, sft_loss(logits, whole).loss)
+    torch.testing.assert_close(split, sft_loss(logps_of(logits, whole), whole).loss)
     # Averaging the two micro-batch means instead would weigh the 2-token batch like the 9-token one.
-    naive = (sft_loss(logits[:2], first).loss + sft_loss(logits[2:], second).loss) / 2
+    naive = (
+        sft_loss(logps_of(logits[:2], first), first).loss
+        + sft_loss(logps_of(logits[2:], second), second).loss
+    ) / 2
     assert not torch.allclose(naive, split)
 
 
 def test_sft_loss_without_loss_tokens_is_zero_and_differentiable() -> None:
     logits = torch.randn(1, 4, VOCAB, requires_grad=True)
     batch = padded_batch(torch.zeros(1, 4, dtype=torch.long), torch.full((1, 4), -100), [4], langs=["en"])
-    out = sft_loss(logits, batch)
+    out = sft_loss(logps_of(logits, batch), batch)
     out.loss.backward()
     assert out.loss.item() == 0.0
     assert out.metrics == {"loss_tokens": 0.0}
@@ -388,7 +395,7 @@ def test_dpo_matches_trl_dpo_trainer(
             forward_logits(reference, batch), batch.labels, batch.seq_ids, batch.num_seqs
         )
     out = objective.compute(
-        forward_logits(policy, batch),
+        logps_of(forward_logits(policy, batch), batch),
         batch,
         reference=ref_logps,
         beta=0.1,
@@ -487,7 +494,7 @@ def test_preference_losses_refuse_batches_without_pairs(hand_batch: tuple[torch.
 def test_bad_arguments_name_the_parameter(hand_batch: tuple[torch.Tensor, TokenBatch]) -> None:
     logits, batch = hand_batch
     with pytest.raises(ValueError, match=r"num_loss_tokens=2 is less than this batch's 3"):
-        sft_loss(logits, batch, num_loss_tokens=2)
+        sft_loss(logps_of(logits, batch), batch, num_loss_tokens=2)
     with pytest.raises(ValueError, match="must agree"):
         sequence_logps(logits[:, :2], batch.labels, batch.seq_ids, batch.num_seqs)
     pair = as_pair(batch)
@@ -495,6 +502,6 @@ def test_bad_arguments_name_the_parameter(hand_batch: tuple[torch.Tensor, TokenB
     with pytest.raises(ValueError, match=r"beta=0.0 must be > 0"):
         orpo_loss(policy, pair, beta=0.0)
     with pytest.raises(ValueError, match="reference=None"):
-        OBJECTIVES["dpo"].compute(logits, pair, reference=None, beta=0.1, count=1)
+        OBJECTIVES["dpo"].compute(policy, pair, reference=None, beta=0.1, count=1)
     with pytest.raises(ValueError, match=r"hidden_states \(2, 2, 4\)"):
         alignment_loss(torch.zeros(2, 2, 4), batch)

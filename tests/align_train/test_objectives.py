@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from align_train.batch import ParallelBatch
+from align_train.batch import ParallelBatch, TokenBatch
 from align_train.collator import Collator
 from align_train.config import OBJECTIVE_NAMES
 from align_train.distributed import Runtime
-from align_train.losses import alignment_loss, num_pairs, sequence_logps, sft_loss
+from align_train.losses import SeqLogps, alignment_loss, num_pairs, sequence_logps, sft_loss
 from align_train.objectives import OBJECTIVES, LossScale
 from tests.align_train.corpus import preference_rows
 from tests.align_train.token_batches import (
@@ -24,6 +24,10 @@ from tests.align_train.token_batches import (
 )
 
 torch.set_num_threads(1)
+
+
+def logps_of(logits: torch.Tensor, batch: TokenBatch) -> SeqLogps:
+    return sequence_logps(logits, batch.labels, batch.seq_ids, batch.num_seqs)
 
 
 def test_objectives_table() -> None:
@@ -54,7 +58,7 @@ def test_gradients_flow_through_every_objective(
                 forward_logits(reference, batch), batch.labels, batch.seq_ids, batch.num_seqs
             )
     out = objective.compute(
-        forward_logits(policy, batch),
+        logps_of(forward_logits(policy, batch), batch),
         batch,
         reference=ref_logps,
         beta=0.1,
@@ -85,7 +89,9 @@ def test_collated_batches_give_the_same_losses_packed_and_padded(
                 ref_logits = reference(**tokens.model_inputs()).logits
                 ref_logps = sequence_logps(ref_logits, tokens.labels, tokens.seq_ids, tokens.num_seqs)
         count = objective.count_units(tokens)
-        result = objective.compute(out.logits, tokens, reference=ref_logps, beta=0.1, count=count)
+        result = objective.compute(
+            logps_of(out.logits, tokens), tokens, reference=ref_logps, beta=0.1, count=count
+        )
         align = alignment_loss(out.hidden_states[-1], tokens, anchor_lang="en")
         results.append((result, align))
     (padded, padded_align), (packed, packed_align) = results
@@ -100,7 +106,7 @@ def test_collated_batches_give_the_same_losses_packed_and_padded(
 def test_loss_scale_adds_micro_batches_and_ranks_up_to_the_whole_window() -> None:
     # Three sequences with 5, 4 and 2 loss tokens: the step's objective is the mean over all 11 tokens.
     logits, whole = random_batch(3)
-    expected = sft_loss(logits, whole).loss
+    expected = sft_loss(logps_of(logits, whole), whole).loss
     objective = OBJECTIVES["sft"]
 
     # One process, two micro-batches ([0, 1], [2]): the micro-step losses add up.
@@ -111,8 +117,12 @@ def test_loss_scale_adds_micro_batches_and_ranks_up_to_the_whole_window() -> Non
         window, objective, run=Runtime(0, 1, torch.device("cpu")), alignment_weight=0.0
     )
     assert (scale.units, scale.world_size, scale.grad_accum) == (11, 1, 2)
-    parts = [objective.compute(logits[:2], first, reference=None, beta=0.0, count=scale.units)]
-    parts.append(objective.compute(logits[2:], second, reference=None, beta=0.0, count=scale.units))
+    parts = [
+        objective.compute(logps_of(logits[:2], first), first, reference=None, beta=0.0, count=scale.units)
+    ]
+    parts.append(
+        objective.compute(logps_of(logits[2:], second), second, reference=None, beta=0.0, count=scale.units)
+    )
     torch.testing.assert_close(sum(scale.objective(p.loss) for p in parts), expected)
 
     # Two ranks of one micro-batch each ([0, 1] and [2]): DDP averages the gradients over the ranks, so the
@@ -137,6 +147,7 @@ def test_a_window_without_loss_units_has_a_zero_loss() -> None:
         [empty], objective, run=Runtime(0, 1, torch.device("cpu")), alignment_weight=0.0
     )
     assert scale.units == 1
-    loss = scale.objective(objective.compute(logits, empty, reference=None, beta=0.0, count=scale.units).loss)
+    out = objective.compute(logps_of(logits, empty), empty, reference=None, beta=0.0, count=scale.units)
+    loss = scale.objective(out.loss)
     loss.backward()
     assert loss.item() == 0.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from align_train.config import TrainConfig
 from align_train.distributed import init_distributed
 from align_train.model import choose_packing, packing_is_exact
 from align_train.train import train
-from schemas import ConfigError, MissingDependencyError
+from schemas import ConfigError
 from tests import ROOT
 from tests.align_train.runs import read_metrics, train_config
 
@@ -52,6 +51,20 @@ def test_dpo_starts_at_ln2_and_lowers_the_loss(
     assert records[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert records[-1]["loss"] < records[0]["loss"] - 0.1
     assert records[-1]["rewards/accuracy"] > 0.5
+
+
+def test_batches_built_ahead_train_exactly_as_batches_built_in_the_loop(
+    shard_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    for prefetch in (0, 3):
+        train(train_config(shard_dir, tmp_path / str(prefetch), model_dir, max_steps=4, prefetch=prefetch))
+    inline, ahead = read_metrics(tmp_path / "0"), read_metrics(tmp_path / "3")
+    for key in ("loss", "langs", "collator", "epoch"):
+        assert [r[key] for r in ahead] == [r[key] for r in inline], key
+    data = "data/rank-0.jsonl"
+    assert (tmp_path / "3" / data).read_text() == (tmp_path / "0" / data).read_text()
+    saved = torch.load(tmp_path / "3" / "checkpoints/step-000004/trainer_state.pt", weights_only=True)
+    assert saved["ranks"][0]["data"] == {"epoch": 0, "batches": 8}  # what the loop took, not the worker
 
 
 def test_orpo_lowers_the_loss(preference_shard_dir: Path, model_dir: Path, tmp_path: Path) -> None:
@@ -106,7 +119,7 @@ def test_config_refuses_contradictions(shard_dir: Path, tmp_path: Path) -> None:
     base = {"shards": shard_dir, "out": tmp_path}
     cases = {
         "needs LoRA": {"reference": "adapter-disabled"},
-        "use dist='ddp'": {"dist": "fsdp", "lora": {"enabled": True}},
+        "needs LoRA: a full fine-tune": {"export_merged": True},
         "needs several languages": {"alignment_weight": 0.1, "policy": "monolingual"},
         "Extra inputs": {"batch_size": 4},
     }
@@ -199,11 +212,3 @@ def test_packing_is_used_only_where_the_model_computes_it_exactly(
 def test_bf16_without_a_gpu_is_refused(shard_dir: Path, model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="dtype='bf16' needs a GPU, this process runs on cpu"):
         train(train_config(shard_dir, tmp_path, model_dir, dtype="bf16"))
-
-
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
-def test_tensorboard_without_the_package_names_what_to_install(
-    shard_dir: Path, model_dir: Path, tmp_path: Path
-) -> None:
-    with pytest.raises(MissingDependencyError, match="tensorboard=true needs tensorboard: pip install"):
-        train(train_config(shard_dir, tmp_path, model_dir, tensorboard=True))

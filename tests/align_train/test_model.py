@@ -1,0 +1,76 @@
+"""Models of a run: activation checkpointing (same loss and gradients, layers recomputed)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from align_train.batch import ParallelBatch
+from align_train.collator import Collator
+from align_train.head import LabelledLM
+from align_train.model import enable_activation_checkpointing
+from schemas import ConfigError
+from tests.align_train.corpus import sft_rows
+
+torch.set_num_threads(1)
+
+
+def lora(model: LlamaForCausalLM) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    return get_peft_model(model, LoraConfig(r=2, lora_dropout=0.3, target_modules=["q_proj", "v_proj"]))
+
+
+def counted(forward: Any, calls: list[int]) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("adapters", [False, True], ids=["full", "lora"])
+def test_activation_checkpointing_recomputes_layers_and_keeps_loss_and_gradients(
+    tokenizer: Any, smol_models: tuple[LlamaForCausalLM, LlamaForCausalLM], adapters: bool
+) -> None:
+    batch = Collator(tokenizer, objective="sft", max_length=256, pack=True)(ParallelBatch.of(sft_rows(4)))
+    results = []
+    for checkpointing in (False, True):
+        model = copy.deepcopy(smol_models[0]).train()
+        if adapters:  # LoRA dropout: the recomputed layers must draw the same masks
+            model = lora(model)
+        if checkpointing:
+            enable_activation_checkpointing(model)
+        calls = []
+        # Count the MLP forwards (module hooks do not run when a checkpoint recomputes).
+        for layer in model.get_decoder().layers if not adapters else model.get_base_model().model.layers:
+            layer.mlp.forward = counted(layer.mlp.forward, calls)
+        torch.manual_seed(1)
+        labelled = LabelledLM(model, chunk_tokens=32)
+        out = labelled(**batch.labelled_inputs(), uniform_weights=True)
+        loss = -out.logps.sums.sum() / batch.num_loss_tokens
+        forward_calls = len(calls)
+        loss.backward()
+        grads = {n: p.grad for n, p in labelled.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads, forward_calls, len(calls) - forward_calls))
+    (loss, grads, forward, recomputed), (loss_ac, grads_ac, forward_ac, recomputed_ac) = results
+    assert (forward, recomputed) == (2, 0)
+    assert (forward_ac, recomputed_ac) == (2, 2)  # each layer ran again in the backward pass
+    torch.testing.assert_close(loss_ac, loss, rtol=0, atol=0)
+    assert grads.keys() == grads_ac.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ac[name], grad, rtol=1e-6, atol=1e-8, msg=name)
+
+
+def test_activation_checkpointing_refuses_a_model_without_it(
+    smol_models: tuple[LlamaForCausalLM, LlamaForCausalLM],
+) -> None:
+    model = copy.deepcopy(smol_models[0])
+    model.supports_gradient_checkpointing = False
+    with pytest.raises(ConfigError, match="does not support it: set it to false"):
+        enable_activation_checkpointing(model)
