@@ -31,7 +31,7 @@ demo: install
 	$(VENV)/bin/align-train eval --model runs/train_demo --data out/demo --out runs/train_demo/eval
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # The experiment of docs/results.md: SmolLM2-135M-Instruct fine-tuned on arithmetic word problems in en, es
 # and ca, seven arms × three seeds, each trained and scored on the same held-out groups (about an hour on a
