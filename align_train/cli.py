@@ -88,9 +88,26 @@ def eval_command(
     max_groups: Annotated[str | None, typer.Option(metavar="N")] = None,
     max_new_tokens: Annotated[str | None, typer.Option(metavar="N")] = None,
     backend: Annotated[str | None, typer.Option(metavar="transformers|vllm")] = None,
+    tasks: Annotated[
+        str | None,
+        typer.Option(
+            help="lm-evaluation-harness tasks, groups or wildcards, comma-separated: mgsm_native_cot,xnli"
+        ),
+    ] = None,
+    include_path: Annotated[
+        list[Path] | None, typer.Option(help="folder of extra lm-eval task YAMLs (repeatable)")
+    ] = None,
+    limit: Annotated[
+        str | None, typer.Option(metavar="N", help="lm-eval items per task (trial runs)")
+    ] = None,
+    num_fewshot: Annotated[str | None, typer.Option(metavar="N", help="lm-eval few-shot examples")] = None,
+    apply_chat_template: Annotated[
+        bool | None, typer.Option(help="lm-eval prompts through the chat template")
+    ] = None,
     set_: SetOption = None,
 ) -> None:
-    """Per-language accuracy, loss, gap to the anchor language and cross-lingual consistency."""
+    """Per-language accuracy, loss, gap to the anchor language and cross-lingual consistency, on held-out
+    groups of a corpus (--data) and on lm-evaluation-harness benchmarks (--tasks)."""
     flags = {
         "model": model,
         "data": data,
@@ -101,16 +118,27 @@ def eval_command(
         "max_groups": max_groups,
         "max_new_tokens": max_new_tokens,
         "backend": backend,
+        "tasks": tasks,
+        "include_path": None if not include_path else [str(p) for p in include_path],
+        "limit": limit,
+        "num_fewshot": num_fewshot,
+        "apply_chat_template": apply_chat_template,
     }
     try:
         cfg = load_config(EvalConfig, config, flags=flags, overrides=set_ or [])
         from align_train.eval.evaluate import evaluate
 
-        typer.echo(f"evaluating split {cfg.split} (holdout {cfg.holdout:g}) of {cfg.data} → {cfg.out}")
+        if cfg.data is not None:
+            typer.echo(f"evaluating split {cfg.split} (holdout {cfg.holdout:g}) of {cfg.data} → {cfg.out}")
+        if cfg.tasks:
+            typer.echo(f"evaluating lm-eval tasks {', '.join(cfg.tasks)} → {cfg.out}")
         evaluate(cfg)
     except UserError as e:
         _fail(str(e))
-    typer.echo((cfg.out / "report.md").read_text(encoding="utf-8").split("\n## ")[0].rstrip())
+    # The report without its per-task tables: the per-language tables of the held-out groups and benchmarks.
+    sections = (cfg.out / "report.md").read_text(encoding="utf-8").split("\n## ")
+    shown = [sections[0], *(f"## {s}" for s in sections[1:] if not s.startswith("Per task"))]
+    typer.echo("\n\n".join(part.rstrip() for part in shown))
 
 
 @app.command("sweep")

@@ -172,7 +172,8 @@ DEFAULT_SCORERS: dict[str, ScorerName] = {"math": "math", "tool_calling": "tool"
 
 
 class EvalConfig(_Section):
-    """What ``align-train eval`` scores, on which groups, and how it generates."""
+    """What ``align-train eval`` scores: held-out groups of a corpus (``data``), standard benchmarks
+    through lm-evaluation-harness (``tasks``), or both; on which groups, and how it generates."""
 
     model: Path | None = Field(
         None,
@@ -182,7 +183,15 @@ class EvalConfig(_Section):
     base_model: Path | None = Field(
         None, description="base model of an adapter folder; None = the one its adapter_config.json names"
     )
-    data: Path
+    data: Path | None = Field(None, description="a `curate build` folder whose held-out groups to score")
+    tasks: list[str] | None = Field(
+        None, description="lm-evaluation-harness tasks, groups or wildcards (mgsm_native_cot, xnli_*)"
+    )
+    include_path: list[Path] | None = Field(None, description="folders of extra lm-eval task YAMLs")
+    num_fewshot: int | None = Field(None, ge=0, description="lm-eval few-shot examples; None = the task's")
+    limit: int | None = Field(None, ge=1, description="lm-eval items per task, for trial runs; None = all")
+    apply_chat_template: bool = Field(False, description="lm-eval renders prompts with the chat template")
+    anchor_lang: str = Field("en", description="the language the benchmarks' gaps are measured against")
     out: Path
     split: Split = Field("all", description="unset: 'eval' when holdout > 0, else 'all'")
     holdout: float = Field(
@@ -192,7 +201,9 @@ class EvalConfig(_Section):
         description="unset: the holdout of the training run `model` belongs to, when it trained on `data`",
     )
     langs: list[str] | None = Field(None, description="evaluate these languages (and the anchor); None = all")
-    tasks: list[str] | None = Field(None, description="evaluate rows of these tasks only; None = all")
+    corpus_tasks: list[str] | None = Field(
+        None, description="score corpus rows of these tasks only (math, tool_calling); None = all"
+    )
     scorers: dict[str, ScorerName] = Field(
         default_factory=lambda: dict(DEFAULT_SCORERS),
         description="task → answer scorer; other tasks get the loss only",
@@ -208,8 +219,14 @@ class EvalConfig(_Section):
         None, ge=1, description="CPU threads of torch and BLAS; None = OMP_NUM_THREADS, else the idle cores"
     )
 
-    _check_data = field_validator("data")(lambda cls, v: _require_manifest(v))
+    _check_data = field_validator("data")(lambda cls, v: v if v is None else _require_manifest(v))
     _check_langs = field_validator("langs")(lambda cls, v: _dedupe_langs(v))
+    _check_anchor = field_validator("anchor_lang")(lambda cls, v: normalize_lang(v))
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _split_tasks(cls, v: Any) -> Any:
+        return [t.strip() for t in v.split(",") if t.strip()] if isinstance(v, str) else v
 
     @field_validator("model")
     @classmethod
@@ -225,6 +242,11 @@ class EvalConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> EvalConfig:
+        if self.data is None:
+            if not self.tasks:
+                msg = "nothing to evaluate: give data (a `curate build` folder) and/or tasks (lm-eval tasks)"
+                raise ValueError(msg)
+            return self
         manifest = Manifest.load(self.data)
         if self.langs is not None:
             self.langs = [manifest.anchor_lang, *_translations(self.langs, manifest, self.data)]

@@ -79,6 +79,7 @@ def from_gguf(out: Path, *, gguf: Path | None = None) -> Path:
         del config.quantization_config
     model = type(loaded)(config)
     model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

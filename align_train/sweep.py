@@ -57,6 +57,7 @@ RESULT_COLUMNS = (
     "seed",
     "status",
     "error",
+    "benchmark",
     "eval_lang",
     "seen",
     "accuracy",
@@ -221,22 +222,7 @@ def write_results(out: Path, outcomes: Sequence[Outcome]) -> list[dict[str, Any]
         if metrics is None:
             rows.append(base)
             continue
-        for lang, m in metrics["langs"].items():
-            agreement = m["agreement"]
-            rows.append(
-                base
-                | {
-                    "eval_lang": lang,
-                    "seen": lang in o.run.langs,
-                    "accuracy": m["overall"]["accuracy"],
-                    "gap": m["gap"],
-                    "relative_gap": m["relative_gap"],
-                    "agreement_with_anchor": None if agreement is None else agreement["share"],
-                    "loss": m["overall"]["loss"],
-                    "consistency": metrics["consistency"]["share"],
-                    "consistent_correct": metrics["consistent_correct"]["share"],
-                }
-            )
+        rows += [base | cells for cells in _result_cells(metrics, o.run.langs)]
     with (out / "results.csv").open("w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
         writer.writeheader()
@@ -246,6 +232,48 @@ def write_results(out: Path, outcomes: Sequence[Outcome]) -> list[dict[str, Any]
     return rows
 
 
+HELD_OUT = "held-out"
+
+
+def _result_cells(metrics: dict[str, Any], trained: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per evaluation language: of the held-out groups, then of each benchmark."""
+    out = []
+    for lang, m in metrics.get("langs", {}).items():
+        agreement = m["agreement"]
+        out.append(
+            {
+                "benchmark": HELD_OUT,
+                "eval_lang": lang,
+                "seen": lang in trained,
+                "accuracy": m["overall"]["accuracy"],
+                "gap": m["gap"],
+                "relative_gap": m["relative_gap"],
+                "agreement_with_anchor": None if agreement is None else agreement["share"],
+                "loss": m["overall"]["loss"],
+                "consistency": metrics["consistency"]["share"],
+                "consistent_correct": metrics["consistent_correct"]["share"],
+            }
+        )
+    for name, b in metrics.get("benchmarks", {}).items():
+        for lang, m in b["langs"].items():
+            agreement = m["agreement"]
+            out.append(
+                {
+                    "benchmark": name,
+                    "eval_lang": lang,
+                    "seen": lang in trained,
+                    "accuracy": m["accuracy"],
+                    "gap": m["gap"],
+                    "relative_gap": m["relative_gap"],
+                    "agreement_with_anchor": None if agreement is None else agreement["share"],
+                    "loss": None,
+                    "consistency": b["consistency"]["share"],
+                    "consistent_correct": b["consistent_correct"]["share"],
+                }
+            )
+    return out
+
+
 def _metrics(outcome: Outcome) -> dict[str, Any] | None:
     if outcome.status not in ("done", "cached"):
         return None
@@ -253,27 +281,42 @@ def _metrics(outcome: Outcome) -> dict[str, Any] | None:
 
 
 def _markdown(outcomes: Sequence[Outcome], rows: Sequence[dict[str, Any]], plot: Path | None) -> str:
-    eval_langs = list(dict.fromkeys(r["eval_lang"] for r in rows if r.get("eval_lang")))
-    by_run: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for r in rows:
-        if r.get("eval_lang"):
-            by_run[r["run"]][r["eval_lang"]] = r
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "cached", "failed", "pending")}
     lines = [
         "# Sweep results",
         "",
         f"{len(outcomes)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ". "
-        "Accuracy and loss (nats per reference token) per evaluation language; * marks a language the run "
-        "trained on.",
-        "",
+        "Accuracy per evaluation language (and, on the held-out groups, loss in nats per reference token); "
+        "* marks a language the run trained on.",
+    ]
+    for benchmark in list(dict.fromkeys(r["benchmark"] for r in rows if r.get("benchmark"))) or [HELD_OUT]:
+        lines += [
+            "",
+            f"## {benchmark}",
+            "",
+            *_table(outcomes, [r for r in rows if r.get("benchmark") == benchmark]),
+        ]
+    if plot is not None:
+        lines += ["", f"![accuracy and loss vs number of training languages]({plot.name})"]
+    return "\n".join([*lines, ""])
+
+
+def _table(outcomes: Sequence[Outcome], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One row per run: accuracy per evaluation language, consistency (and correct), loss where there is one."""
+    eval_langs = list(dict.fromkeys(r["eval_lang"] for r in rows))
+    loss_langs = [x for x in eval_langs if any(r["eval_lang"] == x and r["loss"] is not None for r in rows)]
+    by_run: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        by_run[r["run"]][r["eval_lang"]] = r
+    lines = [
         "| run | status | langs | objective | policy | seed | "
         + per_lang_cells(
             [f"{x} accuracy" for x in eval_langs],
             "consistency (and correct)",
-            [f"{x} loss" for x in eval_langs],
+            [f"{x} loss" for x in loss_langs],
         )
         + " | error |",
-        "|---|---|---|---|---|---:|" + "---:|" * (2 * len(eval_langs) + 1) + "---|",
+        "|---|---|---|---|---|---:|" + "---:|" * (len(eval_langs) + len(loss_langs) + 1) + "---|",
     ]
     for o in outcomes:
         cells = by_run.get(o.run.name, {})
@@ -285,13 +328,11 @@ def _markdown(outcomes: Sequence[Outcome], rows: Sequence[dict[str, Any]], plot:
             + per_lang_cells(
                 _per_lang(cells, eval_langs, "accuracy", percent),
                 consistency,
-                _per_lang(cells, eval_langs, "loss", number),
+                _per_lang(cells, loss_langs, "loss", number),
             )
             + f" | {o.error or ''} |"
         )
-    if plot is not None:
-        lines += ["", f"![accuracy and loss vs number of training languages]({plot.name})"]
-    return "\n".join([*lines, ""])
+    return lines
 
 
 def _per_lang(
@@ -302,30 +343,40 @@ def _per_lang(
 
 
 def plot_accuracy_vs_langs(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
-    """Accuracy (top) and loss (bottom) against the number of training languages: one column per
-    (objective, policy), one colour per evaluation language, a line through the mean over runs and a
-    marker per run, filled where the run trained on the language and hollow where it did not. None when no
-    run has results."""
+    """Accuracy and loss against the number of training languages: one column per (objective, policy), one
+    row per measure (held-out accuracy and loss, then each benchmark's accuracy), one colour per evaluation
+    language, a line through the mean over runs and a marker per run, filled where the run trained on the
+    language and hollow where it did not. None when no run has results."""
     evaluated = [r for r in rows if r.get("eval_lang")]
     if not evaluated:
         return None
     panels = sorted({(r["objective"], r["policy"]) for r in evaluated})
+    measures = [
+        (benchmark, metric)
+        for benchmark in dict.fromkeys(r["benchmark"] for r in evaluated)
+        for metric in (("accuracy", "loss") if benchmark == HELD_OUT else ("accuracy",))
+    ]
     langs = list(dict.fromkeys(r["eval_lang"] for r in evaluated))
     colours = {lang: f"C{i % 10}" for i, lang in enumerate(langs)}
     sizes = sorted({r["num_langs"] for r in evaluated})
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels) + 1, 6.4), squeeze=False)
+    fig, axes = plt.subplots(
+        len(measures), len(panels), figsize=(4.5 * len(panels) + 1, 3.2 * len(measures)), squeeze=False
+    )
     for column, (objective, policy) in enumerate(panels):
         mine = [r for r in evaluated if (r["objective"], r["policy"]) == (objective, policy)]
-        for row, metric in enumerate(("accuracy", "loss")):
+        for row, (benchmark, metric) in enumerate(measures):
             ax = axes[row][column]
             for lang in langs:
-                _plot_lang([r for r in mine if r["eval_lang"] == lang], metric, ax, colours[lang])
+                points = [r for r in mine if r["eval_lang"] == lang and r["benchmark"] == benchmark]
+                _plot_lang(points, metric, ax, colours[lang])
             ax.set_xticks(sizes)
             ax.set_xlabel("training languages")
+            if metric == "accuracy":
+                ax.set_ylim(-0.05, 1.05)
+            if column == 0:
+                unit = "loss (nats per reference token)" if metric == "loss" else "accuracy"
+                ax.set_ylabel(f"{benchmark}: {unit}")
         axes[0][column].set_title(f"{objective}, policy {policy}")
-        axes[0][column].set_ylim(-0.05, 1.05)
-    axes[0][0].set_ylabel("accuracy")
-    axes[1][0].set_ylabel("loss (nats per reference token)")
     handles = [plt.Line2D([], [], color=colours[lang], label=lang) for lang in langs]
     handles += [
         plt.Line2D([], [], marker="o", linestyle="", color="grey", label="seen in training"),

@@ -43,7 +43,7 @@ from transformers.utils import logging as hf_logging
 
 from curate.config import EquivalenceConfig
 from curate.stages.base import anchor_index
-from curate.stages.embedders import Embedder, SentenceTransformerEmbedder
+from curate.stages.embedders import Calibration, Embedder, SentenceTransformerEmbedder
 from curate.stages.equivalence import Equivalence
 from curate.text.conversation import prose_by_row
 
@@ -54,7 +54,7 @@ class RecordingEmbedder:
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.name = inner.name
-        self.default_threshold = inner.default_threshold
+        self.calibration = inner.calibration
         self.batches: list[list[str]] = []
 
     def setup(self) -> None:
@@ -83,7 +83,7 @@ class _Encoder(torch.nn.Module):
 class OnnxEmbedder:
     """A mean-pooling sentence-transformers folder exported to ONNX and run by ONNX Runtime."""
 
-    default_threshold = None  # like any sentence-transformers model but LaBSE: no known scale
+    calibration = Calibration()  # like any sentence-transformers model but LaBSE: no known scale
 
     def __init__(self, model_path: Path, *, workdir: Path, max_length: int) -> None:
         pooling = json.loads((model_path / "1_Pooling" / "config.json").read_text())
@@ -226,7 +226,9 @@ def main() -> None:
         model_path=str(model_path),
         batch_size=args.batch_size,
         device=args.device,
-        threshold=0.75,  # MiniLM has no default; here the cut only counts rows whose verdict flips
+        # MiniLM has no calibration; one cosine cut, only to count rows whose verdict flips.
+        scoring="cosine",
+        threshold=0.75,
     )
     with tempfile.TemporaryDirectory() as tmp:
         source = grow(DEMO / "parallel.jsonl", Path(tmp) / "parallel.jsonl", factor=args.factor)
@@ -258,7 +260,7 @@ def main() -> None:
 
     naive, naive_batches, pairs = results["naive"]
     batches = {"naive": naive_batches} | {name: e.batches for name, e in embedders.items()}
-    threshold = stages["ours"].threshold
+    threshold = stages["ours"].calibration.threshold
     print(f"machine: {machine()}   device: {args.device}")
     print(
         f"{sum(c.num_rows for c in chunks)} rows in {len(chunks)} chunks: {len(naive)} translations, "

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas import canonical_json, normalize_lang
+from schemas import base_lang, canonical_json, normalize_lang
 
 
 class _Section(BaseModel):
@@ -96,8 +96,81 @@ class StructureConfig(_Section):
     tool_calls: bool = True
 
 
+# A language → the close relatives a language ID model may read its text as, so that they may outrank it
+# (see ``LidConfig.related_ratio``). One way only: a model trained on unbalanced data reads a smaller
+# language as its larger neighbour far more often than the reverse (lid.176 reads short Catalan as
+# Spanish, Galician as Portuguese or Spanish, Spanish now and then as Portuguese), and accepting the
+# reverse would let the larger language's text pass under the smaller one's label (a Galician paragraph
+# under ``pt`` would pass in a third of the cases). Codes are compared without their script.
+RELATED_LANGS: dict[str, tuple[str, ...]] = {
+    "ca": ("es", "oc", "pt", "gl", "an", "ast"),
+    "gl": ("pt", "es", "ast"),
+    "es": ("pt",),
+    "ast": ("es", "gl", "pt"),
+    "an": ("es", "ca"),
+    "oc": ("ca", "fr", "es", "it"),
+    "mwl": ("pt", "gl"),
+    "lad": ("es",),
+    **dict.fromkeys(("vec", "lmo", "nap", "scn", "pms", "lij", "fur", "sc", "co"), ("it",)),
+    "sl": ("hr",),
+    "mk": ("bg",),
+    "uk": ("ru",),
+    "be": ("ru", "uk"),
+    "rue": ("uk", "ru"),
+    "sk": ("cs",),
+    "dsb": ("hsb",),
+    "min": ("id", "ms"),
+    "da": ("nb", "sv"),
+    "nb": ("da",),
+    "nn": ("nb", "da"),
+    **dict.fromkeys(("af", "li", "vls"), ("nl",)),
+    **dict.fromkeys(("lb", "bar", "nds", "pfl", "gsw", "ksh"), ("de",)),
+    **dict.fromkeys(("wuu", "yue"), ("zh",)),
+    **dict.fromkeys(("mai", "bh", "mr", "ne", "new"), ("hi",)),
+    "arz": ("ar",),
+    **dict.fromkeys(("gd", "gv"), ("ga",)),
+}
+# Standards of one language that LID models do not tell apart: a label of any of them counts as each.
+# On the UDHR dev set (tests/data/udhr) lid.176 reads 2 of 57 Bosnian paragraphs as Bosnian (the others
+# as Croatian or Serbian) and 9 of 57 Malay ones as Malay (the others as Indonesian), and it has one
+# label, ``no``, for Norwegian Bokmål (``nb``).
+VARIETIES: tuple[tuple[str, ...], ...] = (("hr", "bs", "sr"), ("no", "nb", "nn"), ("ms", "id"))
+
+
+def _lang_groups(groups: list[list[str]]) -> list[list[str]]:
+    """Groups of language codes, each normalised to its base language, duplicates dropped."""
+    out = []
+    for group in groups:
+        bases = list(dict.fromkeys(base_lang(code) for code in group))
+        if len(bases) > 1:
+            out.append(bases)
+    return out
+
+
+def _lang_lists(relatives: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Language → languages, every code normalised to its base language."""
+    return {base_lang(code): list(dict.fromkeys(base_lang(x) for x in v)) for code, v in relatives.items()}
+
+
+class LidLangConfig(_Section):
+    """What one target language overrides of the ``lid`` section (``lid.langs.ca.min_prob: 0.3``)."""
+
+    min_prob: float | None = Field(None, ge=0, le=1)
+    related_ratio: float | None = Field(None, ge=0, le=1)
+    related: list[str] | None = Field(None, description="replaces the language's entry of lid.related")
+
+
 class LidConfig(_Section):
-    """fastText language ID; ``model_path`` None means the shipped lid.176.ftz."""
+    """fastText language ID; ``model_path`` None means the shipped lid.176.ftz.
+
+    A message reads as its row's language when fastText's top label is that language with ``min_prob``.
+    Otherwise its ``top_k`` labels are read: the row's language is still accepted when it is among them,
+    the labels above it are close relatives it may be read as (``related``) and not the anchor language,
+    and it keeps
+    ``related_ratio`` of the top label's probability; in a message shorter than ``short_chars`` any
+    language but the anchor's may outrank it, if it keeps ``short_ratio``. The probability it is accepted
+    on (its own plus its relatives') must reach ``min_prob``. See ``curate.stages.lid``.
+    """
 
     enabled: bool = True
     model_path: Path | None = None
@@ -107,14 +180,55 @@ class LidConfig(_Section):
         True,
         description="read the anchors before translating: a group whose anchor is in another language goes",
     )
+    top_k: int = Field(5, ge=1, le=50, description="labels read when the top one is not enough")
+    related: dict[str, list[str]] = Field(
+        default_factory=lambda: {lang: list(v) for lang, v in RELATED_LANGS.items()},
+        description="a language -> the close relatives its text may be read as; replaces the default table",
+    )
+    varieties: list[list[str]] = Field(
+        default_factory=lambda: [list(g) for g in VARIETIES],
+        description="groups of standards read as one language",
+    )
+    related_ratio: float = Field(
+        0.1, ge=0, le=1, description="share of the top relative's probability the row's language keeps"
+    )
+    short_chars: int = Field(100, ge=0, description="below this many characters of prose a message is short")
+    short_ratio: float = Field(
+        0.3, ge=0, le=1, description="share of the top label's probability a short message's language keeps"
+    )
+    langs: dict[str, LidLangConfig] = Field(default_factory=dict, description="per-language overrides")
+
+    _groups = field_validator("varieties")(lambda cls, v: _lang_groups(v))
+    _relatives = field_validator("related")(lambda cls, v: _lang_lists(v))
+
+    @field_validator("langs")
+    @classmethod
+    def _langs(cls, v: dict[str, LidLangConfig]) -> dict[str, LidLangConfig]:
+        return {normalize_lang(code): settings for code, settings in v.items()}
+
+    def for_lang(self, lang: str) -> tuple[float, float]:
+        """``(min_prob, related_ratio)`` for rows in ``lang``, its overrides applied."""
+        own = self.langs.get(normalize_lang(lang))
+        min_prob = own.min_prob if own is not None and own.min_prob is not None else self.min_prob
+        ratio = own.related_ratio if own is not None and own.related_ratio is not None else self.related_ratio
+        return min_prob, ratio
+
+    def relatives(self, lang: str) -> list[str]:
+        """The close relatives rows in ``lang`` may be read as, its override applied."""
+        own = self.langs.get(normalize_lang(lang))
+        if own is not None and own.related is not None:
+            return [base_lang(code) for code in own.related]
+        return self.related.get(base_lang(lang), [])
 
 
 class EquivalenceConfig(_Section):
-    """Cosine of each translated message against its anchor, plus a length-ratio check.
+    """Does each translation mean what its anchor means: multilingual sentence embeddings, in-batch
+    margins and length (see ``curate.stages.equivalence``).
 
-    ``threshold`` None takes the embedder's default (see ``curate.stages.equivalence``): LaBSE's and
-    USE's; any other sentence-transformers model needs it set. Scores are model-specific, so set it per
-    embedder, not once for all.
+    ``floor``, ``margin`` and ``threshold`` None take the embedder's calibration (USE's, LaBSE's), and
+    what an embedder does not know is estimated from the first ``calibration_groups`` groups of the input
+    at the start of the build, label-free, and recorded in the manifest. Scores are model-specific: set
+    them per embedder, not once for all.
     """
 
     enabled: bool = True
@@ -122,14 +236,38 @@ class EquivalenceConfig(_Section):
     model_path: str | None = None
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
-    threshold: float | None = Field(None, ge=-1, le=1)
+    scoring: Literal["margin", "cosine"] = Field(
+        "margin", description="margin: in-batch ratio margins; cosine: one cut on the cosine to the anchor"
+    )
+    threshold: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="a cosine every translation must reach; None: only where margins cannot",
+    )
+    floor: float | None = Field(None, ge=-1, le=1, description="cosine under which a message is garbage")
+    margin: float | None = Field(None, description="ratio margin under which a translation is a mismatch")
+    neighbours: int = Field(4, ge=1, description="nearest other pairs a ratio margin is taken against")
     aggregate: Literal["min", "mean"] = "min"
-    # Label-free calibration: a translation must score at least ``margin`` above its best match among
-    # the other anchors of the batch. None turns the check off.
-    margin: float | None = 0.0
     length_ratio_min: float = Field(0.4, gt=0)
     length_ratio_max: float = Field(2.5, gt=0)
+    length_z: float | None = Field(
+        3.5, gt=0, description="robust z-score of a translation's log length ratio within its language"
+    )
+    min_rows: int = Field(16, ge=3, description="rows of a language in a batch for its length statistics")
     min_chars_for_ratio: int = Field(20, ge=0)
+    calibration_groups: int = Field(256, ge=2, description="groups read to estimate a missing calibration")
+
+    @field_validator("margin")
+    @classmethod
+    def _ratio(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            msg = (
+                f"must be a ratio above 0 (got {v}): a translation's cosine to its anchor over the mean cosine "
+                "of its nearest other pairs in the batch, about 1 (USE's calibration: 0.95)"
+            )
+            raise ValueError(msg)
+        return v
 
     @model_validator(mode="after")
     def _ratio_order(self) -> EquivalenceConfig:

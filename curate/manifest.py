@@ -8,17 +8,48 @@ from curate.stages.equivalence import Equivalence
 from curate.writer import ChunkRecord
 from schemas import InputInfo, LangCounts, Manifest
 
+# Prefix of the keys saying which values were estimated from the data, and from how many groups.
+ESTIMATED = "estimated."
+
 
 def thresholds(config: BuildConfig, stages: list[Stage]) -> dict[str, float]:
-    """The cut-offs in force, for the manifest and the report's plots."""
+    """The cut-offs in force, for the manifest and the report's plots: ``lid_*`` (with per-language
+    overrides as ``lid_min_prob.ca``), ``equivalence`` (the cosine cut where margins are not used),
+    ``equivalence_floor`` and ``equivalence_margin`` (margin scoring), ``length_*``; and for each value
+    estimated from the data, ``estimated.<key>``: the number of groups it was estimated from."""
     out: dict[str, float] = {}
-    if config.lid.enabled:
-        out["lid_min_prob"] = config.lid.min_prob
+    lid = config.lid
+    if lid.enabled:
+        out |= {
+            "lid_min_prob": lid.min_prob,
+            "lid_related_ratio": lid.related_ratio,
+            "lid_short_chars": lid.short_chars,
+            "lid_short_ratio": lid.short_ratio,
+        }
+        for lang, own in sorted(lid.langs.items()):
+            if own.min_prob is not None:
+                out[f"lid_min_prob.{lang}"] = own.min_prob
+            if own.related_ratio is not None:
+                out[f"lid_related_ratio.{lang}"] = own.related_ratio
     for stage in stages:
         if isinstance(stage, Equivalence):
-            out["equivalence"] = stage.threshold
+            calibration = stage.calibration
+            keys = {"threshold": "equivalence"}
+            if calibration.threshold is not None:
+                out["equivalence"] = calibration.threshold
+            if config.equivalence.scoring == "margin":
+                keys |= {"floor": "equivalence_floor", "margin": "equivalence_margin"}
+                if stage.cut is not None:
+                    out["equivalence_floor"] = stage.cut
+                if calibration.margin is not None:
+                    out["equivalence_margin"] = calibration.margin
+            for name in calibration.estimated:
+                if name in keys and keys[name] in out:
+                    out[ESTIMATED + keys[name]] = calibration.groups
             out["length_ratio_min"] = config.equivalence.length_ratio_min
             out["length_ratio_max"] = config.equivalence.length_ratio_max
+            if config.equivalence.length_z is not None:
+                out["length_z"] = config.equivalence.length_z
     return out
 
 

@@ -6,15 +6,20 @@ can be redrawn at any time (``curate report DIR``) without re-running the build.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import polars as pl
 
 from schemas import Manifest
+
+# Prefix of the manifest's threshold keys that say a value was estimated from the data (curate.manifest).
+_ESTIMATED = "estimated."
 
 REPORT_DIR = "report"
 _SCORE_COLUMNS = ("lang", "is_anchor", "lid_prob", "equivalence", "length_ratio")
@@ -60,18 +65,24 @@ def write_report(out: Path, *, min_keep_rate: float = 0.5) -> Path:
     report = out / REPORT_DIR
     report.mkdir(parents=True, exist_ok=True)
     plots = [_plot_keep_rate(manifest, report / "keep_rate.png")]
+    cuts = manifest.thresholds
+
+    def per_lang(key: str) -> Callable[[str], list[float]]:
+        return lambda lang: [x for x in (cuts.get(f"{key}.{lang}", cuts.get(key)),) if x is not None]
+
+    def fixed(*keys: str) -> Callable[[str], list[float]]:
+        return lambda lang: [cuts[k] for k in keys if k in cuts]
+
     for column, title, lines in (
-        ("equivalence", "equivalence (cosine to anchor)", [manifest.thresholds.get("equivalence")]),
-        ("lid_prob", "language ID probability", [manifest.thresholds.get("lid_min_prob")]),
+        ("equivalence", "equivalence (cosine to anchor)", fixed("equivalence_floor", "equivalence")),
+        ("lid_prob", "language ID probability", per_lang("lid_min_prob")),
         (
             "length_ratio",
             "length ratio (translation / anchor)",
-            [manifest.thresholds.get("length_ratio_min"), manifest.thresholds.get("length_ratio_max")],
+            fixed("length_ratio_min", "length_ratio_max"),
         ),
     ):
-        path = _plot_histograms(
-            scores, column, title, [x for x in lines if x is not None], report / f"{column}.png"
-        )
+        path = _plot_histograms(scores, column, title, lines, report / f"{column}.png")
         if path is not None:
             plots.append(path)
     md = report / "report.md"
@@ -131,10 +142,18 @@ def _markdown(manifest: Manifest, scores: pl.DataFrame, plots: list[Path], low: 
             lid = _quantiles(s["lid_prob"], (0.1, 0.5))
             ratio = _quantiles(s["length_ratio"], (0.5,))
             lines.append(f"| {lang} | {s.height} | {eq} | {lid} | {ratio} |")
-    if manifest.thresholds:
+    cuts = {k: v for k, v in manifest.thresholds.items() if not k.startswith(_ESTIMATED)}
+    if cuts:
+        lines += ["", "Thresholds: " + ", ".join(f"{k} = {v:g}" for k, v in sorted(cuts.items()))]
+    estimated = {
+        k[len(_ESTIMATED) :]: int(v) for k, v in manifest.thresholds.items() if k.startswith(_ESTIMATED)
+    }
+    if estimated:
         lines += [
             "",
-            "Thresholds: " + ", ".join(f"{k} = {v:g}" for k, v in sorted(manifest.thresholds.items())),
+            f"Estimated from the data, label-free, on the first {max(estimated.values())} groups of the input "
+            f"(the embedder has no calibration for them): {', '.join(sorted(estimated))}. Check them against "
+            "the histograms below before trusting them; see docs/curation.md.",
         ]
     lines += [""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     return "\n".join(lines)
@@ -162,8 +181,22 @@ def _plot_keep_rate(manifest: Manifest, path: Path) -> Path:
     return path
 
 
+def bin_edges(values: list[float], cuts: list[float], *, bins: int = 20) -> np.ndarray:
+    """About ``bins`` equal bins over ``values`` such that every cut is an edge: no bar mixes rows on
+    both sides of a threshold."""
+    inside = sorted({c for c in cuts if min(values) < c < max(values)})
+    lo, hi = min(values), max(values)
+    if hi <= lo:
+        return np.array([lo - 0.5, hi + 0.5])
+    width = (hi - lo) / bins
+    start = inside[0] if inside else lo
+    grid = start + width * np.arange(np.floor((lo - start) / width), np.ceil((hi - start) / width) + 1)
+    keep = [e for e in grid if all(abs(e - c) >= width / 2 for c in inside)]
+    return np.unique(np.array([*keep, *inside, lo, hi]).clip(lo, hi))
+
+
 def _plot_histograms(
-    scores: pl.DataFrame, column: str, title: str, lines: list[float], path: Path
+    scores: pl.DataFrame, column: str, title: str, lines: Callable[[str], list[float]], path: Path
 ) -> Path | None:
     data = scores.filter(pl.col(column).is_not_null())
     if data.is_empty():
@@ -174,10 +207,15 @@ def _plot_histograms(
         s = data.filter(pl.col("lang") == lang)
         kept = s.filter(pl.col("outcome") == "kept")[column].cast(pl.Float64).to_list()
         dropped = s.filter(pl.col("outcome") != "kept")[column].cast(pl.Float64).to_list()
+        cuts = lines(lang)
         ax.hist(
-            [kept, dropped], bins=20, stacked=True, color=["#55A868", "#C44E52"], label=["kept", "rejected"]
+            [kept, dropped],
+            bins=bin_edges(kept + dropped, cuts),
+            stacked=True,
+            color=["#55A868", "#C44E52"],
+            label=["kept", "rejected"],
         )
-        for x in lines:
+        for x in cuts:
             ax.axvline(x, color="black", linestyle="--", linewidth=1)
         ax.set_title(lang)
     axes[0][0].legend(fontsize=7)

@@ -1,4 +1,5 @@
-"""``align-train eval``: score a model per language on held-out parallel groups.
+"""``align-train eval``: score a model per language on held-out parallel groups, and on standard
+benchmarks through lm-evaluation-harness (:mod:`align_train.eval.benchmarks`).
 
 For every row the *target* is one assistant message (which one depends on the task's scorer: the final
 answer for math, the first tool-calling turn for tool use, the last assistant turn otherwise), and the
@@ -32,9 +33,17 @@ from align_train.batch import ParallelBatch
 from align_train.checkpoint import checkpoint_root, latest_checkpoint
 from align_train.collator import Collator
 from align_train.config import EvalConfig, ScorerName
+from align_train.eval.benchmarks import (
+    BenchmarkReport,
+    load_tasks,
+    run_lm_eval,
+    summarize_benchmarks,
+    write_lm_eval_files,
+)
 from align_train.eval.generate import generate_greedy, generate_vllm, import_vllm
-from align_train.eval.report import EvalReport, RowResult, summarize, write_report
+from align_train.eval.report import write_report
 from align_train.eval.scoring import SCORERS, Scorer, last_assistant
+from align_train.eval.summary import EvalReport, RowResult, summarize
 from align_train.losses import sequence_logps
 from align_train.model import compute_dtype, load_model, load_tokenizer
 from align_train.shard_stream import Group, ShardStream
@@ -67,8 +76,17 @@ class EvalItem:
         }
 
 
-def evaluate(cfg: EvalConfig) -> EvalReport:
-    """Evaluate as configured, write the report files to ``cfg.out`` and return the report."""
+@dataclass(frozen=True)
+class Evaluation:
+    """What one ``align-train eval`` found: the held-out report (with ``data``) and the benchmarks (with
+    ``tasks``), by benchmark name."""
+
+    held_out: EvalReport | None
+    benchmarks: dict[str, BenchmarkReport]
+
+
+def evaluate(cfg: EvalConfig) -> Evaluation:
+    """Evaluate as configured, write the report files to ``cfg.out`` and return what was found."""
     started = time.perf_counter()
     set_threads(cfg.threads)
     hf_logging.disable_progress_bar()
@@ -78,9 +96,66 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
         if model_dir is None or not (model_dir / "config.json").is_file():
             msg = f"backend='vllm' needs a full model folder, got {cfg.model}: merge a LoRA run first (align-train export RUN --out DIR, or export_merged=true) and evaluate DIR"
             raise ConfigError(msg)
+    tasks = load_tasks(cfg.tasks, include_path=cfg.include_path) if cfg.tasks else []  # before the model
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = compute_dtype(cfg.dtype, device)
+    corpus = _corpus(cfg) if cfg.data is not None else None
 
+    tokenizer, model = load_for_eval(model_dir, base_model=cfg.base_model)
+    model = model.to(device=device, dtype=dtype).eval()
+    collator = Collator(tokenizer, objective="sft", max_length=cfg.max_length)
+    if corpus is not None:
+        losses = reference_nll(model, collator, corpus.items, batch_size=cfg.batch_size)
+        scored = [i for i, item in enumerate(corpus.items) if item.scorer is not None]
+        prompts = [_prompt_ids(tokenizer, collator, corpus.items[i], cfg.max_length) for i in scored]
+    if cfg.backend == "vllm":
+        del model  # vLLM allocates most of the GPU for itself
+        torch.cuda.empty_cache()
+        model = None
+    held_out, results = None, []
+    if corpus is not None:
+        texts = _generate(cfg, model, tokenizer, prompts, model_dir)
+        generations = dict(zip(scored, texts, strict=True))
+        results = [_result(item, losses[i], generations.get(i)) for i, item in enumerate(corpus.items)]
+        held_out = summarize(results, anchor_lang=corpus.anchor, langs=corpus.langs)
+    benchmarks: dict[str, BenchmarkReport] = {}
+    lm_eval_results = None
+    if tasks:
+        lm_eval_results = run_lm_eval(
+            _lm_eval_model(cfg, model, tokenizer, model_dir, device),
+            tasks,
+            num_fewshot=cfg.num_fewshot,
+            limit=cfg.limit,
+            apply_chat_template=cfg.apply_chat_template,
+        )
+        benchmarks = summarize_benchmarks(lm_eval_results, anchor_lang=cfg.anchor_lang)
+    header = {
+        "model": None if cfg.model is None else str(cfg.model),
+        "checkpoint": None if model_dir is None else str(model_dir),
+        "data": None if cfg.data is None else str(cfg.data),
+        "split": cfg.split,
+        "holdout": cfg.holdout,
+        "backend": cfg.backend,
+        "max_new_tokens": cfg.max_new_tokens,
+        "truncated": collator.stats["truncated"],
+        "wall_s": time.perf_counter() - started,
+        "config": cfg.model_dump(mode="json"),
+    }
+    if lm_eval_results is not None:
+        write_lm_eval_files(cfg.out, lm_eval_results)
+    write_report(cfg.out, held_out, results, benchmarks, header=header)
+    return Evaluation(held_out, benchmarks)
+
+
+class _Corpus(NamedTuple):
+    anchor: str
+    langs: list[str]
+    items: list[EvalItem]
+
+
+def _corpus(cfg: EvalConfig) -> _Corpus:
+    """The held-out rows to score, read before the model loads so that a mistake costs nothing."""
+    assert cfg.data is not None
     stream = ShardStream(
         cfg.data,
         shuffle_buffer=1,
@@ -92,42 +167,48 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
     groups = _select(stream, cfg)
     items = [item for group in groups for row in group.rows if (item := eval_item(row, cfg)) is not None]
     if not items:
-        msg = f"no row of {cfg.data} (split {cfg.split}, holdout {cfg.holdout}, tasks {cfg.tasks}) has an assistant answer to score"
-        raise ConfigError(msg)
-
-    tokenizer, model = load_for_eval(model_dir, base_model=cfg.base_model)
-    model = model.to(device=device, dtype=dtype).eval()
-    collator = Collator(tokenizer, objective="sft", max_length=cfg.max_length)
-    losses = reference_nll(model, collator, items, batch_size=cfg.batch_size)
-    scored = [i for i, item in enumerate(items) if item.scorer is not None]
-    prompts = [_prompt_ids(tokenizer, collator, items[i], cfg.max_length) for i in scored]
-    if cfg.backend == "vllm":
-        del model  # vLLM allocates most of the GPU for itself
-        torch.cuda.empty_cache()
-        texts = generate_vllm(model_dir, prompts, max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype)
-    else:
-        texts = generate_greedy(
-            model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
+        msg = (
+            f"no row of {cfg.data} (split {cfg.split}, holdout {cfg.holdout}, corpus_tasks "
+            f"{cfg.corpus_tasks}) has an assistant answer to score"
         )
-    generations = dict(zip(scored, texts, strict=True))
+        raise ConfigError(msg)
+    return _Corpus(anchor, [anchor, *sorted(lang for lang in stream.langs if lang != anchor)], items)
 
-    results = [_result(item, losses[i], generations.get(i)) for i, item in enumerate(items)]
-    langs = [anchor, *sorted(lang for lang in stream.langs if lang != anchor)]
-    report = summarize(results, anchor_lang=anchor, langs=langs)
-    header = {
-        "model": None if cfg.model is None else str(cfg.model),
-        "checkpoint": None if model_dir is None else str(model_dir),
-        "data": str(cfg.data),
-        "split": cfg.split,
-        "holdout": cfg.holdout,
-        "backend": cfg.backend,
-        "max_new_tokens": cfg.max_new_tokens,
-        "truncated": collator.stats["truncated"],
-        "wall_s": time.perf_counter() - started,
-        "config": cfg.model_dump(mode="json"),
-    }
-    write_report(cfg.out, report, results, header=header)
-    return report
+
+def _generate(
+    cfg: EvalConfig,
+    model: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    model_dir: Path | None,
+) -> list[str]:
+    """Greedy answers to the scored items' prompts, with vLLM over the model's folder or transformers."""
+    if cfg.backend == "vllm":
+        assert model_dir is not None
+        return generate_vllm(model_dir, prompts, max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype)
+    assert model is not None
+    return generate_greedy(
+        model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
+    )
+
+
+def _lm_eval_model(
+    cfg: EvalConfig,
+    model: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase,
+    model_dir: Path | None,
+    device: torch.device,
+) -> Any:
+    """The model as lm-eval's ``LM``: the one already loaded (transformers), or vLLM over its folder."""
+    if cfg.backend == "vllm":
+        from lm_eval.models.vllm_causallms import VLLM
+
+        return VLLM(
+            pretrained=str(model_dir), dtype={"bf16": "bfloat16", "fp32": "float32"}.get(cfg.dtype, "auto")
+        )
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=str(device))
 
 
 def _result(item: EvalItem, loss: ReferenceLoss, generation: str | None) -> RowResult:
@@ -180,7 +261,7 @@ def _adapter_base(adapter_dir: Path) -> Path:
 def eval_item(row: dict[str, Any], cfg: EvalConfig) -> EvalItem | None:
     """The row's target and prompt, or None when it has no assistant message after a prompt or its task
     is not evaluated. A row whose reference answer cannot be read is kept for the loss, unscored."""
-    if cfg.tasks is not None and row["task"] not in cfg.tasks:
+    if cfg.corpus_tasks is not None and row["task"] not in cfg.corpus_tasks:
         return None
     conversation = list(row["messages"]) + list(row["chosen"] or [])
     name = cfg.scorers.get(row["task"])

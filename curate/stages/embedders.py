@@ -1,11 +1,12 @@
 """Multilingual sentence embedders for the equivalence stage: L2-normalised vectors, so a dot product is a
-cosine. Cosines are facts about one embedder, so each carries its own ``default_threshold``, or None where
-its scale is not known (then ``equivalence.threshold`` must be set)."""
+cosine. Cosines are facts about one embedder, so each carries its own :class:`Calibration`; what it does
+not know is estimated from the data at the start of a build (``curate.stages.equivalence``)."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,11 +16,56 @@ from curate.config import EquivalenceConfig
 from schemas import ConfigError, MissingFileError, import_optional
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Where one embedder's scores cut; None where it is not known (then it is estimated from the data).
+
+    ``floor``: a translated message whose cosine to its anchor's is below it is garbage, whatever else
+    the batch holds (``low_similarity``). ``margin``: the ratio margin (a translation's cosine to its
+    anchor over the mean cosine of its nearest other pairs in the batch) under which a translation is
+    taken for another text (``mismatch``). ``threshold``: the cosine cut where a batch holds too few
+    groups for margins, and for ``scoring: cosine``. ``source`` says where the values come from.
+    """
+
+    floor: float | None = None
+    margin: float | None = None
+    threshold: float | None = None
+    source: str = ""
+    estimated: tuple[str, ...] = ()  # the values estimated from the data ...
+    groups: int = 0  # ... and from how many groups
+
+    VALUES = ("floor", "margin", "threshold")
+
+    def missing(self) -> list[str]:
+        """The values not known."""
+        return [name for name in self.VALUES if getattr(self, name) is None]
+
+    def filled(self, other: Calibration) -> Calibration:
+        """These values, those missing taken from ``other``; the sources of both."""
+        taken = {name: getattr(other, name) for name in self.missing() if getattr(other, name) is not None}
+        if not taken:
+            return self
+        source = "; ".join(x for x in (self.source, other.source) if x)
+        estimated = tuple(
+            x for x in self.VALUES if x in self.estimated or (x in taken and x in other.estimated)
+        )
+        return replace(
+            self, **taken, source=source, estimated=estimated, groups=max(self.groups, other.groups)
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Calibration:
+        return cls(**{**values, "estimated": tuple(values.get("estimated", ()))})
+
+
 class Embedder(Protocol):
     """Turns texts into L2-normalised float32 rows, so a dot product is a cosine."""
 
     name: str
-    default_threshold: float | None
+    calibration: Calibration
 
     def setup(self) -> None:
         """Load the model; called once per worker."""
@@ -28,14 +74,15 @@ class Embedder(Protocol):
         """One row per text, shape ``(len(texts), dim)``."""
 
 
-# A common cut for LaBSE translation pairs; LaBSE does not ship offline, so it is not measured here.
-LABSE_THRESHOLD = 0.75
+# A common cut for LaBSE translation pairs. LaBSE does not ship offline, so nothing of its scale is
+# measured here: its floor and margin are estimated from the data at the start of a build.
+LABSE_CALIBRATION = Calibration(threshold=0.75, source="LaBSE's common cut (threshold)")
 LABSE_VOCAB_SIZE = 501_153
 
 
 def is_labse(model_path: str | Path) -> bool:
     """Whether ``model_path`` holds LaBSE, the only sentence-transformers model whose cosine scale
-    (:data:`LABSE_THRESHOLD`) is known here.
+    (:data:`LABSE_CALIBRATION`) is known here.
 
     Decided by the folder's ``config.json`` when it can be read: a BERT with LaBSE's 501,153-token
     vocabulary, or a config whose ``_name_or_path`` names LaBSE (a save of ``sentence-transformers/LaBSE``,
@@ -58,8 +105,8 @@ def is_labse(model_path: str | Path) -> bool:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model from a local folder (LaBSE in production); never runs remote code.
 
-    ``default_threshold`` is LaBSE's cut for a folder :func:`is_labse` recognises, None for any other
-    model: its cosine scale is unknown, so the threshold must be chosen for it.
+    ``calibration`` is LaBSE's for a folder :func:`is_labse` recognises, empty for any other model: its
+    cosine scale is unknown, so it is estimated from the data (or set in the config).
     """
 
     def __init__(self, model_path: str | Path, *, device: str = "cpu", batch_size: int = 64) -> None:
@@ -67,7 +114,7 @@ class SentenceTransformerEmbedder:
         self.device = device
         self.batch_size = batch_size
         self.name = f"sentence-transformers:{self.model_path}"
-        self.default_threshold = LABSE_THRESHOLD if is_labse(self.model_path) else None
+        self.calibration = LABSE_CALIBRATION if is_labse(self.model_path) else Calibration()
         self._model: Any = None
 
     def setup(self) -> None:
@@ -108,14 +155,19 @@ class UniversalSentenceEncoderEmbedder:
     """
 
     name = "use-multilingual-v3"
-    # Measured on 20 English math word problems and tool-use requests translated by Apertium:
-    #   eng-spa translations: cosine 0.79-0.94 (median 0.87)
-    #   unrelated pairs (1520 English vs other sentences' es/ca/gl/eo translations, same domain):
-    #   max 0.47, 99th percentile 0.39, median 0.08; 2 above 0.45, none above 0.50
-    # Languages outside USE's training set score lower: ca 0.28-0.85 (16/20 kept at 0.5),
-    # gl 0.40-0.92 (18/20), eo 0.18-0.51 (1/20). 0.5 keeps every supported-language translation
-    # and drops every unrelated pair seen.
-    default_threshold = 0.5
+    # threshold: measured on 20 English math word problems and tool-use requests translated by Apertium:
+    #   eng-spa translations: cosine 0.79-0.94 (median 0.87); unrelated pairs (1520 English vs other
+    #   sentences' es/ca/gl/eo translations, same domain): max 0.47, 99th percentile 0.39, median 0.08.
+    #   Languages outside USE's training set score lower: ca 0.28-0.85, gl 0.40-0.92, eo 0.18-0.51.
+    # floor and margin: chosen on the tune part of the UDHR dev set (tests/data/udhr, articles 0-15,
+    #   the 12 languages USE separates, 20% planted faults, 3 seeds): true translations' cosines go down
+    #   to 0.20 (Catalan), so the floor is half that; ratio margins of true translations 0.69-3.9 (1st
+    #   percentile 1.02), of misaligned paragraphs up to 1.17 (95th percentile 0.82): 0.95 keeps 99.7%
+    #   of the true ones and rejects every misaligned one there. The label-free estimate on the same
+    #   data gives floor 0.13, margin 1.02, threshold 0.49 (see docs/curation.md).
+    calibration = Calibration(
+        floor=0.1, margin=0.95, threshold=0.5, source="use-multilingual-v3, measured (docs/curation.md)"
+    )
 
     def __init__(self, *, threads: int | None = None) -> None:
         self.threads = threads if threads is not None else _blas_threads()

@@ -4,9 +4,28 @@
 also not be copies of their anchor.
 
 Only prose is judged (code, math and URLs are stripped first: they read as English to any LID model), and
-only prose-role messages: tool output is data. All messages of a batch go to fastText in one ``predict``
-call. Any fastText LID model works (lid.176, GlotLID ``__label__deu_Latn``, OpenLID): labels go through
-``schemas.normalize_lang`` and languages are compared without their script.
+only prose-role messages: tool output is data. Any fastText LID model works (lid.176, GlotLID
+``__label__deu_Latn``, OpenLID): labels go through ``schemas.normalize_lang`` and languages are compared
+without their script, standards a model does not separate (``lid.varieties``: Bosnian, Croatian and
+Serbian; Norwegian) as one.
+
+A message is read twice at most. First fastText's top label, for all messages of a batch in one call: a
+message whose top label is its row's language with ``min_prob`` reads as that language, which is what
+almost every good translation does. The others are read again with their ``top_k`` labels, because close
+relatives outrank each other (lid.176 reads short Catalan as Spanish, Galician as Portuguese, Malay as
+Indonesian, and Catalan "La resposta és 26." as Hungarian for its "és"). A language's probability is the
+sum over its labels. The row's language ``L`` is then accepted when
+
+- it is among the labels, and the anchor language does not outrank it (an untranslated copy);
+- every language that outranks it is a close relative (``lid.related``) and ``L`` keeps
+  ``related_ratio`` of the top one's probability, or the message is short (under ``short_chars``) and
+  ``L`` keeps ``short_ratio`` of the top one, whatever it is (short texts are where any model guesses);
+- its probability plus its relatives' (plus, in a short message, that of the languages above it) reaches
+  ``min_prob``; below it the message is ``low_prob``.
+
+    "Com fusiono dos diccionaris en Pitó?" under ca:  es 0.47  ca 0.16  pt 0.12  gl 0.11
+        es is a relative and ca keeps 0.16 / 0.47 = 0.34 >= 0.05; support 0.16 + 0.47 + 0.12 + 0.11  → ca
+    a Spanish paragraph under ca:                      es 0.98  ca 0.01                    → wrong_lang
 """
 
 from __future__ import annotations
@@ -25,16 +44,20 @@ from curate.stages.base import FilterStage, Verdict
 from curate.text.conversation import Prose, prose
 from schemas import ConfigError, MissingFileError, UnknownLanguageError, base_lang, normalize_lang
 
+# How a model label stands to a row's language.
+_OTHER, _SAME, _RELATIVE, _ANCHOR = 0, 1, 2, 3
+# What a message reads as.
+_OK, _LOW, _WRONG = 0, 1, 2
 
-class _Guess(NamedTuple):
-    where: str
-    label: str
-    lang: str | None
-    prob: float
-    wrong: bool
 
-    def describe(self) -> str:
-        return f"{self.where}: read as {self.lang or self.label} (p={self.prob:.3f})"
+class _Reading(NamedTuple):
+    """Each message's reading: ``status`` (_OK, _LOW, _WRONG), the label it reads as (index into the
+    model's labels), the probability behind that reading, and the row language's own probability."""
+
+    status: np.ndarray
+    label: np.ndarray
+    prob: np.ndarray
+    own: np.ndarray
 
 
 def default_model_path() -> Path:
@@ -50,24 +73,30 @@ class Lid(FilterStage):
     """Reject a translation when any of its messages reads as another language (``wrong_lang``), as its
     own with probability below ``min_prob`` (``low_prob``), or is its anchor's message copied unchanged
     (``untranslated``: a message with ``min_chars`` of prose, the same as the anchor's at that position).
+    What "reads as" means, close relatives included, is in the module's docstring.
 
-    ``lid_lang``/``lid_prob`` hold the deciding message's guess on every row, anchors included (read here
-    unless :class:`AnchorLid` has read them already); they stay null where no message has ``min_chars`` of
-    prose, and such rows are kept.
+    ``lid_lang``/``lid_prob`` hold the deciding message's reading on every row, anchors included (read
+    here unless :class:`AnchorLid` has read them already): the language it was read as and the probability
+    that reading rests on (for a message accepted by its top-k labels, its language's plus its relatives').
+    They stay null where no message has ``min_chars`` of prose, and such rows are kept.
     """
 
     name = "lid"
     judges_anchors = False
 
-    def __init__(self, config: LidConfig) -> None:
+    def __init__(self, config: LidConfig, *, anchor_lang: str | None = None) -> None:
         self.config = config
+        self.anchor_lang = anchor_lang
         self._model: Any = None
-        # Per model label (by index): the label, its language (None if it names none) and base language.
+        # Per model label (by index): the label, its language (None if it names none) and identity (a
+        # number per language, varieties sharing one; -1 for none).
         self._label_index: dict[str, int] = {}
         self._labels: list[str] = []
         self._label_langs = pa.array([], pa.string())
-        self._label_bases = np.zeros(0, np.int64)
-        self._base_ids: dict[str | None, int] = {None: -1}
+        self._label_idents = np.zeros(0, np.int64)
+        self._ident_ids: dict[str | None, int] = {None: -1}
+        self._variety = {lang: group[0] for group in config.varieties for lang in group}
+        self._relations: dict[str, np.ndarray] = {}  # per row language: how each label stands to it
 
     def setup(self) -> None:
         path = self.config.model_path or default_model_path()
@@ -83,7 +112,7 @@ class Lid(FilterStage):
         self._label_index = {label: i for i, label in enumerate(self._labels)}
         langs = [_label_lang(label) for label in self._labels]
         self._label_langs = pa.array(langs, pa.string())
-        self._label_bases = np.array([self._base_id(lang) for lang in langs], np.int64)
+        self._label_idents = np.array([self._ident(lang) for lang in langs], np.int64)
 
     def judge(self, batch: pa.Table) -> Verdict:
         if self._model is None:
@@ -100,48 +129,60 @@ class Lid(FilterStage):
         all_text = distinct.indices.to_numpy(zero_copy_only=False)
         selected = read[found.rows[long_enough]]
 
-        # Per line (message read): its text, row, whether it reads as another language, and how surely.
+        # Per line (message read): its text, its row, and what it reads as.
         lines = long_enough[selected]
         needed, text = np.unique(all_text[selected], return_inverse=True)
-        label, prob = self._predict(distinct.dictionary.take(pa.array(needed, pa.int64())))
+        texts = distinct.dictionary.take(pa.array(needed, pa.int64()))
         rows = found.rows[lines]
-        label, prob = label[text], prob[text]
-        wrong = self._label_bases[label] != self._row_bases(batch.column("lang"))[rows]
-        # Per row, the worst guess: any wrong language, the surest first; else the least sure; the first
-        # message on ties (badness: 2 + p when wrong, else -p; exact, p being a float32).
-        deciding = _first_worst(rows, np.where(wrong, 2.0 + prob, -prob))
+        langs = batch.column("lang")
+        lang, target, min_prob, ratio = self._row_settings(langs)
+        reading = self._read(
+            texts,
+            text,
+            lang=lang[rows],
+            target=target[rows],
+            min_prob=min_prob[rows],
+            ratio=ratio[rows],
+            chars=found.chars[lines],
+        )
+        # Per row, the worst reading: any wrong language, the surest first; else the least sure (a low one
+        # first); the first message on ties (exact: p is a float32).
+        prob = reading.prob
+        badness = np.where(
+            reading.status == _WRONG, 4.0 + prob, np.where(reading.status == _LOW, 3.0, 1.0) - prob
+        )
+        deciding = _first_worst(rows, badness)
         decided = rows[deciding]
 
         line_of = np.full(batch.num_rows, -1, np.int64)
         line_of[decided] = deciding
         has_guess = line_of >= 0
         bad = np.zeros(batch.num_rows, bool)
-        sure = prob[deciding] >= self.config.min_prob
-        # A translation must read surely as its language; an anchor goes only when it reads surely as
-        # another (source text full of numbers, units and names often reads as English unsurely).
-        bad[decided] = wrong[deciding] & sure if self.judges_anchors else wrong[deciding] | ~sure
+        status = reading.status[deciding]
+        # A translation must read as its language; an anchor goes only when it reads surely as another
+        # (source text full of numbers, units and names often reads as English unsurely).
+        sure = prob[deciding] >= min_prob[decided]
+        bad[decided] = (status == _WRONG) & sure if self.judges_anchors else status != _OK
         bad &= judged
 
         reasons: list[str | None] = [None] * batch.num_rows
         details: list[str | None] = [None] * batch.num_rows
+        lang_values = langs.to_pylist()
         for row in np.flatnonzero(bad).tolist():
             i = line_of[row]
-            code = label[i]
-            guess = _Guess(
-                found.where(lines[i]),
-                self._labels[code],
-                self._label_langs[code].as_py(),
-                float(prob[i]),
-                bool(wrong[i]),
-            )
-            reasons[row] = "wrong_lang" if guess.wrong else "low_prob"
-            details[row] = guess.describe()
+            code = reading.label[i]
+            lang = self._label_langs[code].as_py() or self._labels[code]
+            reasons[row] = "wrong_lang" if reading.status[i] == _WRONG else "low_prob"
+            detail = f"{found.where(lines[i])}: read as {lang} (p={prob[i]:.3f})"
+            if reading.status[i] == _WRONG and reading.own[i] > 0:
+                detail += f", {lang_values[row]} {reading.own[i]:.3f}"
+            details[row] = detail
         if not self.judges_anchors:
             for row, line in _copies(batch, found, long_enough, all_text).items():
                 reasons[row] = "untranslated"
                 details[row] = f"{found.where(line)}: the anchor's text, unchanged"
         row_label = np.zeros(batch.num_rows, np.int64)  # masked to null where a row has no guess
-        row_label[decided] = label[deciding]
+        row_label[decided] = reading.label[deciding]
         row_prob = np.zeros(batch.num_rows, np.float32)
         row_prob[decided] = prob[deciding]
         keep_earlier = pa.array(~read)
@@ -162,28 +203,138 @@ class Lid(FilterStage):
             },
         )
 
-    def _predict(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """The top label (index into the model's labels) of each text and its probability (at most 1)."""
+    def _read(
+        self,
+        texts: pa.Array,
+        text: np.ndarray,
+        *,
+        lang: np.ndarray,
+        target: np.ndarray,
+        min_prob: np.ndarray,
+        ratio: np.ndarray,
+        chars: np.ndarray,
+    ) -> _Reading:
+        """What each line reads as: line ``i`` is the distinct text ``text[i]`` of ``texts``, of
+        ``chars[i]`` characters, in a row of language ``lang[i]`` (identity ``target[i]``) whose settings
+        are ``min_prob[i]`` and ``ratio[i]`` (``related_ratio``)."""
+        label, prob = self._predict(texts, k=1)
+        label, prob = label[text, 0], prob[text, 0]
+        ours = self._label_idents[label] == target
+        # An anchor read as its language is kept however unsure; a translation needs min_prob.
+        status = np.where(ours & ((prob >= min_prob) | self.judges_anchors), _OK, _LOW)
+        status[~ours] = _WRONG
+        reading = _Reading(status, label, prob.astype(np.float32), np.where(ours, prob, 0.0))
+        # Read again with the top k labels: messages not read as their language with min_prob (for an
+        # anchor, only one read surely as another language: an unsure one is kept anyway).
+        again = ~ours & (prob >= min_prob) if self.judges_anchors else status != _OK
+        if not again.any():
+            return reading
+        lines = np.flatnonzero(again)
+        needed, inverse = np.unique(text[lines], return_inverse=True)
+        labels, probs = self._predict(texts.take(pa.array(needed, pa.int64())), k=self.config.top_k)
+        found = self._judge_top_k(
+            labels[inverse],
+            probs[inverse],
+            lang=lang[lines],
+            short=chars[lines] < self.config.short_chars,
+            ratio=ratio[lines],
+            min_prob=min_prob[lines],
+        )
+        for column, values in zip(reading, found, strict=True):
+            column[lines] = values
+        return reading
+
+    def _judge_top_k(
+        self,
+        labels: np.ndarray,
+        probs: np.ndarray,
+        *,
+        lang: np.ndarray,
+        short: np.ndarray,
+        ratio: np.ndarray,
+        min_prob: np.ndarray,
+    ) -> _Reading:
+        """The reading of each line from its top-k ``labels`` and ``probs`` (one row per line); the other
+        arguments as in :meth:`_read`, ``short`` telling short messages."""
+        codes, which = np.unique(lang, return_inverse=True)
+        relation = np.stack([self._relation(str(code)) for code in codes])[which[:, None], labels]
+        same = relation == _SAME
+        own = (probs * same).sum(axis=1)
+        # Each label's language's probability (a language may have several labels: ``sr`` and ``sh``).
+        idents = self._label_idents[labels]
+        mass = (probs[:, None, :] * (idents[:, :, None] == idents[:, None, :])).sum(axis=2)
+        above = (mass > own[:, None]) & ~same
+        top = np.maximum(mass.max(axis=1), own)
+        anchor_above = (above & (relation == _ANCHOR)).any(axis=1)
+        other_above = above & (relation != _RELATIVE)
+        stranger = other_above.any(axis=1)
+        needed = np.where(stranger, np.where(short, self.config.short_ratio, np.inf), ratio)
+        reads_as_own = (own > 0) & ~anchor_above & (own >= needed * top)
+        support = own + (probs * (relation == _RELATIVE)).sum(axis=1)
+        support += np.where(short & stranger, (probs * other_above).sum(axis=1), 0.0)
+        status = np.where(reads_as_own, np.where(support >= min_prob, _OK, _LOW), _WRONG)
+        n = np.arange(len(labels))
+        best_own = labels[n, np.argmax(np.where(same, probs, -1.0), axis=1)]
+        best = labels[n, np.argmax(mass, axis=1)]
+        label = np.where(reads_as_own, best_own, best)
+        prob = np.minimum(np.where(reads_as_own, support, top), 1.0).astype(np.float32)
+        return _Reading(status, label, prob, own)
+
+    def _predict(self, texts: pa.Array, *, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` labels (indices into the model's labels) of each text and their probabilities
+        (at most 1), one row per text; missing places hold label 0 with probability 0."""
         if not len(texts):
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float64)
         # ``predict`` checks and newline-terminates each line in Python. Prose holds no newline, so the
         # terminated lines are made in Arrow and go straight to fastText's native ``multilinePredict``.
         lines = pc.binary_join_element_wise(texts, "\n", "").cast(pa.binary()).to_pylist()
-        labels, probs = self._model.f.multilinePredict(lines, 1, 0.0, "strict")
+        labels, probs = self._model.f.multilinePredict(lines, k, 0.0, "strict")
         index = self._label_index
-        label = np.fromiter((index[top[0]] for top in labels), np.int64, len(labels))
-        return label, np.minimum(np.concatenate(probs).astype(np.float64), 1.0)
+        if k == 1:
+            label = np.fromiter((index[top[0]] for top in labels), np.int64, len(labels))[:, None]
+            return label, np.minimum(np.concatenate(probs).astype(np.float64), 1.0)[:, None]
+        label = np.zeros((len(labels), k), np.int64)
+        prob = np.zeros((len(labels), k), np.float64)
+        for i, (names, values) in enumerate(zip(labels, probs, strict=True)):
+            label[i, : len(names)] = [index[name] for name in names]
+            prob[i, : len(values)] = values
+        return label, np.minimum(prob, 1.0)
 
-    def _base_id(self, lang: str | None) -> int:
-        """A number per base language (-1 for none), so that languages compare as integers."""
+    def _ident(self, lang: str | None) -> int:
+        """A number per language identity (its base language, varieties as one; -1 for none), so that
+        languages compare as integers."""
         base = lang and base_lang(lang)
-        return self._base_ids.setdefault(base, len(self._base_ids))
+        base = self._variety.get(base, base) if base else None
+        return self._ident_ids.setdefault(base, len(self._ident_ids) - 1)
 
-    def _row_bases(self, langs: pa.ChunkedArray) -> np.ndarray:
-        """The base-language number of each row's language, computed once per distinct language."""
+    def _relation(self, lang: str) -> np.ndarray:
+        """How each of the model's labels stands to rows of language ``lang``."""
+        if lang not in self._relations:
+            ident = self._ident(lang)
+            relatives = {self._ident(r) for r in self.config.relatives(lang)} - {ident}
+            anchor = self._ident(self.anchor_lang) if self.anchor_lang else -2
+            relation = np.full(len(self._labels), _OTHER, np.int8)
+            for i, label_ident in enumerate(self._label_idents.tolist()):
+                if label_ident == ident:
+                    relation[i] = _SAME
+                elif label_ident == anchor:
+                    relation[i] = _ANCHOR
+                elif label_ident in relatives:
+                    relation[i] = _RELATIVE
+            self._relations[lang] = relation
+        return self._relations[lang]
+
+    def _row_settings(self, langs: pa.ChunkedArray) -> tuple[np.ndarray, ...]:
+        """Per row: its language, that language's identity, ``min_prob`` and ``related_ratio``
+        (overrides applied), worked out once per distinct language."""
         codes = pc.dictionary_encode(langs.combine_chunks())
-        bases = [self._base_id(lang) for lang in codes.dictionary.to_pylist()]
-        return np.array(bases, np.int64)[codes.indices.to_numpy(zero_copy_only=False)]
+        distinct = codes.dictionary.to_pylist()
+        settings = [self.config.for_lang(lang) for lang in distinct]
+        index = codes.indices.to_numpy(zero_copy_only=False)
+        idents = np.array([self._ident(lang) for lang in distinct], np.int64)[index]
+        min_prob = np.array([m for m, _ in settings], np.float64)[index]
+        ratio = np.array([r for _, r in settings], np.float64)[index]
+        return np.array(distinct, dtype=object)[index], idents, min_prob, ratio
 
 
 class AnchorLid(Lid):

@@ -13,6 +13,7 @@ from transformers import LlamaForCausalLM
 from align_train.model import load_tokenizer, tiny_model
 from tests import ROOT
 from tests.align_train.corpus import preference_rows, sft_rows, write_shard_dir
+from tests.align_train.lm_eval_tasks import write_lm_eval_tasks
 from tests.align_train.token_batches import VOCAB, policy_and_reference
 
 
@@ -95,3 +96,9 @@ def tiny_models() -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
 def smol_models(tokenizer: Any) -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
     """Tiny models over the real SmolLM2 vocabulary, for batches from the real collator."""
     return policy_and_reference(len(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def lm_eval_task_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Local lm-eval task YAMLs (``tinymc``, ``tinysum``) in en, de and es; see ``lm_eval_tasks``."""
+    return write_lm_eval_tasks(tmp_path_factory.mktemp("lm-eval-tasks"))

@@ -153,3 +153,22 @@ def test_print_commands_writes_configs_and_runs_nothing(shard_dir: Path, tmp_pat
     assert len(lines) == 2 and not (run / "checkpoints").exists()
     assert "holdout: 0.3" in (run / "config.yaml").read_text()
     assert "split: eval" in (run / "eval.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_a_sweep_reads_benchmarks_side_by_side(
+    shard_dir: Path, model_dir: Path, lm_eval_task_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("lm_eval", reason="the eval extra (lm-evaluation-harness) is not installed")
+    eval_settings = {"max_new_tokens": 2, "tasks": ["tinymc"], "include_path": [str(lm_eval_task_dir)]}
+    cfg = sweep_config(shard_dir, model_dir, tmp_path, objectives=["sft"], eval=eval_settings)
+    outcomes = run_sweep(cfg, expand(cfg))
+    assert [o.status for o in outcomes] == ["done", "done"]
+    rows = read_csv(tmp_path / "results.csv")
+    bench = {(r["langs"], r["eval_lang"]): r for r in rows if r["benchmark"] == "tinymc"}
+    assert set(bench) == {(langs, lang) for langs in ("en", "en+de") for lang in ("en", "de", "es")}
+    assert bench[("en+de", "de")]["seen"] == "True" and bench[("en", "de")]["seen"] == "False"
+    assert all(0 <= float(r["accuracy"]) <= 1 and r["loss"] == "" for r in bench.values())
+    assert {r["benchmark"] for r in rows} == {"held-out", "tinymc"}
+    results = (tmp_path / "results.md").read_text()
+    assert "## held-out" in results and "## tinymc" in results

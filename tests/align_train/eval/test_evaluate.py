@@ -16,7 +16,8 @@ from align_train.batch import ParallelBatch
 from align_train.collator import Collator
 from align_train.config import EvalConfig
 from align_train.eval.evaluate import evaluate, load_for_eval
-from align_train.eval.report import METRICS_FILE, PREDICTIONS_FILE, RowResult, summarize
+from align_train.eval.report import METRICS_FILE, PREDICTIONS_FILE
+from align_train.eval.summary import RowResult, summarize
 from align_train.losses import sequence_logps
 from schemas import stable_fraction
 from tests import ROOT
@@ -145,7 +146,12 @@ def test_max_groups_counts_the_groups_left_after_the_task_filter(
     shard_dir: Path, model_dir: Path, tmp_path: Path
 ) -> None:
     cfg = EvalConfig(
-        model=model_dir, data=shard_dir, out=tmp_path, tasks=["tool_calling"], max_groups=3, max_new_tokens=2
+        model=model_dir,
+        data=shard_dir,
+        out=tmp_path,
+        corpus_tasks=["tool_calling"],
+        max_groups=3,
+        max_new_tokens=2,
     )
     evaluate(cfg)
     rows = [json.loads(line) for line in (tmp_path / PREDICTIONS_FILE).read_text().splitlines()]

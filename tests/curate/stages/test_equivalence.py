@@ -13,6 +13,7 @@ import torch
 
 from curate.config import EquivalenceConfig
 from curate.stages.embedders import (
+    Calibration,
     Embedder,
     SentenceTransformerEmbedder,
     UniversalSentenceEncoderEmbedder,
@@ -20,7 +21,7 @@ from curate.stages.embedders import (
     make_embedder,
 )
 from curate.stages.equivalence import Equivalence
-from schemas import ConfigError
+from tests.curate import udhr
 from tests.curate.rows import by_key, convo, table
 from tests.curate.rows import message as msg
 from tests.curate.rows import parallel_row as row
@@ -58,7 +59,11 @@ def use() -> UniversalSentenceEncoderEmbedder:
     return embedder
 
 
-def test_use_keeps_translations_and_produces_every_reason(use: UniversalSentenceEncoderEmbedder) -> None:
+def test_a_small_batch_keeps_translations_and_produces_every_reason(
+    use: UniversalSentenceEncoderEmbedder,
+) -> None:
+    """Three groups are too few for margins (4 neighbours): USE's threshold and "closer to another
+    anchor" decide, as they did before margins."""
     stage = Equivalence(EquivalenceConfig(), embedder=use)
     tripled = convo(*[" ".join([m["content"]] * 3) for m in APPLES_ES])
     rows = by_key(
@@ -95,28 +100,156 @@ def test_use_keeps_translations_and_produces_every_reason(use: UniversalSentence
         assert (rows[key]["equivalence"], rows[key]["length_ratio"]) == (None, None)
     for key, messages in (("apples/de", tripled), ("apples/es", APPLES_ES)):
         assert rows[key]["length_ratio"] == pytest.approx(chars(messages) / chars(APPLES), rel=1e-6)
-    assert rows["apples/it"]["detail"].endswith("to the anchor of group 'pears' (margin 0.0)")
+    assert rows["apples/it"]["detail"].endswith("to the anchor of group 'pears' (a small batch)")
     assert rows["apples/fr"]["detail"].startswith("messages[")
+    assert rows["apples/fr"]["detail"].endswith(" < 0.5")
 
 
-def test_margin_none_turns_the_mismatch_check_off(use: UniversalSentenceEncoderEmbedder) -> None:
-    batch = table(row("apples", "en", APPLES), row("apples", "it", PEARS_ES), row("pears", "en", PEARS))
-    assert (
-        by_key(Equivalence(EquivalenceConfig(), embedder=use).process(batch))["apples/it"]["reason"]
-        == "mismatch"
+def test_cosine_scoring_and_margin_settings() -> None:
+    with pytest.raises(ValueError, match=r"must be a ratio above 0 \(got 0.0\)"):
+        EquivalenceConfig(margin=0.0)
+    assert Equivalence(EquivalenceConfig(margin=1.2)).calibration.margin == 1.2
+
+
+# The UDHR extract: real translations, made by people. USE scores Catalan low (0.37-0.70 here), Spanish high.
+UDHR = udhr.load_extract()
+UNITS = ["a01.1", "a02.1", "a02.2", "a03.1", "a04.1", "a05.1", "a06.1", "a07.1", "a08.1", "a09.1", "a10.1"]
+
+
+def paragraph(unit: str, lang: str, text: str | None = None) -> dict[str, Any]:
+    return row(unit, lang, [msg("assistant", UDHR[unit][lang] if text is None else text)])
+
+
+def anchors(units: list[str]) -> list[dict[str, Any]]:
+    return [paragraph(u, "en") for u in units]
+
+
+def test_margins_keep_true_translations_a_fixed_cut_drops(use: UniversalSentenceEncoderEmbedder) -> None:
+    batch = table(*anchors(UNITS), *[paragraph(u, "ca") for u in UNITS])
+    margin = by_key(Equivalence(EquivalenceConfig(), embedder=use).process(batch))
+    cosine = by_key(Equivalence(EquivalenceConfig(scoring="cosine"), embedder=use).process(batch))
+    low = {f"{u}/ca" for u in UNITS if margin[f"{u}/ca"]["equivalence"] < 0.5}
+    assert len(low) >= 5  # USE's cosines for Catalan
+    assert all(margin[f"{u}/ca"]["reason"] is None for u in UNITS)
+    assert {k for k, r in cosine.items() if r["reason"] == "low_similarity"} == low
+
+
+def test_a_misaligned_translation_is_a_mismatch_by_its_ratio_margin(
+    use: UniversalSentenceEncoderEmbedder,
+) -> None:
+    """The margin by hand: cos(x, y) / mean(mean of x's 4 nearest other anchors, mean of y's 4 nearest
+    other translations), row vectors being the (normalised) embeddings of these one-message rows."""
+    units = UNITS[:8]
+    wrong = UDHR["a21.1"]["es"]  # another article's translation, its own anchor not in the batch
+    translations = [paragraph(u, "es") for u in units[1:]]
+    batch = table(*anchors(units), paragraph(units[0], "es", wrong), *translations)
+    rows = by_key(Equivalence(EquivalenceConfig(), embedder=use).process(batch))
+    assert {k: r["reason"] for k, r in rows.items() if k.endswith("/es")} == {
+        f"{u}/es": "mismatch" if u == units[0] else None for u in units
+    }
+    x = use.encode([wrong, *[UDHR[u]["es"] for u in units[1:]]])
+    y = use.encode([UDHR[u]["en"] for u in units])
+    sims = x @ y.T
+    own = float(sims[0, 0])
+    near_x = np.sort(sims[0, 1:])[-4:].mean()
+    near_y = np.sort(sims[1:, 0])[-4:].mean()
+    near = (near_x + near_y) / 2
+    detail = rows[f"{units[0]}/es"]["detail"]
+    assert detail.startswith(
+        f"ratio margin {own / near:.2f} < 0.95: cosine {own:.3f} to its anchor, {near:.3f} to its 4 nearest "
+        "other pairs; best other: the anchor of group "
     )
-    kept = by_key(Equivalence(EquivalenceConfig(margin=None), embedder=use).process(batch))
-    assert kept["apples/it"]["reason"] is None
+    assert own / near < 0.95
+    assert rows[f"{units[0]}/es"]["equivalence"] == pytest.approx(own, abs=1e-5)
 
 
-def test_margin_asks_for_a_lead_over_the_other_anchors(use: UniversalSentenceEncoderEmbedder) -> None:
-    batch = table(row("apples", "en", APPLES), row("apples", "es", APPLES_ES), row("pears", "en", PEARS))
-    assert (
-        by_key(Equivalence(EquivalenceConfig(margin=0.0), embedder=use).process(batch))["apples/es"]["reason"]
-        is None
+def test_a_batch_too_small_for_margins_falls_back_to_the_threshold(
+    use: UniversalSentenceEncoderEmbedder,
+) -> None:
+    """With 4 neighbours a margin needs 5 groups: with 4 the Catalan paragraphs USE scores under 0.5 go,
+    with 5 they stay; ``neighbours`` sets the size."""
+    low = [u for u in UNITS if float(np.prod(use.encode([UDHR[u]["en"], UDHR[u]["ca"]]), axis=0).sum()) < 0.5]
+    for groups, neighbours, kept in ((4, 4, False), (5, 4, True), (4, 3, True)):
+        units = [*low[:1], *[u for u in UNITS if u not in low][: groups - 1]]
+        batch = table(*anchors(units), *[paragraph(u, "ca") for u in units])
+        config = EquivalenceConfig(neighbours=neighbours)
+        rows = by_key(Equivalence(config, embedder=use).process(batch))
+        assert (rows[f"{low[0]}/ca"]["reason"] is None) is kept, (groups, neighbours)
+
+
+def test_the_floor_rejects_a_garbage_message_the_row_margin_would_keep(
+    use: UniversalSentenceEncoderEmbedder,
+) -> None:
+    units = UNITS[:6]
+    two = [msg("assistant", UDHR[units[0]]["en"]), msg("assistant", UDHR[units[1]]["en"])]
+    garbage = [msg("assistant", UDHR[units[0]]["es"]), msg("assistant", "Hecho, las luces están apagadas.")]
+    batch = table(
+        row("two", "en", two),
+        row("two", "es", garbage),
+        *anchors(units),
+        *[paragraph(u, "es") for u in units],
     )
-    strict = by_key(Equivalence(EquivalenceConfig(margin=0.5), embedder=use).process(batch))
-    assert strict["apples/es"]["reason"] == "mismatch"
+    rows = by_key(Equivalence(EquivalenceConfig(), embedder=use).process(batch))
+    assert rows["two/es"]["reason"] == "low_similarity"
+    assert rows["two/es"]["detail"].startswith("messages[1]: min cosine 0.")
+    assert rows["two/es"]["detail"].endswith(" < 0.1")
+    assert all(rows[f"{u}/es"]["reason"] is None for u in units)
+    # An explicit threshold is a cut every translation must reach, margins or not.
+    strict = by_key(Equivalence(EquivalenceConfig(threshold=0.99), embedder=use).process(batch))
+    assert {r["reason"] for k, r in strict.items() if k.endswith("/es")} == {"low_similarity"}
+
+
+def test_a_truncated_translation_is_a_length_outlier_of_its_language(
+    use: UniversalSentenceEncoderEmbedder,
+) -> None:
+    """Cut to half, a translation stays within the fixed range [0.4, 2.5] but not within its language's
+    lengths in the batch (robust z-score of the log ratio over 3.5): caught once the batch has
+    ``min_rows`` rows of that language."""
+    units = [u for u in UDHR if len(UDHR[u]["en"]) >= 60][:20]
+    cut = udhr.truncate(UDHR[units[0]]["fr"], 0.5)
+    rows = [*anchors(units), paragraph(units[0], "fr", cut), *[paragraph(u, "fr") for u in units[1:]]]
+    found = by_key(Equivalence(EquivalenceConfig(), embedder=use).process(table(*rows)))
+    assert {k: r["reason"] for k, r in found.items() if k.endswith("/fr")} == {
+        f"{u}/fr": "length_ratio" if u == units[0] else None for u in units
+    }
+    ratios = np.log(
+        [len(UDHR[u]["fr"]) / len(UDHR[u]["en"]) for u in units[1:]] + [len(cut) / len(UDHR[units[0]]["en"])]
+    )
+    median = np.median(ratios)
+    z = (ratios[-1] - median) / (1.4826 * np.median(np.abs(ratios - median)))
+    assert found[f"{units[0]}/fr"]["detail"].startswith(
+        f"{len(cut) / len(UDHR[units[0]]['en']):.2f}, {z:+.1f} robust z-scores"
+    )
+    assert 0.4 < found[f"{units[0]}/fr"]["length_ratio"] < 2.5
+    kept = {"length_z": None}, {"min_rows": 21}
+    for settings in kept:
+        config = EquivalenceConfig(**settings)
+        assert (
+            by_key(Equivalence(config, embedder=use).process(table(*rows)))[f"{units[0]}/fr"]["reason"]
+            is None
+        )
+
+
+def test_a_small_batch_in_many_languages_borrows_length_statistics_across_them(
+    use: UniversalSentenceEncoderEmbedder,
+) -> None:
+    """Four groups give a language 4 rows, too few for its own statistics; in 6 or more languages a
+    group × language fit (median polish) predicts each length, and a truncated translation stands out."""
+    units = [u for u in UDHR if len(UDHR[u]["en"]) >= 100][:4]
+    six = ["es", "fr", "de", "it", "pt", "nl"]
+    cut = udhr.truncate(UDHR[units[0]]["de"], 0.45)
+
+    def rows(langs: list[str]) -> list[dict[str, Any]]:
+        translations = [paragraph(u, lang) for u in units for lang in langs if (u, lang) != (units[0], "de")]
+        return [*anchors(units), paragraph(units[0], "de", cut), *translations]
+
+    found = by_key(Equivalence(EquivalenceConfig(), embedder=use).process(table(*rows(six))))
+    assert {k for k, r in found.items() if r["reason"]} == {f"{units[0]}/de"}
+    assert found[f"{units[0]}/de"]["reason"] == "length_ratio"
+    assert " robust z-scores from the " in found[f"{units[0]}/de"]["detail"]
+    assert "its group and language predict in the batch; limit 3.5" in found[f"{units[0]}/de"]["detail"]
+    five = by_key(Equivalence(EquivalenceConfig(), embedder=use).process(table(*rows(six[:5]))))
+    assert five[f"{units[0]}/de"]["reason"] is None  # the fixed range only: 0.45 of the text is within it
 
 
 @pytest.mark.parametrize("aggregate", ["min", "mean"])
@@ -124,7 +257,7 @@ def test_aggregate_and_threshold(use: UniversalSentenceEncoderEmbedder, aggregat
     translation = convo(APPLES_ES[0]["content"], "Hecho, las luces están apagadas.")
     cosines = [cosine(use, a["content"], t["content"]) for a, t in zip(APPLES, translation, strict=True)]
     between = (min(cosines) + float(np.mean(cosines))) / 2
-    config = EquivalenceConfig(aggregate=aggregate, threshold=between, margin=None)
+    config = EquivalenceConfig(aggregate=aggregate, threshold=between)
     rows = by_key(
         Equivalence(config, embedder=use).process(table(row("g", "en", APPLES), row("g", "es", translation)))
     )
@@ -146,7 +279,7 @@ def test_lost_prose_scores_zero(use: UniversalSentenceEncoderEmbedder) -> None:
 
 
 def test_length_ratio_is_only_checked_on_long_enough_anchors(use: UniversalSentenceEncoderEmbedder) -> None:
-    config = EquivalenceConfig(threshold=-1.0, margin=None, min_chars_for_ratio=20)
+    config = EquivalenceConfig(threshold=-1.0, min_chars_for_ratio=20)
     rows = by_key(
         Equivalence(config, embedder=use).process(
             table(
@@ -200,29 +333,54 @@ def test_labse_is_recognised_from_its_config_or_else_its_folder_name(tmp_path: P
     assert not is_labse(MINILM)
 
 
-def test_threshold_defaults_come_from_the_embedder(tmp_path: Path) -> None:
-    assert (
-        Equivalence(EquivalenceConfig()).threshold
-        == UniversalSentenceEncoderEmbedder.default_threshold
-        == 0.5
-    )
-    assert Equivalence(EquivalenceConfig(threshold=0.6)).threshold == 0.6
+def test_calibrations_come_from_the_embedder_and_the_config(tmp_path: Path) -> None:
+    use = Equivalence(EquivalenceConfig())
+    assert use.calibration == UniversalSentenceEncoderEmbedder.calibration
+    assert (use.calibration.floor, use.calibration.margin, use.calibration.threshold) == (0.1, 0.95, 0.5)
+    assert use.missing() == []
+    mine = Equivalence(EquivalenceConfig(threshold=0.6, margin=1.1)).calibration
+    assert (mine.floor, mine.margin, mine.threshold) == (0.1, 1.1, 0.6)
+    assert mine.source.startswith("equivalence config; use-multilingual-v3")
     labse = write_config(tmp_path / "encoder", **LABSE_CONFIG)
-    st = EquivalenceConfig(backend="sentence-transformers", model_path=str(labse))
-    assert Equivalence(st).threshold == SentenceTransformerEmbedder(labse).default_threshold == 0.75
+    st = Equivalence(EquivalenceConfig(backend="sentence-transformers", model_path=str(labse)))
+    assert st.calibration.threshold == 0.75
+    assert st.missing() == ["floor", "margin"]  # not measured here: estimated from the data
+    assert Equivalence(st.config.model_copy(update={"scoring": "cosine"})).missing() == []
 
 
-def test_another_sentence_transformers_model_needs_a_threshold() -> None:
-    config = EquivalenceConfig(backend="sentence-transformers", model_path=MINILM)
-    assert SentenceTransformerEmbedder(MINILM).default_threshold is None
-    with pytest.raises(ConfigError) as refused:
-        Equivalence(config)
-    message = str(refused.value)
-    assert "\n" not in message
-    assert f"the cosine scale of sentence-transformers:{MINILM} is unknown" in message
-    assert "set equivalence.threshold" in message
-    assert "docs/curation.md, 'Choosing a threshold for a new encoder'" in message
-    assert Equivalence(config.model_copy(update={"threshold": 0.4})).threshold == 0.4
+def test_another_model_is_calibrated_from_the_data_label_free(minilm: SentenceTransformerEmbedder) -> None:
+    """No silent LaBSE cut for another model: its floor, margin and threshold are read off the batch's
+    unrelated pairs (each translation against the other groups' anchors), checked here by hand; an
+    explicit threshold wins."""
+    stage = Equivalence(
+        EquivalenceConfig(backend="sentence-transformers", model_path=MINILM), embedder=minilm
+    )
+    assert stage.calibration == Calibration()
+    assert stage.missing() == ["floor", "margin", "threshold"]
+    units = UNITS[:8]
+    # MiniLM reads English only: each "translation" is its anchor cut to 70%, enough for the arithmetic.
+    shorter = {u: udhr.truncate(UDHR[u]["en"], 0.7) for u in units}
+    batch = table(*anchors(units), *[paragraph(u, "de", shorter[u]) for u in units])
+    with pytest.raises(
+        RuntimeError, match=r"no floor, margin, threshold for sentence-transformers:.*calibrate"
+    ):
+        stage.process(batch)
+    found = stage.calibrate(batch)
+    assert stage.calibration == found and stage.missing() == []
+    assert found.estimated == ("floor", "margin", "threshold") and found.groups == 8
+    assert found.source == "floor, margin, threshold estimated from 8 groups"
+    x = minilm.encode([shorter[u] for u in units])
+    y = minilm.encode([UDHR[u]["en"] for u in units])
+    sims = x @ y.T
+    unrelated = sims[~np.eye(8, dtype=bool)]
+    assert found.floor == round(float(np.quantile(unrelated, 0.25)), 3)
+    own = np.diag(sims)
+    assert own.min() > found.threshold > float(np.quantile(unrelated, 0.5))
+    assert 0.5 < found.margin < 2.0
+    assert stage.process(batch).rejected.num_rows == 0
+    explicit = Equivalence(stage.config.model_copy(update={"threshold": 0.3}), embedder=minilm)
+    assert explicit.missing() == ["margin"]  # the threshold replaces the floor
+    assert explicit.calibrate(batch).threshold == 0.3
 
 
 def test_a_recognised_labse_folder_runs_with_labse_s_threshold(tmp_path: Path) -> None:
@@ -233,8 +391,9 @@ def test_a_recognised_labse_folder_runs_with_labse_s_threshold(tmp_path: Path) -
     config = json.loads((fake / "config.json").read_text()) | {"_name_or_path": "sentence-transformers/LaBSE"}
     (fake / "config.json").unlink()
     (fake / "config.json").write_text(json.dumps(config))
-    stage = Equivalence(EquivalenceConfig(backend="sentence-transformers", model_path=str(fake), margin=None))
-    assert stage.threshold == 0.75
+    config = EquivalenceConfig(backend="sentence-transformers", model_path=str(fake), scoring="cosine")
+    stage = Equivalence(config)
+    assert stage.calibration.threshold == 0.75 and stage.missing() == []
     stage.setup()
     rows = by_key(stage.process(table(*[row("g", lang, PARAPHRASES[lang]) for lang in ("en", "de", "es")])))
     assert {k: r["reason"] for k, r in rows.items()} == {"g/en": None, "g/de": None, "g/es": "low_similarity"}
@@ -258,7 +417,7 @@ class CountingEmbedder:
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.name = inner.name
-        self.default_threshold = inner.default_threshold
+        self.calibration = inner.calibration
         self.calls: list[list[str]] = []
 
     def setup(self) -> None:
@@ -300,7 +459,9 @@ def test_sentence_transformers_encodes_each_unique_text_once_in_length_sorted_ba
     minilm: SentenceTransformerEmbedder,
 ) -> None:
     counting = CountingEmbedder(minilm)
-    config = EquivalenceConfig(backend="sentence-transformers", model_path=MINILM, batch_size=2, margin=None)
+    config = EquivalenceConfig(
+        backend="sentence-transformers", model_path=MINILM, batch_size=2, scoring="cosine"
+    )
     stage = Equivalence(config.model_copy(update={"threshold": 0.75}), embedder=counting)
     rows = by_key(stage.process(table(*[row("g", lang, messages) for lang, messages in PARAPHRASES.items()])))
 

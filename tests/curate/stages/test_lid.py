@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
-from curate.config import LidConfig
+from curate.config import BuildConfig, LidConfig
 from curate.stages.lid import AnchorLid, Lid, default_model_path
+from schemas import ConfigError
+from schemas.config_io import load_config
+from tests.curate import udhr
 from tests.curate.rows import by_key, table
 from tests.curate.rows import message as msg
 from tests.curate.rows import parallel_row as row
@@ -236,10 +239,12 @@ class CountingModel:
         self.native = model.f
         self.f = self
         self.calls: list[list[bytes]] = []
+        self.ks: list[int] = []
 
-    def multilinePredict(self, lines: list[bytes], *args: Any) -> Any:
+    def multilinePredict(self, lines: list[bytes], k: int, *args: Any) -> Any:
         self.calls.append(lines)
-        return self.native.multilinePredict(lines, *args)
+        self.ks.append(k)
+        return self.native.multilinePredict(lines, k, *args)
 
 
 def test_one_predict_call_per_batch() -> None:
@@ -314,6 +319,135 @@ def test_missing_or_broken_model_file_is_a_clear_error(tmp_path: Path) -> None:
     broken.write_bytes(b"not a fastText model")
     with pytest.raises(ValueError, match="is not a fastText model"):
         Lid(LidConfig(model_path=broken)).setup()
+
+
+UDHR = udhr.load_extract()
+
+
+@pytest.fixture(scope="module")
+def lid_en() -> Lid:
+    """The stage as ``curate build`` makes it: it knows the anchor language."""
+    stage = Lid(LidConfig(), anchor_lang="en")
+    stage.setup()
+    return stage
+
+
+def one(lang: str, text: str, group: str = "g") -> list[dict[str, Any]]:
+    """A group of an English anchor (never judged here) and one translation of a single message."""
+    return [row(group, "en", EN), row(group, lang, [msg("assistant", text)])]
+
+
+def test_a_close_relative_may_outrank_the_row_language(lid_en: Lid) -> None:
+    """lid.176 reads this Catalan as Spanish (es 0.467, ca 0.163, pt 0.122, gl 0.106): Spanish is a
+    relative and ca keeps 0.163 / 0.467 >= 0.1 of it; the reading rests on ca and its relatives' 0.86.
+    A Spanish paragraph under ca (es 0.928, ca 0.028) stays a wrong language."""
+    catalan = "Com fusiono dos diccionaris en Pitó?"
+    spanish = UDHR["a04.1"]["es"]
+    rows = by_key(lid_en.process(table(*one("ca", catalan), *one("ca", spanish, "h"))))
+    assert (rows["g/ca"]["reason"], rows["g/ca"]["lid_lang"]) == (None, "ca")
+    assert rows["g/ca"]["lid_prob"] == pytest.approx(0.467 + 0.163 + 0.122 + 0.106, abs=2e-3)
+    assert rows["h/ca"]["reason"] == "wrong_lang"
+    assert rows["h/ca"]["detail"] == "messages[0]: read as es (p=0.928), ca 0.028"
+    strict = Lid(LidConfig(langs={"ca": {"related_ratio": 0.5}}), anchor_lang="en")
+    strict.setup()
+    assert by_key(strict.process(table(*one("ca", catalan))))["g/ca"]["reason"] == "wrong_lang"
+    alone = Lid(LidConfig(related={}, short_chars=0), anchor_lang="en")
+    alone.setup()
+    assert by_key(alone.process(table(*one("ca", catalan))))["g/ca"]["reason"] == "wrong_lang"
+
+
+def test_varieties_a_model_does_not_separate_count_as_one(lid_en: Lid) -> None:
+    """lid.176 reads this Bosnian as hr 0.472, sh 0.188, sr 0.176, bs 0.081; Bokmål as ``no`` (it has no
+    ``nb`` label); Malay as Indonesian 0.724 (ms 0.238)."""
+    rows = by_key(
+        lid_en.process(
+            table(
+                *one("bs", UDHR["a01.1"]["bs"]),
+                *one("nb", UDHR["a01.1"]["nb"], "h"),
+                *one("ms", UDHR["a01.1"]["ms"], "i"),
+            )
+        )
+    )
+    assert {k: (r["reason"], r["lid_lang"]) for k, r in rows.items() if not k.endswith("/en")} == {
+        "g/bs": (None, "hr"),
+        "h/nb": (None, "no"),
+        "i/ms": (None, "id"),
+    }
+    separate = Lid(LidConfig(varieties=[], related={}), anchor_lang="en")
+    separate.setup()
+    rows = by_key(
+        separate.process(table(*one("bs", UDHR["a01.1"]["bs"]), *one("nb", UDHR["a01.1"]["nb"], "h")))
+    )
+    assert {rows["g/bs"]["reason"], rows["h/nb"]["reason"]} == {"wrong_lang"}
+
+
+def test_a_relative_may_outrank_a_language_only_the_way_models_err(lid_en: Lid) -> None:
+    """lid.176 reads this Galician paragraph as Spanish (es 0.58, gl 0.292): Spanish and Portuguese may
+    outrank Galician. Not the other way: a Galician paragraph under ``pt`` (gl 0.662, pt 0.294: Portuguese
+    keeps 0.44 of the top) is a wrong language."""
+    galician = [UDHR["a01.1"]["gl"], UDHR["a16.3"]["gl"]]
+    rows = by_key(lid_en.process(table(*one("gl", galician[0]), *one("pt", galician[1], "h"))))
+    assert (rows["g/gl"]["reason"], rows["g/gl"]["lid_lang"]) == (None, "gl")
+    assert rows["h/pt"]["reason"] == "wrong_lang"
+    assert rows["h/pt"]["detail"] == "messages[0]: read as gl (p=0.662), pt 0.294"
+    assert lid_en.config.relatives("gl") == ["pt", "es", "ast"] and lid_en.config.relatives("pt") == []
+    both = Lid(LidConfig(langs={"pt": {"related": ["gl"]}}), anchor_lang="en")
+    both.setup()
+    assert both.config.relatives("pt") == ["gl"]
+    assert by_key(both.process(table(*one("pt", galician[1]))))["g/pt"]["reason"] is None
+
+
+def test_in_a_short_message_any_language_but_the_anchor_s_may_outrank_it(lid_en: Lid) -> None:
+    """ "és" makes short Catalan read as Hungarian (hu 0.621, ca 0.368): under ``short_chars`` ca needs
+    only ``short_ratio`` (0.3) of the top probability. English above the row language is never
+    accepted: a half-translated turn (en 0.41, ca 0.172)."""
+    math = "35% de 40 és \\(40 \\times 35 \\div 100 = 14\\).\nLa resta és \\(40 - 14 = 26\\).\nLa resposta és 26."
+    mixed = "Vull anar a córrer a Austin aquesta tarda. Please tell me the weather."
+    rows = by_key(lid_en.process(table(*one("ca", math), *one("ca", mixed, "h"))))
+    assert (rows["g/ca"]["reason"], rows["g/ca"]["lid_lang"]) == (None, "ca")
+    assert rows["g/ca"]["lid_prob"] == pytest.approx(0.368 + 0.621 + 0.001, abs=2e-3)
+    assert rows["h/ca"]["reason"] == "wrong_lang"
+    assert rows["h/ca"]["detail"] == "messages[0]: read as en (p=0.410), ca 0.172"
+    long_only = Lid(LidConfig(short_chars=0), anchor_lang="en")
+    long_only.setup()
+    assert by_key(long_only.process(table(*one("ca", math))))["g/ca"]["detail"].startswith(
+        "messages[0]: read as hu (p=0.621)"
+    )
+
+
+def test_per_language_min_prob(lid_en: Lid) -> None:
+    vague = "Paris Berlin London Madrid Rome"
+    assert by_key(lid_en.process(table(*one("de", vague))))["g/de"]["reason"] == "low_prob"
+    lenient = Lid(LidConfig(langs={"deu": {"min_prob": 0.3}}), anchor_lang="en")
+    lenient.setup()
+    assert lenient.config.for_lang("de") == (0.3, 0.1)
+    assert by_key(lenient.process(table(*one("de", vague))))["g/de"]["reason"] is None
+
+
+def test_only_messages_not_read_surely_are_read_again_with_their_top_labels() -> None:
+    stage = Lid(LidConfig(top_k=7), anchor_lang="en")
+    stage.setup()
+    stage._model = counting = CountingModel(stage._model)
+    catalan = "Com fusiono dos diccionaris en Pitó?"
+    stage.process(
+        table(*one("de", DE[0]["content"]), *one("ca", catalan, "h"), *one("es", ES[1]["content"], "i"))
+    )
+    assert [(len(lines), k) for lines, k in zip(counting.calls, counting.ks, strict=True)] == [(5, 1), (1, 7)]
+    assert counting.calls[1] == [f"{catalan}\n".encode()]
+
+
+def test_language_groups_in_the_config_are_checked_and_normalised() -> None:
+    config = LidConfig(
+        related={"cat": ["spa", "glg", "es"]}, varieties=[["hr", "bos"]], langs={"cat": {"min_prob": 0.2}}
+    )
+    assert (config.related, config.varieties, list(config.langs)) == (
+        {"ca": ["es", "gl"]},
+        [["hr", "bs"]],
+        ["ca"],
+    )
+    with pytest.raises(ConfigError, match=r"^lid\.related: unknown language code 'xx'") as refused:
+        load_config(BuildConfig, None, flags={}, overrides=["lid.related={ca: [es, xx]}"])
+    assert "\n" not in str(refused.value)
 
 
 def test_default_model_is_the_shipped_lid176() -> None:

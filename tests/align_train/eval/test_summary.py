@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from align_train.eval.report import RowResult, summarize
+from align_train.eval.summary import RowResult, summarize
 
 
 def row(
