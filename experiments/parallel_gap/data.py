@@ -4,8 +4,9 @@
    = a wrong one) for the training pool and, apart, for evaluation (no question appears in both).
 2. **One `curate build` per target language** (``data.builds``): Apertium translates every record into
    that language, and the build's own checks (structure, language ID, equivalence) keep or reject each
-   translation. The language check is set per language this way: lid.176 reads short Catalan as
-   Spanish, so the Catalan build turns it off (see ``build_ca.yaml``) while the Spanish one keeps it.
+   translation. The language check is set per language this way: lid.176 reads these short Catalan
+   sentences as Hungarian half the time, so the Catalan build turns it off (see ``build_ca.yaml``; the
+   ``lid_probe`` build records what it would have rejected) while the Spanish one keeps it.
 3. **Assembly**: the kept rows of those builds become the corpora of the arms, written as long-form
    parallel records and passed once more through ``curate build`` (``assemble.yaml``: pre-translated, every
    check already done), so every arm reads ordinary shards with a manifest:
