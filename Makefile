@@ -34,7 +34,7 @@ test: install
 	$(PY) -m pytest -q --durations=15
 
 # The experiment of docs/results.md: SmolLM2-135M-Instruct fine-tuned on arithmetic word problems in en, es
-# and ca, seven arms × three seeds, each trained and scored on the same held-out groups (about an hour on a
+# and ca, seven arms × three seeds, each trained and scored on the same held-out groups (50 minutes on a
 # 2-core CPU); runs/parallel_gap/results.md and accuracy.png. Re-running finishes an interrupted run.
 experiment: install
 	$(PY) -m experiments.parallel_gap.run experiments/parallel_gap/experiment.yaml
