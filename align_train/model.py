@@ -80,13 +80,7 @@ def from_gguf(out: Path, *, gguf: Path | None = None) -> Path:
     model = type(loaded)(config)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    return _save_folder(model, tokenizer, out)
 
 
 def compute_dtype(setting: Precision, device: torch.device) -> torch.dtype:
@@ -218,9 +212,14 @@ def export_merged(
     base = load_model(base_model, tokenizer, seed=seed)
     dtype = base.config.dtype if base_model is not None else torch.float32
     merged = PeftModel.from_pretrained(base, checkpoint).merge_and_unload().to(dtype)
+    return _save_folder(merged, tokenizer, out)
+
+
+def _save_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> Path:
+    """Model and tokenizer written to ``out`` whole or not at all: into a sibling, then renamed over it."""
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
+    model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

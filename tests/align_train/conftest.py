@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from transformers import LlamaForCausalLM
 
 from align_train.model import load_tokenizer, tiny_model
@@ -102,3 +103,12 @@ def smol_models(tokenizer: Any) -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
 def lm_eval_task_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Local lm-eval task YAMLs (``tinymc``, ``tinysum``) in en, de and es; see ``lm_eval_tasks``."""
     return write_lm_eval_tasks(tmp_path_factory.mktemp("lm-eval-tasks"))
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module whose tests compare many small float results (and run faster so)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,7 +4,6 @@ full logits, without ever holding them."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,13 +25,7 @@ from align_train.losses import alignment_loss, scored_positions
 from align_train.objectives import OBJECTIVES
 from tests.align_train.corpus import preference_rows, sft_rows
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("uniform_weights", [False, True], ids=["recomputed", "in-forward"])

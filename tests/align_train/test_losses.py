@@ -1,7 +1,7 @@
 import copy
 import math
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from tests.align_train.token_batches import (
     preference_inputs,
     random_batch,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -322,14 +324,6 @@ def test_orpo_stays_finite_when_a_completion_is_certain() -> None:
     out.loss.backward()
     assert math.isfinite(out.loss.item())
     assert bool(torch.isfinite(logits.grad).all())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # Three preference pairs in three languages, as plain text: TRL tokenises them and appends the EOS token.
