@@ -24,7 +24,9 @@ system-deps:
 	@if ! command -v apertium >/dev/null || ! [ -f /usr/share/apertium/modes/eng-cat.mode ]; then \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q apertium $(APERTIUM_PAIRS); fi
 
+# Starts from scratch each time: an out/demo or runs/train_demo left by other code or settings is replaced.
 demo: install
+	rm -rf out/demo runs/train_demo
 	$(VENV)/bin/curate build examples/demo.yaml --out out/demo
 	$(VENV)/bin/curate inspect out/demo --rows 1
 	$(VENV)/bin/align-train examples/train_demo.yaml --shards out/demo --out runs/train_demo
