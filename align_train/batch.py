@@ -1,6 +1,7 @@
 """The types that travel between the data path, the losses and evaluation: a batch of parallel rows
 (:class:`ParallelBatch`, what the sampler yields) and its token tensors (:class:`TokenBatch`, what the
-collator makes of it), with the label and role constants they use.
+collator makes of it, with the :class:`Segments` layout that variable-length attention reads), with the
+label and role constants they use.
 
 A leaf module: it imports nothing else from ``align_train``, so any module may import it.
 """
@@ -41,6 +42,66 @@ class ParallelBatch:
         return cls(rows=rows, group_ids=group_ids, lang_counts=dict(sorted(counts.items())))
 
 
+BUCKET_RATIO = 1.25
+"""A length bucket of :class:`Segments` holds sequences at least ``1 / BUCKET_RATIO`` of its longest one."""
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Where the sequences of a ``[rows × width]`` batch lie among its flattened tokens, in length buckets.
+
+    ``gather`` lists, bucket after bucket, each sequence's flat token indices padded to its bucket's length
+    (a padding slot repeats the sequence's first token: under causal attention no real token sees it);
+    ``buckets`` gives each bucket's ``(sequences, length)``. ``scatter`` maps every flat token to its slot in
+    ``gather``; a token of no sequence (padding) maps to slot 0, and nothing reads what it gets back.
+    """
+
+    gather: torch.Tensor
+    buckets: tuple[tuple[int, int], ...]
+    scatter: torch.Tensor
+
+    @classmethod
+    def of(cls, seq_ids: torch.Tensor) -> Segments:
+        """The layout of a batch whose ``seq_ids`` name each token's sequence (negative: padding).
+
+        A sequence is a run of equal ids within a row, as the collator lays them out.
+        """
+        width = seq_ids.shape[1]
+        flat = seq_ids.reshape(-1).cpu()
+        boundary = torch.ones(flat.numel(), dtype=torch.bool)
+        boundary[1:] = flat[1:] != flat[:-1]
+        boundary[::width] = True
+        starts = boundary.nonzero().squeeze(1)
+        lengths = torch.diff(starts, append=torch.tensor([flat.numel()]))
+        real = flat[starts] >= 0
+        starts, lengths = starts[real], lengths[real]
+        order = torch.argsort(lengths, descending=True, stable=True)
+        starts, lengths = starts[order], lengths[order]
+
+        buckets: list[tuple[int, int]] = []
+        for n in lengths.tolist():  # longest first: a bucket's first sequence sets its length
+            if buckets and n * BUCKET_RATIO >= buckets[-1][1]:
+                buckets[-1] = (buckets[-1][0] + 1, buckets[-1][1])
+            else:
+                buckets.append((1, n))
+        padded = torch.tensor([length for count, length in buckets for _ in range(count)], dtype=torch.long)
+        slots = int(padded.sum())
+        first_slot = torch.repeat_interleave(torch.cumsum(padded, 0) - padded, padded)
+        offset = torch.arange(slots) - first_slot
+        used = offset < torch.repeat_interleave(lengths, padded)
+        gather = torch.repeat_interleave(starts, padded) + torch.where(used, offset, 0)
+        scatter = torch.zeros(flat.numel(), dtype=torch.long)
+        scatter[gather[used]] = torch.arange(slots)[used]
+        return cls(gather, tuple(buckets), scatter)
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> Segments:
+        move = {"device": device, "non_blocking": non_blocking}
+        return Segments(self.gather.to(**move), self.buckets, self.scatter.to(**move))
+
+    def pin_memory(self) -> Segments:
+        return Segments(self.gather.pin_memory(), self.buckets, self.scatter.pin_memory())
+
+
 @dataclass
 class TokenBatch:
     """Token tensors of one batch plus, per sequence, its group, language and preference role.
@@ -63,6 +124,8 @@ class TokenBatch:
     num_loss_tokens: int
     group_ids: list[str] = dataclasses.field(default_factory=list)
     """The group id of each ``seq_group`` index (empty for batches made by hand)."""
+    segments: Segments | None = None
+    """The sequences' layout for variable-length attention (None for batches made by hand)."""
 
     def seq_keys(self) -> list[tuple[str, str, int]]:
         """``(group_id, lang, role)`` of each sequence: what names it across batches and epochs."""
@@ -80,7 +143,7 @@ class TokenBatch:
         moved = {
             f.name: value.to(device, non_blocking=non_blocking)
             for f in dataclasses.fields(self)
-            if isinstance(value := getattr(self, f.name), torch.Tensor)
+            if isinstance(value := getattr(self, f.name), torch.Tensor | Segments)
         }
         return dataclasses.replace(self, **moved)
 
@@ -89,7 +152,7 @@ class TokenBatch:
         pinned = {
             f.name: value.pin_memory()
             for f in dataclasses.fields(self)
-            if isinstance(value := getattr(self, f.name), torch.Tensor)
+            if isinstance(value := getattr(self, f.name), torch.Tensor | Segments)
         }
         return dataclasses.replace(self, **pinned)
 
@@ -115,4 +178,5 @@ class TokenBatch:
             "labels": self.labels,
             "seq_ids": self.seq_ids,
             "num_seqs": self.num_seqs,
+            "segments": self.segments,
         }

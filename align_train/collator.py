@@ -20,6 +20,7 @@ from align_train.batch import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
     ParallelBatch,
+    Segments,
     TokenBatch,
 )
 from align_train.config import OBJECTIVE_NAMES, PREFERENCE_OBJECTIVES, ObjectiveName, check_choice
@@ -422,4 +423,5 @@ class Collator:
             seq_role=torch.tensor([s.role for s in sequences], dtype=torch.long),
             pair_index=torch.tensor([s.pair for s in sequences], dtype=torch.long),
             num_loss_tokens=int((labels != IGNORE_INDEX).sum()),
+            segments=Segments.of(seq_ids),
         )

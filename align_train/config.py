@@ -34,6 +34,12 @@ ScorerName = Literal["math", "tool"]
 Precision = Literal["auto", "bf16", "fp32"]
 """Compute dtype: ``auto`` is bf16 on a GPU and float32 on a CPU."""
 
+Attention = Literal[
+    "auto", "varlen_sdpa", "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"
+]
+"""``auto``: ``varlen_sdpa`` (:mod:`align_train.attention`) where it computes the model exactly, else the
+model's own; any other value is a transformers ``attn_implementation``."""
+
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     """Refuse a ``value`` of parameter ``name`` that is not one of ``choices``."""
@@ -78,6 +84,10 @@ class TrainConfig(_Section):
     pack: bool | Literal["auto"] = Field(
         "auto",
         description="padding-free batches; auto = when the model's attention honours them, else padding",
+    )
+    attention: Attention = Field(
+        "auto",
+        description="attention kernel; auto = varlen_sdpa (each sequence on its own, no mask) where exact",
     )
     loss_chunk_tokens: int | None = Field(
         None,

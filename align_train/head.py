@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from align_train.batch import TokenBatch
+from align_train.attention import VARLEN_SDPA
+from align_train.batch import Segments, TokenBatch
 from align_train.losses import SeqLogps, scored_positions, sequence_logps
 
 CHUNK_BYTES = 256 * 2**20
@@ -226,17 +227,24 @@ class LabelledLM(nn.Module):
         labels: torch.Tensor,
         seq_ids: torch.Tensor,
         num_seqs: int,
+        segments: Segments | None = None,
         output_hidden_states: bool = False,
         uniform_weights: bool = False,
     ) -> LabelledOutput:
         """Label log-probabilities per sequence; ``uniform_weights`` as in :func:`labelled_logps` (the
-        objective knows whether its loss is a token mean)."""
-        inputs = {
+        objective knows whether its loss is a token mean).
+
+        Under :data:`~align_train.attention.VARLEN_SDPA` attention, ``segments`` replaces the padding mask:
+        each sequence attends within itself, so right padding needs no mask.
+        """
+        inputs: dict[str, Any] = {
             "input_ids": input_ids,
             "position_ids": position_ids,
             "attention_mask": attention_mask,
             "use_cache": False,
         }
+        if segments is not None and self.causal_lm.config._attn_implementation == VARLEN_SDPA:
+            inputs.update(attention_mask=None, segments=segments)
         if self.chunk_tokens is None:
             out = self.lm(**inputs, output_hidden_states=output_hidden_states)
             hidden = out.hidden_states[-1] if output_hidden_states else None

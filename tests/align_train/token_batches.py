@@ -1,14 +1,21 @@
 """Token batches and models for the loss tests: hand-built :class:`TokenBatch` layouts (padded, as
-preference pairs, in TRL's layout) and pairs of tiny Llama models."""
+preference pairs, in TRL's layout), batches from the real collator with the loss a micro-step computes on
+them, and pairs of tiny Llama models."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from align_train.batch import TokenBatch
+from align_train.batch import ParallelBatch, TokenBatch
+from align_train.collator import Collator
+from align_train.head import LabelledLM
+from align_train.losses import alignment_loss
+from align_train.objectives import OBJECTIVES
+from tests.align_train.corpus import preference_rows, sft_rows
 
 VOCAB = 97
 
@@ -111,3 +118,23 @@ def policy_and_reference(vocab_size: int) -> tuple[LlamaForCausalLM, LlamaForCau
     policy = LlamaForCausalLM(config)
     torch.manual_seed(1)
     return policy, LlamaForCausalLM(config).eval().requires_grad_(False)
+
+
+def collated(tokenizer: Any, objective: str, pack: bool) -> TokenBatch:
+    rows = preference_rows(2) if objective != "sft" else sft_rows(4)
+    return Collator(tokenizer, objective=objective, max_length=256, pack=pack)(ParallelBatch.of(rows))
+
+
+def objective_loss(
+    model: torch.nn.Module, reference: LabelledLM | None, batch: TokenBatch, objective: str
+) -> torch.Tensor:
+    """The objective plus the alignment term, as a micro-step computes them."""
+    out = model(**batch.labelled_inputs(), output_hidden_states=True, uniform_weights=objective == "sft")
+    ref_logps = None
+    if reference is not None:
+        with torch.no_grad():
+            ref_logps = reference(**batch.labelled_inputs()).logps
+    spec = OBJECTIVES[objective]
+    count = max(1, spec.count_units(batch))  # as LossScale counts a window without loss units
+    result = spec.compute(out.logps, batch, reference=ref_logps, beta=0.1, count=count)
+    return result.loss + alignment_loss(out.hidden, batch, anchor_lang="en").loss
