@@ -156,6 +156,10 @@ class Collator:
                   b0               1
                   b1               1  1
 
+    With ``one_row=True`` all sequences go into a single row and no token is padding: for
+    :data:`~align_train.attention.VARLEN_SDPA` attention, whose cost is the sequences' squares whatever the
+    rows (under a mask that row would cost its length squared).
+
     Call the model with :meth:`TokenBatch.model_inputs` (it sets ``use_cache=False``, without which the
     packed mask is not built).
     """
@@ -167,6 +171,7 @@ class Collator:
         objective: ObjectiveName,
         max_length: int,
         pack: bool = False,
+        one_row: bool = False,
     ) -> None:
         check_choice("objective", objective, OBJECTIVE_NAMES)
         if max_length < 2:
@@ -177,6 +182,7 @@ class Collator:
         self.objective = objective
         self.max_length = max_length
         self.pack = pack
+        self.one_row = one_row
         # Padded positions are masked and unlabelled, so the id only has to exist in the vocabulary.
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stats: Counter[str] = Counter()
@@ -372,6 +378,7 @@ class Collator:
         return self._batch(sequences, input_ids, labels, position_ids, attention_mask, seq_ids)
 
     def _packed(self, sequences: list[_Sequence]) -> TokenBatch:
+        capacity = sum(len(s.input_ids) for s in sequences) if self.one_row else self.max_length
         rows: list[list[int]] = []
         free: list[int] = []
         for i in sorted(range(len(sequences)), key=lambda i: -len(sequences[i].input_ids)):
@@ -379,11 +386,11 @@ class Collator:
             row = next((r for r, space in enumerate(free) if space >= n), None)
             if row is None:
                 rows.append([])
-                free.append(self.max_length)
+                free.append(capacity)
                 row = len(rows) - 1
             rows[row].append(i)
             free[row] -= n
-        width = self.max_length - min(free)
+        width = capacity - min(free)
         shape = (len(rows), width)
         input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
         labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)

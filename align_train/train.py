@@ -19,6 +19,7 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
+from align_train.attention import VARLEN_SDPA
 from align_train.batch import TokenBatch
 from align_train.checkpoint import load_trainer_state, restore, resume_point, save_checkpoint
 from align_train.collator import Collator
@@ -92,14 +93,20 @@ def train(cfg: TrainConfig) -> Path:
             enable_activation_checkpointing(policy)
         objective = OBJECTIVES[cfg.objective]
         # Decided on the unsharded model: a no-grad forward through FSDP2 breaks it.
-        choose_attention(cfg.attention, policy, is_main=run.is_main)
+        attention = choose_attention(cfg.attention, policy, is_main=run.is_main)
         pack = choose_packing(cfg, policy, run)
         chunk_tokens = choose_head(policy, chunk_tokens=cfg.loss_chunk_tokens, is_main=run.is_main)
         labelled = LabelledLM(policy, chunk_tokens=chunk_tokens)
         reference = _reference(cfg, tokenizer, labelled, objective, run)
         model = wrap(labelled, strategy=cfg.dist, run=run)
         sampler = _sampler(cfg, run)
-        collator = Collator(tokenizer, objective=cfg.objective, max_length=cfg.max_length, pack=pack)
+        collator = Collator(
+            tokenizer,
+            objective=cfg.objective,
+            max_length=cfg.max_length,
+            pack=pack,
+            one_row=pack and attention == VARLEN_SDPA,
+        )
         total_steps = _total_steps(cfg, sampler)
         optimizer = _optimizer(model, cfg)
         scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, total_steps)

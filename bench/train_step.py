@@ -52,6 +52,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from align_train.attention import VARLEN_SDPA
 from align_train.batch import ParallelBatch, TokenBatch
 from align_train.collator import Collator
 from align_train.config import Attention, TrainConfig
@@ -138,11 +139,18 @@ def parallel_batches(shards: Path, args: argparse.Namespace) -> Iterator[Paralle
 
 
 def token_batches(
-    args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, *, objective: str, pack: bool
+    args: argparse.Namespace,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    objective: str,
+    pack: bool,
+    one_row: bool = False,
 ) -> tuple[list[TokenBatch], float]:
     """The batches of the run collated up front, and the CPU-seconds the collator took."""
     shards = args.preference_shards if objective == "dpo" else args.shards
-    collator = Collator(tokenizer, objective=objective, max_length=args.max_length, pack=pack)
+    collator = Collator(
+        tokenizer, objective=objective, max_length=args.max_length, pack=pack, one_row=one_row
+    )
     rows = parallel_batches(shards, args)
     start = time.process_time()
     collated = [collator(next(rows)) for _ in range(args.warmup + args.steps)]
@@ -219,7 +227,9 @@ def run_ours(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: 
     attention = choose_attention("sdpa" if arm.endswith("-sdpa") else args.attention, policy, is_main=False)
     model = LabelledLM(policy, chunk_tokens=choose_head(policy, chunk_tokens=None, is_main=False))
     pack = arm.startswith("ours-packed")
-    batches, data_s = token_batches(args, tokenizer, objective=objective_name, pack=pack)
+    batches, data_s = token_batches(
+        args, tokenizer, objective=objective_name, pack=pack, one_row=pack and attention == VARLEN_SDPA
+    )
     reference: Reference | ReferenceTable | None = None
     precompute_s = 0.0
     if objective.needs_reference:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from align_train.attention import VARLEN_SDPA, register
 from align_train.batch import IGNORE_INDEX, ROLE_CHOSEN, ROLE_REJECTED, ROLE_SFT, ParallelBatch, TokenBatch
 from align_train.collator import Collator
 from align_train.sampler import ParallelBatchSampler
@@ -169,6 +170,14 @@ def test_packed_layout_restarts_positions_per_sequence(tokenizer: Any, shard_dir
     moved = packed.to("meta")
     assert moved.input_ids.device.type == "meta" and moved.attention_mask is None
     assert moved.seq_langs == packed.seq_langs
+    assert moved.segments is not None and moved.segments.gather.device.type == "meta"
+
+    # One row, for variable-length attention: the same sequences, no padding at all.
+    flat = Collator(tokenizer, objective="sft", max_length=128, pack=True, one_row=True)(batch)
+    assert flat.input_ids.shape == (1, sum(lengths)) and bool((flat.seq_ids >= 0).all())
+    for i in range(flat.num_seqs):
+        assert torch.equal(flat.input_ids[flat.seq_ids == i], padded.input_ids[i, : lengths[i]])
+        assert flat.position_ids[flat.seq_ids == i].tolist() == list(range(lengths[i]))
 
 
 def test_constructor_checks_objective_length_and_template(tokenizer_dir: Path) -> None:
@@ -187,8 +196,9 @@ def test_constructor_checks_objective_length_and_template(tokenizer_dir: Path) -
         Collator(tokenizer, objective="sft", max_length=64)
 
 
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
+@pytest.fixture(scope="module", params=["sdpa", "eager", VARLEN_SDPA])
 def tiny_llama(request: pytest.FixtureRequest, tokenizer: Any) -> LlamaForCausalLM:
+    register()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -214,12 +224,13 @@ def token_losses(model: LlamaForCausalLM, batch: TokenBatch) -> torch.Tensor:
     return losses[labelled][order]
 
 
+@pytest.mark.parametrize("one_row", [False, True], ids=["rows", "one-row"])
 def test_packed_batch_gives_the_padded_per_token_loss(
-    tiny_llama: LlamaForCausalLM, tokenizer: Any, shard_dir: Path
+    tiny_llama: LlamaForCausalLM, tokenizer: Any, shard_dir: Path, one_row: bool
 ) -> None:
     batch = batch_of(shard_dir, groups=2)
     padded = Collator(tokenizer, objective="sft", max_length=512)(batch)
-    packed = Collator(tokenizer, objective="sft", max_length=512, pack=True)(batch)
+    packed = Collator(tokenizer, objective="sft", max_length=512, pack=True, one_row=one_row)(batch)
     expected, actual = token_losses(tiny_llama, padded), token_losses(tiny_llama, packed)
     assert actual.shape == expected.shape == (padded.num_loss_tokens,)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
