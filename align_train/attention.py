@@ -41,6 +41,7 @@ def segments_of_positions(position_ids: torch.Tensor) -> Segments:
     return Segments.of(ids + torch.arange(ids.shape[0], device=ids.device).unsqueeze(1) * ids.shape[1])
 
 
+@torch.compiler.disable  # a compiled layer breaks its graph here: the buckets change from batch to batch
 def varlen_sdpa_forward(
     module: torch.nn.Module,
     query: torch.Tensor,

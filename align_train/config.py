@@ -104,6 +104,10 @@ class TrainConfig(_Section):
         False,
         description="recompute each decoder layer in the backward pass instead of keeping its activations",
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile each decoder layer (dynamic shapes: one compile serves every batch)",
+    )
     export_merged: bool = Field(
         False, description="LoRA: at the end, also write OUT/merged, the base model with the adapters merged"
     )

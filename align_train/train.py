@@ -44,6 +44,7 @@ from align_train.model import (
     MERGED_DIR,
     choose_attention,
     choose_packing,
+    compile_layers,
     compute_dtype,
     enable_activation_checkpointing,
     export_merged,
@@ -96,6 +97,8 @@ def train(cfg: TrainConfig) -> Path:
         attention = choose_attention(cfg.attention, policy, is_main=run.is_main)
         pack = choose_packing(cfg, policy, run)
         chunk_tokens = choose_head(policy, chunk_tokens=cfg.loss_chunk_tokens, is_main=run.is_main)
+        if cfg.compile:  # after the probes' forwards, which would otherwise compile graphs of their own
+            compile_layers(policy)
         labelled = LabelledLM(policy, chunk_tokens=chunk_tokens)
         reference = _reference(cfg, tokenizer, labelled, objective, run)
         model = wrap(labelled, strategy=cfg.dist, run=run)

@@ -59,7 +59,7 @@ from align_train.config import Attention, TrainConfig
 from align_train.distributed import Runtime, clip_grad_norm
 from align_train.head import LabelledLM, choose_head
 from align_train.hf import ParallelBatches, ParallelIndexSampler, load_shards
-from align_train.model import choose_attention, load_model, load_tokenizer, tiny_model
+from align_train.model import choose_attention, compile_layers, load_model, load_tokenizer, tiny_model
 from align_train.objectives import OBJECTIVES, LossScale
 from align_train.reference import Reference, ReferenceTable
 from align_train.sampler import ParallelBatchSampler
@@ -226,6 +226,8 @@ def run_ours(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: 
     policy = build_model(args, tokenizer).to(device).train()
     attention = choose_attention("sdpa" if arm.endswith("-sdpa") else args.attention, policy, is_main=False)
     model = LabelledLM(policy, chunk_tokens=choose_head(policy, chunk_tokens=None, is_main=False))
+    if args.compile:  # compiled in the warm-up steps, which are not timed
+        compile_layers(policy)
     pack = arm.startswith("ours-packed")
     batches, data_s = token_batches(
         args, tokenizer, objective=objective_name, pack=pack, one_row=pack and attention == VARLEN_SDPA
@@ -478,6 +480,7 @@ def measure(args: argparse.Namespace, arms: list[str]) -> dict[str, dict[str, An
         f"--device={args.device}",
         f"--attention={args.attention}",
     ]
+    forwarded += ["--compile"] if args.compile else []
     forwarded += [f"--model={args.model}"] if args.model else []
     forwarded += [f"--tokenizer={args.tokenizer}"] if args.tokenizer else []
     forwarded += [f"--threads={args.threads}"] if args.threads else []
@@ -535,6 +538,7 @@ def main() -> None:
         default="auto",
         help="attention of the ours arms (the -sdpa arms: sdpa)",
     )
+    parser.add_argument("--compile", action="store_true", help="compile the ours arms' decoder layers")
     parser.add_argument("--groups-per-batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--warmup", type=int, default=2)
@@ -582,7 +586,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
     print(
         f"device: {name}   model: {args.model or args.size}   groups/batch: {args.groups_per_batch}   "
         f"max_length: {args.max_length}   steps: {args.steps} (+{args.warmup} warm-up)   "
-        f"best of {args.repeats}"
+        f"best of {args.repeats}   attention: {args.attention}{'   compiled' if args.compile else ''}"
     )
     print(f"{'arm':13} {unit:>10} {'peak MiB':>9} {'vs':>11} {'speed':>6} {'mem':>5}  notes")
     baselines = {

@@ -1,4 +1,5 @@
-"""Models of a run: activation checkpointing (same loss and gradients, layers recomputed)."""
+"""Models of a run: activation checkpointing (same loss and gradients, layers recomputed) and compiled
+layers (same loss and gradients, one compile for every batch length)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from transformers import LlamaForCausalLM
 from align_train.batch import ParallelBatch
 from align_train.collator import Collator
 from align_train.head import LabelledLM
-from align_train.model import enable_activation_checkpointing
+from align_train.model import choose_attention, compile_layers, enable_activation_checkpointing
 from schemas import ConfigError
 from tests.align_train.corpus import sft_rows
 
@@ -74,3 +75,37 @@ def test_activation_checkpointing_refuses_a_model_without_it(
     model.supports_gradient_checkpointing = False
     with pytest.raises(ConfigError, match="does not support it: set it to false"):
         enable_activation_checkpointing(model)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
+def test_compiled_layers_keep_loss_and_gradients_and_compile_once(
+    tokenizer: Any, smol_models: tuple[LlamaForCausalLM, LlamaForCausalLM], checkpointing: bool
+) -> None:
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    eager = copy.deepcopy(smol_models[0]).train()
+    choose_attention("auto", eager, is_main=False)
+    if checkpointing:
+        enable_activation_checkpointing(eager)
+    compiled = copy.deepcopy(eager)
+    compile_layers(compiled)
+    collator = Collator(tokenizer, objective="sft", max_length=256, pack=True, one_row=True)
+    graphs = []
+    for rows in (4, 6, 3):  # three batch lengths
+        batch = collator(ParallelBatch.of(sft_rows(rows)))
+        results = []
+        for model in (eager, compiled):
+            model.zero_grad()
+            labelled = LabelledLM(model, chunk_tokens=32)
+            loss = -labelled(**batch.labelled_inputs(), uniform_weights=True).logps.sums.sum()
+            loss.backward()
+            results.append((loss.detach(), [p.grad for p in model.parameters()]))
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+        (loss, grads), (loss_compiled, grads_compiled) = results
+        # float32, fused kernels summing in other orders: rounding-level differences only.
+        torch.testing.assert_close(loss_compiled, loss, rtol=1e-5, atol=1e-5)
+        for got, expected in zip(grads_compiled, grads, strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert graphs[0] > 0
+    assert graphs[1:] == graphs[:1] * 2  # the later lengths reused the first compile
