@@ -127,9 +127,9 @@ def load_model(path: Path | None, tokenizer: PreTrainedTokenizerBase, *, seed: i
 def packing_is_exact(model: torch.nn.Module) -> bool:
     """Whether ``model`` computes a packed sequence exactly as it computes it alone.
 
-    Packing relies on the attention implementation turning restarting ``position_ids`` into a
-    block-diagonal mask (Hugging Face's sdpa, eager and flex paths do; flash-attention reads them as varlen
-    boundaries). An architecture or kernel that ignores them would silently attend across sequences, so
+    Packing relies on the attention implementation reading restarting ``position_ids`` as sequence
+    boundaries (Hugging Face's sdpa, eager and flex paths build a block-diagonal mask from them;
+    :data:`VARLEN_SDPA` and flash-attention attend within each sequence). An architecture or kernel that ignores them would silently attend across sequences, so
     two random sequences are run packed and alone and their logits compared.
     """
     device = next(model.parameters()).device
