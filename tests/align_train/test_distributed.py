@@ -60,9 +60,15 @@ def torchrun(config_file: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    ("dist", "activation_checkpointing", "lora"),
-    [("ddp", False, False), ("fsdp", False, False), ("ddp", True, False), ("fsdp", True, True)],
-    ids=["ddp", "fsdp", "ddp-checkpointing", "fsdp-checkpointing-lora"],
+    ("dist", "activation_checkpointing", "lora", "compiled"),
+    [
+        ("ddp", False, False, False),
+        ("fsdp", False, False, False),
+        ("ddp", True, False, False),
+        ("fsdp", True, True, False),
+        ("fsdp", False, False, True),
+    ],
+    ids=["ddp", "fsdp", "ddp-checkpointing", "fsdp-checkpointing-lora", "fsdp-compiled"],
 )
 def test_two_ranks_match_one_process_with_double_accumulation(
     corpus: Path,
@@ -72,6 +78,7 @@ def test_two_ranks_match_one_process_with_double_accumulation(
     dist: str,
     activation_checkpointing: bool,
     lora: bool,
+    compiled: bool,
 ) -> None:
     out = tmp_path / "ranks"
     extra = {"lora": LORA} if lora else {}
@@ -82,6 +89,7 @@ def test_two_ranks_match_one_process_with_double_accumulation(
         grad_accum=2,
         dist=dist,
         activation_checkpointing=activation_checkpointing,
+        compile=compiled,
         **SETTINGS,
         **extra,
     )
