@@ -7,6 +7,7 @@ batch and ``max_length``) and runs in a process of its own, the arms taking turn
 - ``ours``, ``ours-packed``: align_train's step (output layer on labelled positions only, fused AdamW,
   clipping, cosine schedule), padded and packed, with ``--attention`` (default ``auto``: varlen_sdpa);
 - ``ours-sdpa``, ``ours-packed-sdpa``: the same with Hugging Face's masked sdpa attention;
+- ``ours-packed-compiled`` (only when named in ``--arms``): ``ours-packed`` with compiled decoder layers;
 - ``hf``, ``hf-packed``: ``transformers.Trainer`` on the identical token batches (padded, packed), with its
   defaults for everything else (its fused AdamW, clipping at 1.0) and no logging, evaluation or saving;
 - ``trl-sft``: TRL's ``SFTTrainer`` on the same rows, tokenising and collating them itself;
@@ -72,6 +73,8 @@ PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A1
 LR = 1e-4
 BETA = 0.1
 SFT_ARMS = ("ours", "hf", "ours-packed", "hf-packed", "trl-sft", "ours-sdpa", "ours-packed-sdpa")
+EXTRA_ARMS = ("ours-packed-compiled",)
+"""Arms run only when named in ``--arms``."""
 DPO_ARMS = ("ours-dpo", "ours-dpo-pre", "trl-dpo", "trl-dpo-pre")
 
 
@@ -226,7 +229,7 @@ def run_ours(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: 
     policy = build_model(args, tokenizer).to(device).train()
     attention = choose_attention("sdpa" if arm.endswith("-sdpa") else args.attention, policy, is_main=False)
     model = LabelledLM(policy, chunk_tokens=choose_head(policy, chunk_tokens=None, is_main=False))
-    if args.compile:  # compiled in the warm-up steps, which are not timed
+    if arm.endswith("-compiled"):  # compiled in the warm-up steps, which are not timed
         compile_layers(policy)
     pack = arm.startswith("ours-packed")
     batches, data_s = token_batches(
@@ -443,6 +446,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, PreTrainedTokenizerBase, str], 
     "ours-packed": run_ours,
     "ours-sdpa": run_ours,
     "ours-packed-sdpa": run_ours,
+    "ours-packed-compiled": run_ours,
     "ours-dpo": run_ours,
     "ours-dpo-pre": run_ours,
     "hf": run_hf,
@@ -480,7 +484,6 @@ def measure(args: argparse.Namespace, arms: list[str]) -> dict[str, dict[str, An
         f"--device={args.device}",
         f"--attention={args.attention}",
     ]
-    forwarded += ["--compile"] if args.compile else []
     forwarded += [f"--model={args.model}"] if args.model else []
     forwarded += [f"--tokenizer={args.tokenizer}"] if args.tokenizer else []
     forwarded += [f"--threads={args.threads}"] if args.threads else []
@@ -538,7 +541,6 @@ def main() -> None:
         default="auto",
         help="attention of the ours arms (the -sdpa arms: sdpa)",
     )
-    parser.add_argument("--compile", action="store_true", help="compile the ours arms' decoder layers")
     parser.add_argument("--groups-per-batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--warmup", type=int, default=2)
@@ -547,7 +549,7 @@ def main() -> None:
     parser.add_argument(
         "--arms",
         nargs="+",
-        choices=[*SFT_ARMS, *DPO_ARMS],
+        choices=[*SFT_ARMS, *EXTRA_ARMS, *DPO_ARMS],
         default=None,
         help="default: all (the DPO arms when --preference-shards exists)",
     )
@@ -586,7 +588,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
     print(
         f"device: {name}   model: {args.model or args.size}   groups/batch: {args.groups_per_batch}   "
         f"max_length: {args.max_length}   steps: {args.steps} (+{args.warmup} warm-up)   "
-        f"best of {args.repeats}   attention: {args.attention}{'   compiled' if args.compile else ''}"
+        f"best of {args.repeats}   attention: {args.attention}"
     )
     print(f"{'arm':13} {unit:>10} {'peak MiB':>9} {'vs':>11} {'speed':>6} {'mem':>5}  notes")
     baselines = {
@@ -594,6 +596,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
         "ours-packed": "hf-packed",
         "ours-sdpa": "ours",
         "ours-packed-sdpa": "ours-packed",
+        "ours-packed-compiled": "ours-packed",
         "trl-sft": "ours",
         "ours-dpo": "trl-dpo",
         "ours-dpo-pre": "trl-dpo-pre",
