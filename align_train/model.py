@@ -183,7 +183,7 @@ def choose_attention(setting: Attention, model: torch.nn.Module, *, is_main: boo
         try:
             base.set_attn_implementation(setting)
             exact = setting != VARLEN_SDPA or _varlen_is_exact(base, own)
-        except (ImportError, ValueError, NotImplementedError) as e:
+        except (ImportError, ValueError, TypeError, NotImplementedError) as e:
             raise ConfigError(
                 f"attention={setting!r} cannot run this model: {' '.join(str(e).split())}"
             ) from e
@@ -193,7 +193,7 @@ def choose_attention(setting: Attention, model: torch.nn.Module, *, is_main: boo
         return setting
     try:
         exact, why = _varlen_is_exact(base, own), "it does not give this model's logits"
-    except NotImplementedError as e:
+    except (TypeError, NotImplementedError) as e:  # TypeError: a forward that takes no layout argument
         exact, why = False, str(e).split(":")[0]
     if not exact and is_main:
         print(f"note: {VARLEN_SDPA} is not used ({why}); this model keeps its {own!r} attention")
