@@ -103,13 +103,13 @@ def train(cfg: TrainConfig) -> Path:
         reference = _reference(cfg, tokenizer, labelled, objective, run)
         model = wrap(labelled, strategy=cfg.dist, run=run)
         sampler = _sampler(cfg, run)
+        one_row = pack and attention == VARLEN_SDPA
         collator = Collator(
-            tokenizer,
-            objective=cfg.objective,
-            max_length=cfg.max_length,
-            pack=pack,
-            one_row=pack and attention == VARLEN_SDPA,
+            tokenizer, objective=cfg.objective, max_length=cfg.max_length, pack=pack, one_row=one_row
         )
+        if run.is_main:
+            layout = "packed into one row" if one_row else "packed" if pack else "padded"
+            print(f"align-train: {attention} attention, batches {layout}")
         total_steps = _total_steps(cfg, sampler)
         optimizer = _optimizer(model, cfg)
         scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, total_steps)
