@@ -44,18 +44,19 @@ def layout(seed: int, *, packed: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return seq_ids, positions
 
 
+SHAPE = {
+    "vocab_size": 97,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,  # grouped-query attention
+    "intermediate_size": 128,
+}
+
+
 def gqa_llama() -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=256,
-    )
     torch.manual_seed(0)
-    return LlamaForCausalLM(config).double()
+    return LlamaForCausalLM(LlamaConfig(**SHAPE, max_position_embeddings=256)).double()
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -176,17 +177,7 @@ def test_generation_with_padding_and_a_cache_is_sdpa_s() -> None:
 
 
 def sliding_qwen2() -> Qwen2ForCausalLM:
-    config = Qwen2Config(
-        vocab_size=97,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        use_sliding_window=True,
-        sliding_window=4,
-        max_window_layers=0,
-    )
+    config = Qwen2Config(**SHAPE, use_sliding_window=True, sliding_window=4, max_window_layers=0)
     return Qwen2ForCausalLM(config)
 
 
