@@ -92,9 +92,10 @@ def test_positions_give_the_layout_transformers_reads() -> None:
 def hidden_and_grads(model: LlamaForCausalLM, seq_ids: torch.Tensor, **inputs: Any) -> list[torch.Tensor]:
     model.zero_grad()
     gen = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, 97, seq_ids.shape, generator=gen)
+    device = seq_ids.device
+    ids = torch.randint(0, 97, seq_ids.shape, generator=gen).to(device)
     hidden = model.model(input_ids=ids, use_cache=False, **inputs).last_hidden_state[seq_ids >= 0]
-    weights = torch.randn(hidden.shape, generator=gen, dtype=hidden.dtype)
+    weights = torch.randn(hidden.shape, generator=gen, dtype=torch.float64).to(device, hidden.dtype)
     (hidden * weights).sum().backward()
     return [hidden.detach()] + [p.grad for p in model.model.parameters()]
 
@@ -198,3 +199,22 @@ def test_an_explicit_attention_this_model_cannot_run_is_a_config_error() -> None
         pytest.skip("flash-attn is installed")
     with pytest.raises(ConfigError, match="flash_attention_2"):
         choose_attention("flash_attention_2", gqa_llama().float(), is_main=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlashAttention needs a GPU")
+def test_on_a_gpu_every_bucket_runs_flash_attention_in_bf16() -> None:
+    """The point of the layout: unmasked causal calls that FlashAttention takes (it raises otherwise)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    register()
+    seq_ids, positions = layout(5, packed=True)
+    model = gqa_llama().cuda().to(torch.bfloat16)
+    inputs = {"position_ids": positions.cuda()}
+    expected = hidden_and_grads(model, seq_ids.cuda(), **inputs)  # the mask: efficient or math kernel
+    model.set_attn_implementation(VARLEN_SDPA)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        got = hidden_and_grads(model, seq_ids.cuda(), **inputs, segments=Segments.of(seq_ids).to("cuda"))
+    # bf16 keeps 8 significant bits (eps 2^-8): two layers of rounding leave a few eps of relative error.
+    for ours, theirs in zip(got, expected, strict=True):
+        error = (ours.float() - theirs.float()).norm() / theirs.float().norm()
+        assert error < 4 * 2**-8
