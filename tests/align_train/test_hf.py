@@ -202,3 +202,28 @@ def test_trl_dpo_trainer_trains_on_parallel_batches(
     assert logs[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy = reference at the start
     assert len(logs) == 2
     complete_groups(trainer.train_batch_sampler, read_groups(preference_shard_dir))
+
+
+def test_transformers_padding_free_batches_run_on_varlen_sdpa(model_dir: Path) -> None:
+    """``DataCollatorWithFlattening``'s one-row batches (restarting position ids, no mask) without
+    flash-attn: the loss is each sequence's own, token-weighted."""
+    from transformers import DataCollatorWithFlattening
+
+    from align_train.attention import VARLEN_SDPA, register
+
+    register()
+    gen = torch.Generator().manual_seed(0)
+    sequences = [torch.randint(0, 1000, (n,), generator=gen).tolist() for n in (5, 9, 3, 12)]
+    flat = DataCollatorWithFlattening()([{"input_ids": ids} for ids in sequences])
+    assert flat["input_ids"].shape == (1, 29) and "attention_mask" not in flat
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        alone = [
+            float(model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss) for ids in sequences
+        ]
+        expected = sum(loss * (len(ids) - 1) for loss, ids in zip(alone, sequences, strict=True)) / 25
+        model.set_attn_implementation(VARLEN_SDPA)
+        assert float(model(**flat).loss) == pytest.approx(expected, rel=1e-5)
+        # Without the position ids the sequences attend to each other: the loss moves.
+        leaky = {key: value for key, value in flat.items() if key != "position_ids"}
+        assert float(model(**leaky).loss) != pytest.approx(expected, rel=1e-3)
