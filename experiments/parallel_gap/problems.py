@@ -17,6 +17,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The demo generator's first twenty names, copied rather than imported: the experiment's problems, and so
+# docs/results.md, must not change when the demo corpus does.
 PEOPLE: tuple[tuple[str, str], ...] = (
     ("Maya", "she"),
     ("Liam", "he"),
