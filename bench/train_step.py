@@ -165,13 +165,17 @@ def real_tokens(batch: TokenBatch) -> int:
 
 
 class Meter:
-    """CPU-seconds (wall seconds on a GPU) and peak memory added from :meth:`start` on."""
+    """CPU-seconds (wall seconds on a GPU) and peak memory added from :meth:`start` on; with ``profile``, a
+    ``torch.profiler`` trace of the same steps."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, *, profile: Path | None = None, arm: str = "") -> None:
         self.device = device
         self.base = 0
         self.started = 0.0
         self.seconds = 0.0
+        self.profile, self.arm = profile, arm
+        self.profiler: torch.profiler.profile | None = None
+        self.device_busy: float | None = None
 
     def clock(self) -> float:
         if self.device.type == "cuda":
@@ -195,10 +199,42 @@ class Meter:
         return (_status_kib("VmHWM") - self.base) / 1024
 
     def start(self) -> None:
+        if self.profile is not None:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if self.device.type == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.start()
         self.started = self.clock()
 
     def stop(self) -> None:
         self.seconds = self.clock() - self.started
+        if self.profiler is not None and self.profile is not None:
+            self.profiler.stop()
+            self.device_busy = write_profile(self.profiler, self.profile, self.arm, self.device, self.seconds)
+
+
+def write_profile(
+    profiler: torch.profiler.profile, folder: Path, arm: str, device: torch.device, seconds: float
+) -> float | None:
+    """``ARM.json`` (a Chrome trace: chrome://tracing or ui.perfetto.dev) and ``ARM.txt`` (the ops that took
+    the most time) in ``folder``; returns the share of the timed wall-clock time the GPU ran kernels (None on
+    a CPU). A share well below 1 means the GPU waited on the host: launches, synchronisations, Python."""
+    folder.mkdir(parents=True, exist_ok=True)
+    profiler.export_chrome_trace(str(folder / f"{arm}.json"))
+    ops = profiler.key_averages()
+    cuda = device.type == "cuda"
+    table = ops.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=30)
+    (folder / f"{arm}.txt").write_text(table)
+    if not cuda:
+        return None
+    # The kernel time that the table's footer sums ("Self CUDA time total"), in microseconds.
+    kernels = sum(
+        op.self_device_time_total
+        for op in ops
+        if op.device_type == torch.autograd.DeviceType.CUDA and not getattr(op, "is_user_annotation", False)
+    )
+    return kernels / 1e6 / seconds
 
 
 def _status_kib(field: str) -> int:
@@ -257,13 +293,13 @@ def run_ours(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: 
     scheduler = get_cosine_schedule_with_warmup(optimizer, 0, len(batches))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     anchor = ShardStream(args.shards).manifest.anchor_lang
-    meter = Meter(device)
+    meter = Meter(device, profile=args.profile, arm=arm)
     meter.reset_peak()
     tokens, seq_lengths = 0, []
-    for step, batch in enumerate(batches):
+    for step, host_batch in enumerate(batches):
         if step == args.warmup:
             meter.start()
-        batch = batch.to(device)
+        batch = host_batch.to(device)
         scale = LossScale.for_window([batch], objective, run=run, alignment_weight=0.0)
         with autocast:
             out = micro_step(
@@ -280,14 +316,15 @@ def run_ours(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: 
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if step >= args.warmup:
-            tokens += real_tokens(batch)
-            seq_lengths += torch.bincount(batch.seq_ids[batch.seq_ids >= 0]).tolist()
+        if step >= args.warmup:  # counted on the host copy: reading the GPU's would wait for the step
+            tokens += real_tokens(host_batch)
+            seq_lengths += torch.bincount(host_batch.seq_ids[host_batch.seq_ids >= 0]).tolist()
     meter.stop()
     return {
         "tokens": tokens,
         "seconds": meter.seconds,
         "peak_mib": meter.peak_mib(),
+        "device_busy": meter.device_busy,
         "data_s": data_s * args.steps / len(batches),
         "precompute_s": precompute_s,
         "flops": train_flops(policy, seq_lengths),
@@ -371,7 +408,7 @@ def run_hf(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: st
         else:
             item["attention_mask"] = b.attention_mask
         items.append(item)
-    meter = Meter(torch.device(args.device))
+    meter = Meter(torch.device(args.device), profile=args.profile, arm=arm)
     with tempfile.TemporaryDirectory() as out:
         trainer = counting(Trainer)(
             model=build_model(args, tokenizer),
@@ -390,6 +427,7 @@ def run_hf(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: st
         "seconds": meter.seconds,
         "peak_mib": meter.peak_mib(),
         "flops": train_flops(trainer.model, seq_lengths),
+        "device_busy": meter.device_busy,
     }
 
 
@@ -401,7 +439,7 @@ def run_trl(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: s
     shards = args.preference_shards if dpo else args.shards
     dataset = load_shards(shards)
     sampler = ParallelIndexSampler(dataset, shards, groups_per_batch=args.groups_per_batch, seed=0)
-    meter = Meter(torch.device(args.device))
+    meter = Meter(torch.device(args.device), profile=args.profile, arm=arm)
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as out:
         if dpo:
@@ -438,6 +476,7 @@ def run_trl(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: s
         "seconds": meter.seconds,
         "peak_mib": meter.peak_mib(),
         "precompute_s": prepare_s if arm == "trl-dpo-pre" else 0.0,
+        "device_busy": meter.device_busy,
     }
 
 
@@ -487,6 +526,7 @@ def measure(args: argparse.Namespace, arms: list[str]) -> dict[str, dict[str, An
     forwarded += [f"--model={args.model}"] if args.model else []
     forwarded += [f"--tokenizer={args.tokenizer}"] if args.tokenizer else []
     forwarded += [f"--threads={args.threads}"] if args.threads else []
+    forwarded += [f"--profile={args.profile}"] if args.profile else []
     best: dict[str, dict[str, Any]] = {}
     for repeat in range(args.repeats):
         for arm in arms:
@@ -561,6 +601,13 @@ def main() -> None:
         help="CPU threads per arm (default: OMP_NUM_THREADS, else the idle cores)",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="write a torch.profiler trace and table of each arm's timed steps to this folder "
+        "(the profiler slows the steps: compare speeds from runs without it)",
+    )
     args = parser.parse_args()
     if args.arm is not None:
         run_arm(args)
@@ -590,6 +637,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
         f"max_length: {args.max_length}   steps: {args.steps} (+{args.warmup} warm-up)   "
         f"best of {args.repeats}   attention: {args.attention}"
     )
+    if args.profile:
+        print(f"profiled into {args.profile}: the profiler slows the host, so these speeds do not compare")
     print(f"{'arm':13} {unit:>10} {'peak MiB':>9} {'vs':>11} {'speed':>6} {'mem':>5}  notes")
     baselines = {
         "ours": "hf",
@@ -615,6 +664,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
             notes.append(f"reference precompute {r['precompute_s']:.1f} CPU-s")
         if peak and "flops" in r:
             notes.append(f"MFU {r['flops'] / r['seconds'] / peak:.1%}")
+        if r.get("device_busy") is not None:
+            notes.append(f"GPU busy {r['device_busy']:.0%}")
         print(f"{arm:13} {r['speed']:10.0f} {r['peak_mib']:9.0f} {vs}  {', '.join(notes)}")
     ratios = []
     for ours, theirs in (("ours", "trl-sft"), ("ours-dpo", "trl-dpo"), ("ours-dpo-pre", "trl-dpo-pre")):
