@@ -40,6 +40,9 @@ Attention = Literal[
 """``auto``: ``varlen_sdpa`` (:mod:`align_train.attention`) where it computes the model exactly, else the
 model's own; any other value is a transformers ``attn_implementation``."""
 
+PrefetchWorker = Literal["process", "thread"]
+"""Where batches are built ahead of the loop (:mod:`align_train.prefetch`)."""
+
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     """Refuse a ``value`` of parameter ``name`` that is not one of ``choices``."""
@@ -97,7 +100,11 @@ class TrainConfig(_Section):
     seed: int = 0
     shuffle_buffer: int = Field(1024, ge=1, description="groups held by the stream's shuffle buffer")
     prefetch: int = Field(
-        2, ge=0, description="optimizer steps of batches built ahead in a worker thread; 0 = in the loop"
+        2, ge=0, description="optimizer steps of batches built ahead in a worker; 0 = in the loop"
+    )
+    prefetch_worker: PrefetchWorker = Field(
+        "process",
+        description="where batches are built ahead: a process (off the loop's GIL) or a thread of the loop's",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
     activation_checkpointing: bool = Field(

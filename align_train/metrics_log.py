@@ -66,17 +66,14 @@ class MetricsLogger:
     ) -> None:
         """Record optimizer step ``step``, which trained on ``window``: ``loss`` is this rank's share of the
         window's objective, ``metrics`` the objective's metrics per micro-batch."""
-        group_ids = [g for batch in window.batches for g in batch.group_ids]
-        self.data_file.write(json.dumps({"step": step, "group_ids": group_ids}) + "\n")
+        self.data_file.write(json.dumps({"step": step, "group_ids": window.group_ids}) + "\n")
         self.tokens += sum(int((b.seq_ids >= 0).sum()) for b in window.micro_batches)
         self.collated += window.collated
         self.progress.advance(self.task)
         if step % self.log_every and step != self.total_steps:
             return
         self.data_file.flush()
-        langs = Counter[str]()
-        for batch in window.batches:
-            langs.update(batch.lang_counts)
+        langs = window.langs
         collated, self.collated = self.collated, Counter[str]()
         local = {
             "loss": loss,

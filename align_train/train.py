@@ -128,8 +128,9 @@ def train(cfg: TrainConfig) -> Path:
         # Windows of collated micro-batches, built ahead in a worker thread; the cursor to checkpoint is the
         # one after the last window the loop took, not the worker's.
         data = Prefetcher(
-            windows(sampler, collator, grad_accum=cfg.grad_accum, pin_memory=run.device.type == "cuda"),
+            windows(sampler, collator, grad_accum=cfg.grad_accum),
             depth=cfg.prefetch,
+            worker=cfg.prefetch_worker,
         )
         stack.callback(data.close)
         data_state = sampler.state_dict()
@@ -152,6 +153,8 @@ def train(cfg: TrainConfig) -> Path:
             # Collated on the CPU up front: the loss units of the whole window on all ranks are needed
             # before the first backward. Each micro-batch goes to the device in its own micro-step.
             window = next(data)
+            if run.device.type == "cuda":  # page-locked: the copies below then overlap compute
+                window = window.pin_memory()
             data_state = window.data_state
             scale = LossScale.for_window(
                 window.micro_batches, objective, run=run, alignment_weight=cfg.alignment_weight

@@ -1,7 +1,11 @@
-"""Windows of collated batches built ahead in a worker thread, with the cursor of each for exact resume."""
+"""Windows of collated batches built ahead in a worker process or thread, with the cursor of each for exact
+resume."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +32,7 @@ def take(source: Iterator[Window], n: int) -> list[Window]:
 
 
 def same_windows(a: Window, b: Window) -> None:
-    assert [batch.group_ids for batch in a.batches] == [batch.group_ids for batch in b.batches]
+    assert a.group_ids == b.group_ids and a.langs == b.langs
     for x, y in zip(a.micro_batches, b.micro_batches, strict=True):
         assert torch.equal(x.input_ids, y.input_ids) and torch.equal(x.labels, y.labels)
     assert a.data_state == b.data_state and a.collated == b.collated
@@ -57,49 +61,103 @@ def test_each_window_carries_its_cursor_and_statistics(tokenizer: Any, shard_dir
         same_windows(a, b)
 
 
-def test_the_worker_yields_what_the_loop_would_build(tokenizer: Any, shard_dir: Path) -> None:
+WORKERS = ("process", "thread")
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_the_worker_yields_what_the_loop_would_build(tokenizer: Any, shard_dir: Path, worker: str) -> None:
     def source() -> Iterator[Window]:
         return windows(sampler(shard_dir), Collator(tokenizer, objective="sft", max_length=128), grad_accum=2)
 
     inline = take(Prefetcher(source(), depth=0), 5)
-    with Prefetcher(source(), depth=2) as ahead:
+    with Prefetcher(source(), depth=2, worker=worker) as ahead:  # type: ignore[arg-type]
         for a, b in zip(take(ahead, 5), inline, strict=True):
             same_windows(a, b)
+            for x, y in zip(a.micro_batches, b.micro_batches, strict=True):
+                assert x.seq_langs == y.seq_langs and x.group_ids == y.group_ids
+                assert x.segments is not None and y.segments is not None
+                assert torch.equal(x.segments.gather, y.segments.gather)
 
 
-def test_an_error_in_the_worker_is_raised_in_the_loop() -> None:
+@pytest.mark.parametrize("worker", WORKERS)
+def test_an_error_in_the_worker_is_raised_in_the_loop(worker: str) -> None:
     def failing() -> Iterator[int]:
         yield 1
         msg = "the collator found a bug"
         raise RuntimeError(msg)
 
-    with Prefetcher(failing(), depth=2) as data:
+    with Prefetcher(failing(), depth=2, worker=worker) as data:  # type: ignore[arg-type]
         assert next(data) == 1
-        with pytest.raises(RuntimeError, match="the collator found a bug"):
+        with pytest.raises(RuntimeError, match="the collator found a bug") as raised:
             next(data)
-    with Prefetcher(iter([1, 2]), depth=3) as data:
-        assert list(data) == [1, 2]
+        if worker == "process":  # the worker's traceback comes along
+            assert "in failing" in "".join(raised.value.__notes__)
+    # Tensors of the last items still arrive after the worker's source has ended.
+    items = [torch.arange(3), torch.arange(5.0)]
+    with Prefetcher(iter(items), depth=3, worker=worker) as data:  # type: ignore[arg-type]
+        time.sleep(0.2)
+        got = list(data)
+        assert len(got) == 2 and all(torch.equal(a, b) for a, b in zip(got, items, strict=True))
         with pytest.raises(StopIteration):
             next(data)
 
 
-def test_close_stops_a_worker_waiting_on_a_full_queue() -> None:
-    produced = []
+class Unpicklable(Exception):
+    def __init__(self, what: str, handle: object) -> None:
+        super().__init__(what)
+        self.handle = handle
+
+
+def test_an_error_that_cannot_leave_the_worker_process_is_raised_by_what_it_says() -> None:
+    def failing() -> Iterator[int]:
+        raise Unpicklable("a row the collator cannot read", handle=lambda: None)
+        yield 0
+
+    with Prefetcher(failing(), depth=2) as data, pytest.raises(RuntimeError) as raised:
+        next(data)
+    assert str(raised.value) == "Unpicklable: a row the collator cannot read"
+    assert "in failing" in "".join(raised.value.__notes__)
+
+
+def test_a_worker_process_that_dies_is_an_error_not_a_hang() -> None:
+    def killed() -> Iterator[int]:
+        yield 1
+        time.sleep(0.5)  # the queue's feeder thread sends 1 meanwhile
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        yield 2
+
+    with Prefetcher(killed(), depth=2) as data:
+        assert next(data) == 1
+        with pytest.raises(RuntimeError, match="exit code -9"):
+            next(data)
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_close_stops_a_worker_waiting_on_a_full_queue(worker: str) -> None:
+    produced = multiprocessing.get_context("fork").Value("i", 0)  # shared with a forked worker
 
     def endless() -> Iterator[int]:
         i = 0
         while True:
-            produced.append(i)
+            with produced.get_lock():
+                produced.value += 1
             yield i
             i += 1
 
-    data = Prefetcher(endless(), depth=2)
+    data = Prefetcher(endless(), depth=2, worker=worker)  # type: ignore[arg-type]
     assert next(data) == 0
-    deadline = time.monotonic() + 5
-    while len(produced) < 4 and time.monotonic() < deadline:  # 1 taken, 2 queued, 1 waiting to be put
+    deadline = time.monotonic() + 10
+    while produced.value < 4 and time.monotonic() < deadline:  # 1 taken, 2 queued, 1 waiting to be put
         time.sleep(0.01)
     data.close()
     assert not any(t.name == "align-train-data" for t in threading.enumerate())
-    assert len(produced) == 4  # it stopped instead of running ahead
+    assert not any(p.name == "align-train-data" for p in multiprocessing.active_children())
+    time.sleep(0.1)
+    assert produced.value == 4  # it stopped instead of running ahead
+
+
+def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="depth=-1 is invalid"):
         Prefetcher(iter([]), depth=-1)
+    with pytest.raises(ValueError, match="worker='fibre' is invalid"):
+        Prefetcher(iter([]), depth=1, worker="fibre")  # type: ignore[arg-type]

@@ -56,15 +56,21 @@ def test_dpo_starts_at_ln2_and_lowers_the_loss(
 def test_batches_built_ahead_train_exactly_as_batches_built_in_the_loop(
     shard_dir: Path, model_dir: Path, tmp_path: Path
 ) -> None:
-    for prefetch in (0, 3):
-        train(train_config(shard_dir, tmp_path / str(prefetch), model_dir, max_steps=4, prefetch=prefetch))
-    inline, ahead = read_metrics(tmp_path / "0"), read_metrics(tmp_path / "3")
-    for key in ("loss", "langs", "collator", "epoch"):
-        assert [r[key] for r in ahead] == [r[key] for r in inline], key
+    runs = {"inline": (0, "process"), "process": (3, "process"), "thread": (3, "thread")}
+    for name, (prefetch, worker) in runs.items():
+        cfg = train_config(
+            shard_dir, tmp_path / name, model_dir, max_steps=4, prefetch=prefetch, prefetch_worker=worker
+        )
+        train(cfg)
+    inline = read_metrics(tmp_path / "inline")
     data = "data/rank-0.jsonl"
-    assert (tmp_path / "3" / data).read_text() == (tmp_path / "0" / data).read_text()
-    saved = torch.load(tmp_path / "3" / "checkpoints/step-000004/trainer_state.pt", weights_only=True)
-    assert saved["ranks"][0]["data"] == {"epoch": 0, "batches": 8}  # what the loop took, not the worker
+    for name in ("process", "thread"):
+        ahead = read_metrics(tmp_path / name)
+        for key in ("loss", "langs", "collator", "epoch"):
+            assert [r[key] for r in ahead] == [r[key] for r in inline], (name, key)
+        assert (tmp_path / name / data).read_text() == (tmp_path / "inline" / data).read_text()
+        saved = torch.load(tmp_path / name / "checkpoints/step-000004/trainer_state.pt", weights_only=True)
+        assert saved["ranks"][0]["data"] == {"epoch": 0, "batches": 8}  # what the loop took, not the worker
 
 
 def test_a_compiled_run_trains_as_the_eager_run_and_saves_the_same_model(
