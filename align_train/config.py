@@ -104,7 +104,7 @@ class TrainConfig(_Section):
     )
     prefetch_worker: PrefetchWorker = Field(
         "process",
-        description="where batches are built ahead: a process (off the loop's GIL) or a thread of the loop's",
+        description="where batches are built ahead: a process (off the loop's GIL; Linux) or a thread",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
     activation_checkpointing: bool = Field(

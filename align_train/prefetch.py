@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import pickle
 import queue
+import sys
 import threading
 import traceback
 from collections import Counter
@@ -94,7 +95,8 @@ class Prefetcher:
     worker's traceback as a note; a worker process that dies (killed for memory) is an error, not a hang.
     :meth:`close` stops the worker (it is also a context manager); items already built are dropped.
 
-    The process is forked, so ``source`` need not be picklable; it must not use the GPU (pin in the loop:
+    The process is forked (on Linux; elsewhere, where forking a process with threads is unsafe, the worker
+    is a thread), so ``source`` need not be picklable; it must not use the GPU (pin in the loop:
     :meth:`Window.pin_memory`). Its items are pickled, tensors through shared memory.
     """
 
@@ -109,13 +111,13 @@ class Prefetcher:
         self._stop: Any = None
         if not depth:
             return
-        if worker == "process":
+        if worker == "process" and sys.platform == "linux":
             context = torch.multiprocessing.get_context("fork")
             self._queue, self._stop = context.Queue(maxsize=depth), context.Event()
             self._worker = context.Process(
                 target=_produce, args=(source, self._queue, self._stop, True), name=WORKER_NAME, daemon=True
             )
-        elif worker == "thread":
+        elif worker in ("process", "thread"):  # forking is safe on Linux only: a thread elsewhere
             self._queue, self._stop = queue.Queue(maxsize=depth), threading.Event()
             self._worker = threading.Thread(
                 target=_produce, args=(source, self._queue, self._stop, False), name=WORKER_NAME, daemon=True
