@@ -16,6 +16,7 @@ the last window the loop took. The collator's statistics travel the same way, pe
 
 from __future__ import annotations
 
+import os
 import pickle
 import queue
 import sys
@@ -181,11 +182,16 @@ class Prefetcher:
 def _produce(source: Iterator[Any], out: Any, stop: Any, in_process: bool) -> None:
     """The worker: ``(True, item)`` per item of ``source``, then ``(False, StopIteration())`` or
     ``(False, exception)``, until ``stop`` is set."""
+    parent = os.getppid() if in_process else None
     if in_process:
         torch.set_num_threads(1)  # as DataLoader workers: the loop's process owns the cores
 
+    def stopped() -> bool:
+        # A loop killed outright (SIGKILL, out of memory) never sets ``stop``: its worker is then an orphan.
+        return stop.is_set() or (parent is not None and os.getppid() != parent)
+
     def put(entry: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
+        while not stopped():
             try:
                 out.put(entry, timeout=0.05)
                 return True
@@ -212,4 +218,5 @@ def _produce(source: Iterator[Any], out: Any, stop: Any, in_process: bool) -> No
     if put((False, end)) and in_process:
         # The loop fetches a queued tensor's shared memory from this process when it takes the item, so
         # the process stays until the loop is done with it.
-        stop.wait()
+        while not stopped():
+            stop.wait(timeout=1.0)

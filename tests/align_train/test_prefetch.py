@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -130,6 +132,40 @@ def test_a_worker_process_that_dies_is_an_error_not_a_hang() -> None:
         assert next(data) == 1
         with pytest.raises(RuntimeError, match="exit code -9"):
             next(data)
+
+
+ORPHAN_PARENT = """
+import itertools, multiprocessing, time
+from align_train.prefetch import Prefetcher
+data = Prefetcher(itertools.count(), depth=1)
+next(data)
+print(*(p.pid for p in multiprocessing.active_children() if p.name == "align-train-data"), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_worker_process_ends_when_its_loop_is_killed() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_PARENT],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline())
+    parent.kill()  # no close(), no exit handlers: as the out-of-memory killer ends a loop
+    parent.wait()
+
+    def running(pid: int) -> bool:
+        try:  # a zombie (state Z) has ended; the container's init may be slow to reap it
+            return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while running(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(worker)
 
 
 @pytest.mark.parametrize("worker", WORKERS)
