@@ -14,7 +14,7 @@ against ``alone``, the host side with no data path at all. The worker can only h
 does not hold the loop's GIL. Wall-clock milliseconds per step, best of ``--repeats``, modes interleaved;
 every mode with one torch thread (set ``OMP_NUM_THREADS=1`` on a busy machine).
 
-    python bench/prefetch.py                   # demo shards (make demo), ~1 min on 2 CPU cores
+    python bench/prefetch.py                   # demo shards (make demo), ~20 s on 2 CPU cores
 """
 
 from __future__ import annotations
