@@ -132,10 +132,10 @@ class Prefetcher:
         return self
 
     def __next__(self) -> Any:
-        if self._worker is None:
-            return next(self._source)
         if self._done:
             raise StopIteration
+        if self._worker is None:
+            return next(self._source)
         ok, item = self._get()
         if ok:
             return item
@@ -161,6 +161,7 @@ class Prefetcher:
                         raise RuntimeError(msg) from None
 
     def close(self) -> None:
+        self._done = True  # a forked worker's copy of the source ran ahead: the loop's copy must not resume
         if self._stop is not None:
             self._stop.set()
         worker, self._worker = self._worker, None

@@ -186,6 +186,8 @@ def test_close_stops_a_worker_waiting_on_a_full_queue(worker: str) -> None:
     while produced.value < 4 and time.monotonic() < deadline:  # 1 taken, 2 queued, 1 waiting to be put
         time.sleep(0.01)
     data.close()
+    with pytest.raises(StopIteration):  # not the source's next item from this process
+        next(data)
     assert not any(t.name == "align-train-data" for t in threading.enumerate())
     assert not any(p.name == "align-train-data" for p in multiprocessing.active_children())
     time.sleep(0.1)
