@@ -125,7 +125,7 @@ def train(cfg: TrainConfig) -> Path:
             # Each rank its own random stream (dropout): identical masks on all ranks would waste data.
             _seed_all(cfg.seed + run.rank)
         logger = MetricsLogger(cfg, run, start_step=step, total_steps=total_steps)
-        # Windows of collated micro-batches, built ahead in a worker thread; the cursor to checkpoint is the
+        # Windows of collated micro-batches, built ahead in a worker; the cursor to checkpoint is the
         # one after the last window the loop took, not the worker's.
         data = Prefetcher(
             windows(sampler, collator, grad_accum=cfg.grad_accum),
