@@ -73,12 +73,11 @@ class MetricsLogger:
         if step % self.log_every and step != self.total_steps:
             return
         self.data_file.flush()
-        langs = window.langs
         collated, self.collated = self.collated, Counter[str]()
         local = {
             "loss": loss,
             "tokens": self.tokens,
-            "langs": langs,
+            "langs": window.langs,
             "metrics": metrics,
             "collated": collated,
         }

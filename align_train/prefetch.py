@@ -16,6 +16,7 @@ the last window the loop took. The collator's statistics travel the same way, pe
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import queue
@@ -24,7 +25,6 @@ import threading
 import traceback
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,7 +38,7 @@ from align_train.sampler import ParallelBatchSampler
 WORKER_NAME = "align-train-data"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Window:
     """The batches of one optimizer step, collated, and the data cursor after them."""
 
@@ -53,8 +53,7 @@ class Window:
 
     def pin_memory(self) -> Window:
         """The window with its token tensors in page-locked memory, so that copies to a GPU overlap compute."""
-        pinned = [batch.pin_memory() for batch in self.micro_batches]
-        return Window(pinned, self.group_ids, self.langs, self.data_state, self.collated)
+        return dataclasses.replace(self, micro_batches=[batch.pin_memory() for batch in self.micro_batches])
 
 
 def windows(sampler: ParallelBatchSampler, collator: Collator, *, grad_accum: int) -> Iterator[Window]:
