@@ -138,8 +138,8 @@ class Prefetcher:
         ok, item = self._get()
         if ok:
             return item
+        self._done = True  # the worker has ended: every later call ends too, instead of waiting on it
         if isinstance(item, StopIteration):
-            self._done = True  # every later call ends too
             raise StopIteration
         raise item
 

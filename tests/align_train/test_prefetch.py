@@ -94,6 +94,8 @@ def test_an_error_in_the_worker_is_raised_in_the_loop(worker: str) -> None:
             next(data)
         if worker == "process":  # the worker's traceback comes along
             assert "in failing" in "".join(raised.value.__notes__)
+        with pytest.raises(StopIteration):  # not a wait on a worker that has ended
+            next(data)
     # Tensors of the last items still arrive after the worker's source has ended.
     items = [torch.arange(3), torch.arange(5.0)]
     with Prefetcher(iter(items), depth=3, worker=worker) as data:  # type: ignore[arg-type]
