@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from align_train.collator import Collator
+from align_train.config import PrefetchWorker
 from align_train.model import load_tokenizer
 from align_train.prefetch import Prefetcher, Window, windows
 from align_train.sampler import ParallelBatchSampler
@@ -56,12 +57,12 @@ def host_step(layers: int) -> Callable[[], None]:
     return step
 
 
-def data_source(args: argparse.Namespace) -> Callable[[], object]:
+def data_source(args: argparse.Namespace) -> Callable[[], Iterator[Window]]:
     """A fresh endless iterator of windows over the training split, as ``align-train`` builds them."""
     tokenizer = load_tokenizer(None)
     collator = Collator(tokenizer, objective="sft", max_length=args.max_length, pack=True, one_row=True)
 
-    def source() -> object:
+    def source() -> Iterator[Window]:
         stream = ShardStream(args.shards, seed=0, split="train")
         sampler = ParallelBatchSampler(
             stream,
@@ -74,12 +75,15 @@ def data_source(args: argparse.Namespace) -> Callable[[], object]:
     return source
 
 
-def run(mode: str, args: argparse.Namespace, step: Callable[[], None], source: Callable[[], object]) -> float:
+def run(
+    mode: str, args: argparse.Namespace, step: Callable[[], None], source: Callable[[], Iterator[Window]]
+) -> float:
     """Milliseconds per step of ``--steps`` steps after ``--warmup``."""
     data: Prefetcher | None = None
     if mode != "alone":
         depth = 0 if mode == "inline" else args.prefetch
-        data = Prefetcher(source(), depth=depth, worker="thread" if mode == "thread" else "process")  # type: ignore[arg-type]
+        worker: PrefetchWorker = "thread" if mode == "thread" else "process"
+        data = Prefetcher(source(), depth=depth, worker=worker)
     try:
         for i in range(args.warmup + args.steps):
             if i == args.warmup:
@@ -115,10 +119,10 @@ def main() -> None:
     step, source = host_step(args.layers), data_source(args)
 
     windows_alone = source()
-    next(windows_alone)  # type: ignore[call-overload]
+    next(windows_alone)
     start = time.perf_counter()
     for _ in range(5):
-        next(windows_alone)  # type: ignore[call-overload]
+        next(windows_alone)
     collate_ms = (time.perf_counter() - start) / 5 * 1e3
     best: dict[str, float] = {}
     for _ in range(args.repeats):
