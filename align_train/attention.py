@@ -14,7 +14,7 @@ without one, the attention reads the sequences from ``position_ids`` as transfor
 
 Registered with transformers as :data:`VARLEN_SDPA`. With a padding mask or a KV cache (generation) it
 is plain ``sdpa``; sliding-window, soft-capped, sink or bidirectional attention is refused, not
-approximated (:func:`align_train.model.choose_attention` then keeps the model's own attention).
+approximated (:func:`align_train.capabilities.choose_attention` then keeps the model's own attention).
 """
 
 from __future__ import annotations

@@ -40,48 +40,32 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from transformers import PreTrainedTokenizerBase
 
-from align_train.config import RUN_CONFIG, TrainConfig
 from align_train.distributed import barrier, gather
 from align_train.head import LabelledLM
-from schemas import ConfigError, DataError
+from align_train.run_folder import RUN_CONFIG, STATE_FILE, checkpoint_root, damaged, latest_checkpoint
+from schemas import ConfigError
 
-STATE_FILE = "trainer_state.pt"
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 _TRAINABLE = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
 LABELLED_PREFIX = "lm."
 """What :class:`~align_train.head.LabelledLM` adds before the names of the model's parameters."""
 
 
-def checkpoint_root(out: Path) -> Path:
-    return out / "checkpoints"
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    """The checkpoint ``latest`` points to, or None when the run has none yet."""
-    pointer = checkpoint_root(out) / "latest"
-    if not pointer.is_file():
-        return None
-    path = pointer.parent / pointer.read_text(encoding="utf-8").strip()
-    if not (path / STATE_FILE).is_file():
-        msg = f"{pointer} names {path}, which is not a complete checkpoint; point it at one that is"
+def resume_point(out: Path, *, resume: bool, holdout: float) -> Path | None:
+    """The checkpoint the run in ``out`` continues from (None for a fresh run), refusing settings that cannot
+    continue it: ``resume`` false, or another ``holdout`` than the one it trained with."""
+    latest = latest_checkpoint(out)
+    if latest is not None and not resume:
+        msg = f"out {out} already holds checkpoint {latest.name}: set resume=true to continue it or pick a new out"
         raise ConfigError(msg)
-    return path
-
-
-def resume_point(cfg: TrainConfig) -> Path | None:
-    """The checkpoint a run continues from (None for a fresh run), refusing settings that cannot continue it."""
-    latest = latest_checkpoint(cfg.out)
-    if latest is not None and not cfg.resume:
-        msg = f"out {cfg.out} already holds checkpoint {latest.name}: set resume=true to continue it or pick a new out"
-        raise ConfigError(msg)
-    saved = cfg.out / RUN_CONFIG
+    saved = out / RUN_CONFIG
     if latest is not None:
         # A run without config.yaml predates the held-out split: it trained on every group.
         settings = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}) if saved.is_file() else {}
         before = settings.get("holdout", 0.0)
-        if before != cfg.holdout:
+        if before != holdout:
             msg = (
-                f"out {cfg.out} was trained with holdout={before}, this run has holdout={cfg.holdout}: "
+                f"out {out} was trained with holdout={before}, this run has holdout={holdout}: "
                 f"groups already trained on would be evaluated; keep holdout={before} or pick a new out"
             )
             raise ConfigError(msg)
@@ -134,22 +118,6 @@ def save_checkpoint(
         os.replace(pointer.with_suffix(".tmp"), pointer)
     barrier()
     return final
-
-
-def damaged(checkpoint: Path, problem: str) -> DataError:
-    """The error for a checkpoint that cannot be loaded: which one, and how to resume from the one before."""
-    pointer = checkpoint.parent / "latest"
-    earlier = sorted(
-        p.name
-        for p in checkpoint.parent.glob("step-*")
-        if p.name < checkpoint.name and (p / STATE_FILE).is_file()
-    )
-    remedy = (
-        f"to resume from the one before it, write its name into {pointer} (echo {earlier[-1]} > {pointer})"
-        if earlier
-        else "there is no earlier checkpoint: start over with another out"
-    )
-    return DataError(f"checkpoint {checkpoint} is damaged, {problem}: {remedy}")
 
 
 def load_trainer_state(path: Path, *, world_size: int) -> dict[str, Any]:

@@ -13,10 +13,9 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from align_train.run_folder import RUN_CONFIG, training_run
 from align_train.split import Split, check_split
 from schemas import MANIFEST_FILE, Manifest, normalize_lang
-
-RUN_CONFIG = "config.yaml"
 
 ObjectiveName = Literal["sft", "dpo", "orpo"]
 """What training minimises (:data:`align_train.losses.OBJECTIVES` implements each)."""
@@ -39,6 +38,9 @@ Attention = Literal[
 ]
 """``auto``: ``varlen_sdpa`` (:mod:`align_train.attention`) where it computes the model exactly, else the
 model's own; any other value is a transformers ``attn_implementation``."""
+
+ReferenceKind = Literal["frozen", "adapter-disabled"]
+"""The DPO reference: a frozen copy of the starting model, or the LoRA policy with its adapters off."""
 
 PrefetchWorker = Literal["process", "thread"]
 """Where batches are built ahead of the loop (:mod:`align_train.prefetch`)."""
@@ -121,7 +123,7 @@ class TrainConfig(_Section):
     dpo_beta: float = Field(0.1, gt=0)
     orpo_beta: float = Field(0.1, gt=0)
     alignment_weight: float = Field(0.0, ge=0, description="cross-lingual alignment term; 0 = off")
-    reference: Literal["frozen", "adapter-disabled"] | None = Field(
+    reference: ReferenceKind | None = Field(
         None, description="DPO reference model; None = 'adapter-disabled' with LoRA, else 'frozen'"
     )
     precompute_reference: bool = Field(
@@ -278,14 +280,6 @@ class EvalConfig(_Section):
             self.split = "eval" if self.holdout > 0 else "all"
         check_split(self.split, self.holdout)
         return self
-
-
-def training_run(model: Path | None) -> Path | None:
-    """The training run folder ``model`` is, or is a checkpoint of (it holds ``config.yaml``), if any."""
-    if model is None:
-        return None
-    candidates = [model, model.parent.parent] if model.parent.name == "checkpoints" else [model]
-    return next((run for run in candidates if (run / RUN_CONFIG).is_file()), None)
 
 
 def _run_holdout(model: Path | None, data: Path) -> float:

@@ -19,8 +19,8 @@ The result is the same per-token log-probability as the full logits give (float 
 losses and gradients of every objective (``tests/align_train/test_head.py``).
 
 The output layer must be a plain ``nn.Linear`` on the last hidden state, as in every decoder-only model of
-transformers that does not post-process its logits. :func:`choose_head` checks that on the model itself
-(logit soft-capping or scaling would break it) and otherwise keeps the full-logits path.
+transformers that does not post-process its logits. :func:`align_train.capabilities.choose_head` checks that
+on the model itself (logit soft-capping or scaling would break it) and otherwise keeps the full-logits path.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from torch import nn
 
 from align_train.attention import VARLEN_SDPA
 from align_train.batch import Segments, TokenBatch
-from align_train.losses import SeqLogps, scored_positions, sequence_logps
+from align_train.logps import SeqLogps, scored_positions, sequence_logps
 
 CHUNK_BYTES = 256 * 2**20
 """Default size of one chunk's float32 logits: 1365 positions at a 49k vocabulary, 512 at 128k."""
@@ -205,9 +205,10 @@ class LabelledLM(nn.Module):
 
     With ``chunk_tokens`` set, the output layer runs on labelled positions only, in chunks of that many
     positions (see the module docstring); with ``chunk_tokens=None`` the model's own forward computes the
-    full logits and :func:`~align_train.losses.sequence_logps` reads them (the path for models whose
-    output layer :func:`choose_head` refuses). The wrapped model is ``self.lm``: DDP and FSDP2 wrap this
-    module, so that the body and the output layer run inside one forward of the wrapped module.
+    full logits and :func:`~align_train.logps.sequence_logps` reads them (the path for models whose
+    output layer :func:`~align_train.capabilities.choose_head` refuses). The wrapped model is ``self.lm``:
+    DDP and FSDP2 wrap this module, so that the body and the output layer run inside one forward of the
+    wrapped module.
     """
 
     def __init__(self, lm: nn.Module, *, chunk_tokens: int | None) -> None:
@@ -268,41 +269,3 @@ class LabelledLM(nn.Module):
         """:meth:`forward` on a :class:`TokenBatch` (call the wrapped module with ``**batch.labelled_inputs()``
         to go through DDP or FSDP2)."""
         return self(**batch.labelled_inputs(), output_hidden_states=output_hidden_states)
-
-
-@torch.no_grad()
-def chunked_head_is_exact(model: nn.Module) -> bool:
-    """Whether ``model``'s logits are its output layer (an ``nn.Linear``) applied to its last hidden state.
-
-    Checked on two random sequences, as :func:`~align_train.model.packing_is_exact` checks packing: a model
-    that scales or soft-caps its logits after the output layer would otherwise get a different loss.
-    """
-    base = causal_lm(model)
-    head = base.get_output_embeddings()
-    if type(head) is not nn.Linear:  # e.g. LoRA on the output layer: a module of its own
-        return False
-    device = head.weight.device
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(base.config.vocab_size, (2, 6), generator=generator).to(device)
-    training = model.training
-    model.eval()
-    try:
-        logits = model(input_ids=ids, use_cache=False).logits
-        hidden = base.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
-    finally:
-        model.train(training)
-    return torch.allclose(head(hidden).float(), logits.float(), atol=1e-4, rtol=1e-3)
-
-
-def choose_head(model: nn.Module, *, chunk_tokens: int | None, is_main: bool) -> int | None:
-    """The ``chunk_tokens`` of :class:`LabelledLM` for ``model``: the configured count (None = the default
-    for its vocabulary) when its output layer can run on labelled positions alone, else None (full logits)."""
-    if not chunked_head_is_exact(model):
-        if is_main:
-            print(
-                "note: this model's logits are not a plain linear output layer on its last hidden state; "
-                "the loss runs on the full logits"
-            )
-        return None
-    vocab_size = causal_lm(model).get_output_embeddings().out_features
-    return chunk_tokens or default_chunk_tokens(vocab_size)

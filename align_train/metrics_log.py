@@ -12,10 +12,9 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from align_train.config import TrainConfig
 from align_train.distributed import Runtime, gather
 from align_train.prefetch import Window
-from align_train.trackers import Tracker, open_trackers, scalars
+from align_train.trackers import Tracker, scalars
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -24,22 +23,32 @@ class MetricsLogger:
     """Per-step records of a run, so that its loss curve can be read and its data order audited.
 
     Every rank calls :meth:`log` every step (it gathers from all ranks on logging steps). On resume, records
-    past the checkpoint's step are dropped so the files read as one uninterrupted run.
+    past the checkpoint's step are dropped so the files read as one uninterrupted run. ``trackers`` (rank
+    0's, see :func:`~align_train.trackers.open_trackers`) get every record and close with the logger.
     """
 
-    def __init__(self, cfg: TrainConfig, run: Runtime, *, start_step: int, total_steps: int) -> None:
+    def __init__(
+        self,
+        out: Path,
+        run: Runtime,
+        *,
+        log_every: int,
+        trackers: list[Tracker],
+        start_step: int,
+        total_steps: int,
+    ) -> None:
         self.run = run
-        self.log_every = cfg.log_every
+        self.log_every = log_every
         self.total_steps = total_steps
-        self.metrics_path = cfg.out / METRICS_FILE
-        data_path = cfg.out / "data" / f"rank-{run.rank}.jsonl"
+        self.metrics_path = out / METRICS_FILE
+        data_path = out / "data" / f"rank-{run.rank}.jsonl"
         data_path.parent.mkdir(parents=True, exist_ok=True)
         _truncate_jsonl(data_path, start_step)
         self.data_file = data_path.open("a", encoding="utf-8")
         self.tokens = 0
         self.since = time.perf_counter()
         self.collated = Counter[str]()  # collator statistics since the last record
-        self.trackers: list[Tracker] = []
+        self.trackers = trackers
         self.progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
@@ -50,7 +59,6 @@ class MetricsLogger:
         )
         if run.is_main:
             _truncate_jsonl(self.metrics_path, start_step)
-            self.trackers = open_trackers(cfg, start_step=start_step)
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
         self.progress.start()
 

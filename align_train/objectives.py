@@ -16,7 +16,8 @@ import torch
 from align_train.batch import TokenBatch
 from align_train.config import ObjectiveName
 from align_train.distributed import Runtime, all_sum
-from align_train.losses import LossOutput, SeqLogps, dpo_loss, num_pairs, orpo_loss, sft_loss
+from align_train.logps import SeqLogps
+from align_train.losses import LossOutput, dpo_loss, num_pairs, orpo_loss, sft_loss
 
 
 class ObjectiveFn(Protocol):

@@ -23,11 +23,12 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from align_train.batch import TokenBatch
+from align_train.capabilities import choose_head
 from align_train.collator import Collator
-from align_train.config import TrainConfig
+from align_train.config import LoraConfig, ReferenceKind
 from align_train.distributed import Runtime, gather
-from align_train.head import LabelledLM, choose_head
-from align_train.losses import SeqLogps, scored_positions
+from align_train.head import LabelledLM
+from align_train.logps import SeqLogps, scored_positions
 from align_train.model import load_model
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
@@ -57,19 +58,27 @@ class Reference:
 
 
 def load_reference(
-    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, policy: LabelledLM, *, is_main: bool
+    kind: ReferenceKind,
+    policy: LabelledLM,
+    *,
+    model: Path | None,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int,
+    chunk_tokens: int | None,
+    is_main: bool,
 ) -> Reference:
-    """The reference for ``cfg.reference``; ``policy`` is the unwrapped policy (a peft model inside) for
-    'adapter-disabled'.
+    """The reference of ``kind`` (the ``reference`` setting); ``policy`` is the unwrapped policy (a peft
+    model inside) for 'adapter-disabled'.
 
-    The frozen copy is loaded from the configured model, not copied from the policy, so a resumed run
-    keeps comparing against the starting point rather than against its own checkpoint.
+    The frozen copy is loaded from ``model`` (None: the demo model of ``seed``), the model the run started
+    from, not copied from the policy, so a resumed run keeps comparing against the starting point rather
+    than against its own checkpoint. ``chunk_tokens`` is the ``loss_chunk_tokens`` setting.
     """
-    if cfg.reference == "adapter-disabled":
+    if kind == "adapter-disabled":
         return Reference(policy, disable_adapters=True)
-    frozen = load_model(cfg.model, tokenizer, seed=cfg.seed).eval().requires_grad_(False)
+    frozen = load_model(model, tokenizer, seed=seed).eval().requires_grad_(False)
     frozen.set_attn_implementation(policy.causal_lm.config._attn_implementation)
-    chunk_tokens = choose_head(frozen, chunk_tokens=cfg.loss_chunk_tokens, is_main=is_main)
+    chunk_tokens = choose_head(frozen, chunk_tokens=chunk_tokens, is_main=is_main)
     return Reference(LabelledLM(frozen, chunk_tokens=chunk_tokens), disable_adapters=False)
 
 
@@ -125,18 +134,33 @@ class ReferenceTable:
         )
 
 
-def reference_identity(cfg: TrainConfig) -> dict[str, Any]:
-    """The settings that decide a precomputed table's values: another value means recomputing it."""
+def reference_identity(
+    collator: Collator,
+    *,
+    shards: Path,
+    langs: list[str] | None,
+    holdout: float,
+    kind: ReferenceKind,
+    model: Path | None,
+    seed: int,
+    lora: LoraConfig,
+) -> dict[str, Any]:
+    """The settings that decide a precomputed table's values: another value means recomputing it.
+
+    The sequences are those of the training split of ``shards`` (``langs``, ``holdout``) as ``collator``
+    tokenises them; the reference is of ``kind`` over ``model`` (None: the demo model of ``seed``), with
+    the adapters of ``lora`` switched off.
+    """
     return {
-        "shards": str(cfg.shards.resolve()),
-        "model": None if cfg.model is None else str(cfg.model.resolve()),
-        "seed": cfg.seed if cfg.model is None else None,  # the demo model's weights
-        "reference": cfg.reference,
-        "objective": cfg.objective,
-        "max_length": cfg.max_length,
-        "langs": cfg.langs,
-        "holdout": cfg.holdout,
-        "lora_target_modules": cfg.lora.target_modules if cfg.lora.enabled else None,
+        "shards": str(shards.resolve()),
+        "model": None if model is None else str(model.resolve()),
+        "seed": seed if model is None else None,  # the demo model's weights
+        "reference": kind,
+        "objective": collator.objective,
+        "max_length": collator.max_length,
+        "langs": langs,
+        "holdout": holdout,
+        "lora_target_modules": lora.target_modules if lora.enabled else None,
     }
 
 
@@ -144,20 +168,24 @@ def reference_identity(cfg: TrainConfig) -> dict[str, Any]:
 def precompute_reference(
     reference: Reference,
     collator: Collator,
-    cfg: TrainConfig,
     run: Runtime,
+    *,
+    shards: Path,
+    langs: list[str] | None,
+    holdout: float,
+    groups_per_batch: int,
+    seed: int,
 ) -> ReferenceTable:
-    """Reference log-probabilities of every sequence of the training split (all languages), each rank
-    scoring a share of the batches, every rank receiving the whole table.
+    """Reference log-probabilities of every sequence of the training split of ``shards`` (``langs``,
+    ``holdout``), each rank scoring a share of the batches of ``groups_per_batch`` groups, every rank
+    receiving the whole table.
 
     Every rank runs the same number of forwards (a rank short of batches repeats its last one and drops
     the result), because an FSDP2 forward is a collective.
     """
-    stream = ShardStream(
-        cfg.shards, seed=cfg.seed, shuffle_buffer=1, langs=cfg.langs, split="train", holdout=cfg.holdout
-    )
+    stream = ShardStream(shards, seed=seed, shuffle_buffer=1, langs=langs, split="train", holdout=holdout)
     sampler = ParallelBatchSampler(
-        stream, policy="all", groups_per_batch=cfg.groups_per_batch, anchor_lang=stream.manifest.anchor_lang
+        stream, policy="all", groups_per_batch=groups_per_batch, anchor_lang=stream.manifest.anchor_lang
     )
     batches = list(sampler)
     mine = batches[run.rank :: run.world_size]

@@ -36,13 +36,13 @@ import yaml
 from pydantic import ValidationError
 
 from align_train.config import (
-    RUN_CONFIG,
     EvalConfig,
     SweepConfig,
     TrainConfig,
     save_yaml,
 )
 from align_train.eval.report import METRICS_FILE, consistency_cell, number, per_lang_cells, percent
+from align_train.run_folder import RUN_CONFIG
 from schemas import ConfigError, Manifest
 from schemas.config_io import describe_validation_error
 

@@ -23,11 +23,10 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from align_train.config import TrainConfig
 from schemas import import_optional
 
 TRACKING_FILE = "tracking.json"
@@ -52,14 +51,14 @@ def scalars(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 class TensorBoardTracker:
-    def __init__(self, cfg: TrainConfig, *, start_step: int) -> None:
+    def __init__(self, out: Path, *, start_step: int) -> None:
         # torch.utils.tensorboard ships with torch but needs the tensorboard package to import.
         _require("tensorboard", "tensorboard")
         from torch.utils.tensorboard import SummaryWriter
 
         # A resumed run purges what the interrupted one wrote after the checkpoint.
         self.writer = SummaryWriter(
-            str(cfg.out / "tensorboard"), purge_step=start_step + 1 if start_step else None
+            str(out / "tensorboard"), purge_step=start_step + 1 if start_step else None
         )
 
     def log(self, scalars: dict[str, float], step: int) -> None:
@@ -71,18 +70,18 @@ class TensorBoardTracker:
 
 
 class WandbTracker:
-    def __init__(self, cfg: TrainConfig, *, start_step: int) -> None:
+    def __init__(self, out: Path, *, project: str, settings: Mapping[str, Any]) -> None:
         wandb = _require("wandb", "wandb")
-        run_id = _run_ids(cfg.out).get("wandb") or uuid.uuid4().hex[:12]
+        run_id = _run_ids(out).get("wandb") or uuid.uuid4().hex[:12]
         self.run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT", cfg.tracking_project),
-            name=cfg.out.name,
+            project=os.environ.get("WANDB_PROJECT", project),
+            name=out.name,
             id=run_id,
             resume="allow",
-            dir=str(cfg.out),
-            config=cfg.model_dump(mode="json"),
+            dir=str(out),
+            config=dict(settings),
         )
-        _save_run_id(cfg.out, "wandb", self.run.id)
+        _save_run_id(out, "wandb", self.run.id)
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)
@@ -92,26 +91,22 @@ class WandbTracker:
 
 
 class MlflowTracker:
-    def __init__(self, cfg: TrainConfig, *, start_step: int) -> None:
+    def __init__(self, out: Path, *, project: str, settings: Mapping[str, Any]) -> None:
         mlflow = _require("mlflow", "mlflow")
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
             # MLflow 3 keeps its file store only on request; a run folder is where this one belongs.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            uri = (cfg.out / "mlruns").resolve().as_uri()
+            uri = (out / "mlruns").resolve().as_uri()
         self.client = mlflow.MlflowClient(tracking_uri=uri)
-        run_id = _run_ids(cfg.out).get("mlflow")
+        run_id = _run_ids(out).get("mlflow")
         if run_id is None:
-            experiment = self.client.get_experiment_by_name(cfg.tracking_project)
-            experiment_id = (
-                experiment.experiment_id
-                if experiment
-                else self.client.create_experiment(cfg.tracking_project)
-            )
-            run_id = self.client.create_run(experiment_id, run_name=cfg.out.name).info.run_id
-            params = _flat_params(cfg.model_dump(mode="json"))
+            experiment = self.client.get_experiment_by_name(project)
+            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(project)
+            run_id = self.client.create_run(experiment_id, run_name=out.name).info.run_id
+            params = _flat_params(settings)
             self.client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
-            _save_run_id(cfg.out, "mlflow", run_id)
+            _save_run_id(out, "mlflow", run_id)
         self.run_id = run_id
         self.entities = mlflow.entities
 
@@ -127,16 +122,18 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id)
 
 
-TRACKERS: dict[str, type] = {
-    "tensorboard": TensorBoardTracker,
-    "wandb": WandbTracker,
-    "mlflow": MlflowTracker,
-}
-
-
-def open_trackers(cfg: TrainConfig, *, start_step: int) -> list[Tracker]:
-    """The trackers of ``cfg.report_to``, opened (on rank 0 only: the caller decides)."""
-    return [TRACKERS[name](cfg, start_step=start_step) for name in cfg.report_to]
+def open_trackers(
+    names: Sequence[str], *, out: Path, project: str, settings: Mapping[str, Any], start_step: int
+) -> list[Tracker]:
+    """The trackers ``names`` (``report_to``) of the run in ``out``, opened (on rank 0 only: the caller
+    decides). ``project`` is ``tracking_project``; ``settings``, the run's config, are what W&B and MLflow
+    record with it; a run resumed at ``start_step`` continues its own record."""
+    opening: dict[str, Callable[[], Tracker]] = {
+        "tensorboard": lambda: TensorBoardTracker(out, start_step=start_step),
+        "wandb": lambda: WandbTracker(out, project=project, settings=settings),
+        "mlflow": lambda: MlflowTracker(out, project=project, settings=settings),
+    }
+    return [opening[name]() for name in names]
 
 
 def _require(module: str, name: str) -> Any:

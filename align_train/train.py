@@ -19,11 +19,11 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
-from align_train.attention import VARLEN_SDPA
 from align_train.batch import TokenBatch
+from align_train.capabilities import choose
 from align_train.checkpoint import load_trainer_state, restore, resume_point, save_checkpoint
 from align_train.collator import Collator
-from align_train.config import PREFERENCE_OBJECTIVES, RUN_CONFIG, TrainConfig, save_yaml
+from align_train.config import PREFERENCE_OBJECTIVES, TrainConfig, save_yaml
 from align_train.distributed import (
     Runtime,
     StopSignal,
@@ -37,13 +37,11 @@ from align_train.distributed import (
     wrap,
     wrap_frozen,
 )
-from align_train.head import LabelledLM, choose_head
+from align_train.head import LabelledLM
 from align_train.losses import alignment_loss
 from align_train.metrics_log import MetricsLogger
 from align_train.model import (
     MERGED_DIR,
-    choose_attention,
-    choose_packing,
     compile_layers,
     compute_dtype,
     enable_activation_checkpointing,
@@ -52,6 +50,7 @@ from align_train.model import (
     load_tokenizer,
 )
 from align_train.objectives import OBJECTIVES, LossScale, Objective
+from align_train.optim import adamw
 from align_train.prefetch import Prefetcher, windows
 from align_train.reference import (
     REFERENCE_FILE,
@@ -61,9 +60,11 @@ from align_train.reference import (
     precompute_reference,
     reference_identity,
 )
+from align_train.run_folder import RUN_CONFIG
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
 from align_train.threads import set_threads
+from align_train.trackers import open_trackers
 from schemas import ConfigError
 
 
@@ -79,7 +80,7 @@ def train(cfg: TrainConfig) -> Path:
     try:
         threads = set_threads(cfg.threads)
         hf_logging.disable_progress_bar()
-        resume_from = resume_point(cfg)
+        resume_from = resume_point(cfg.out, resume=cfg.resume, holdout=cfg.holdout)
         # Read first: a damaged checkpoint should stop the run before a model is loaded.
         state = None if resume_from is None else load_trainer_state(resume_from, world_size=run.world_size)
         if run.is_main:  # what the run trains on, for its evaluation (held-out groups) and for audits
@@ -89,29 +90,37 @@ def train(cfg: TrainConfig) -> Path:
         # Same seed on every rank while building the model: FSDP2 does not broadcast initial weights.
         _seed_all(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
-        policy = load_policy(cfg, tokenizer, checkpoint=resume_from).to(run.device).train()
+        policy = load_policy(cfg.model, tokenizer, lora=cfg.lora, seed=cfg.seed, checkpoint=resume_from)
+        policy = policy.to(run.device).train()
         if cfg.activation_checkpointing:
             enable_activation_checkpointing(policy)
         objective = OBJECTIVES[cfg.objective]
         # Decided on the unsharded model: a no-grad forward through FSDP2 breaks it.
-        attention = choose_attention(cfg.attention, policy, is_main=run.is_main)
-        pack = choose_packing(cfg, policy, run)
-        chunk_tokens = choose_head(policy, chunk_tokens=cfg.loss_chunk_tokens, is_main=run.is_main)
+        chosen = choose(
+            policy,
+            attention=cfg.attention,
+            pack=cfg.pack,
+            chunk_tokens=cfg.loss_chunk_tokens,
+            is_main=run.is_main,
+        )
         if cfg.compile:  # after the probes' forwards, which would otherwise compile graphs of their own
             compile_layers(policy)
-        labelled = LabelledLM(policy, chunk_tokens=chunk_tokens)
+        labelled = LabelledLM(policy, chunk_tokens=chosen.chunk_tokens)
         reference = _reference(cfg, tokenizer, labelled, objective, run)
         model = wrap(labelled, strategy=cfg.dist, run=run)
         sampler = _sampler(cfg, run)
-        one_row = pack and attention == VARLEN_SDPA
         collator = Collator(
-            tokenizer, objective=cfg.objective, max_length=cfg.max_length, pack=pack, one_row=one_row
+            tokenizer,
+            objective=cfg.objective,
+            max_length=cfg.max_length,
+            pack=chosen.pack,
+            one_row=chosen.one_row,
         )
         if run.is_main:
-            layout = "packed into one row" if one_row else "packed" if pack else "padded"
-            print(f"align-train: {attention} attention, batches {layout}")
+            layout = "packed into one row" if chosen.one_row else "packed" if chosen.pack else "padded"
+            print(f"align-train: {chosen.attention} attention, batches {layout}")
         total_steps = _total_steps(cfg, sampler)
-        optimizer = _optimizer(model, cfg)
+        optimizer = adamw(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, total_steps)
         if reference is not None and cfg.precompute_reference:
             # After the optimizer took the (sharded) parameters; a frozen reference model is dropped here.
@@ -124,7 +133,17 @@ def train(cfg: TrainConfig) -> Path:
         else:
             # Each rank its own random stream (dropout): identical masks on all ranks would waste data.
             _seed_all(cfg.seed + run.rank)
-        logger = MetricsLogger(cfg, run, start_step=step, total_steps=total_steps)
+        settings = cfg.model_dump(mode="json")
+        trackers = (
+            open_trackers(
+                cfg.report_to, out=cfg.out, project=cfg.tracking_project, settings=settings, start_step=step
+            )
+            if run.is_main
+            else []
+        )
+        logger = MetricsLogger(
+            cfg.out, run, log_every=cfg.log_every, trackers=trackers, start_step=step, total_steps=total_steps
+        )
         # Windows of collated micro-batches, built ahead in a worker; the cursor to checkpoint is the
         # one after the last window the loop took, not the worker's.
         data = Prefetcher(
@@ -267,7 +286,15 @@ def _reference(
 ) -> Reference | None:
     if not objective.needs_reference:
         return None
-    reference = load_reference(cfg, tokenizer, policy, is_main=run.is_main)
+    reference = load_reference(
+        cfg.reference,  # resolved by the config: 'adapter-disabled' with LoRA, else 'frozen'
+        policy,
+        model=cfg.model,
+        tokenizer=tokenizer,
+        seed=cfg.seed,
+        chunk_tokens=cfg.loss_chunk_tokens,
+        is_main=run.is_main,
+    )
     if not reference.disable_adapters:
         wrap_frozen(reference.model.to(run.device), strategy=cfg.dist)
     return reference
@@ -278,10 +305,28 @@ def _precomputed(
 ) -> ReferenceTable:
     """The reference log-probabilities of the whole training split: the run's saved table when its settings
     match, else computed now (every rank a share) and saved."""
-    identity = reference_identity(cfg)
+    identity = reference_identity(
+        collator,
+        shards=cfg.shards,
+        langs=cfg.langs,
+        holdout=cfg.holdout,
+        kind=cfg.reference,
+        model=cfg.model,
+        seed=cfg.seed,
+        lora=cfg.lora,
+    )
     table = ReferenceTable.load(cfg.out / REFERENCE_FILE, identity=identity)
     if table is None:
-        table = precompute_reference(reference, collator, cfg, run)
+        table = precompute_reference(
+            reference,
+            collator,
+            run,
+            shards=cfg.shards,
+            langs=cfg.langs,
+            holdout=cfg.holdout,
+            groups_per_batch=cfg.groups_per_batch,
+            seed=cfg.seed,
+        )
         reshard(model)  # an adapter-disabled reference is the policy: FSDP2 left its root gathered
         if run.is_main:
             table.save(cfg.out / REFERENCE_FILE, identity=identity)
@@ -330,18 +375,3 @@ def _total_steps(cfg: TrainConfig, sampler: ParallelBatchSampler) -> int:
         )
         raise ConfigError(msg)
     return cfg.max_steps or cfg.epochs * steps_per_epoch
-
-
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: decaying norms and biases only hurts.
-
-    The fused kernel (one pass over each parameter instead of a dozen elementwise ops) on a CPU or a GPU,
-    as ``transformers.Trainer`` uses by default.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=fused)

@@ -30,7 +30,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from align_train.batch import ParallelBatch
-from align_train.checkpoint import checkpoint_root, latest_checkpoint
 from align_train.collator import Collator
 from align_train.config import EvalConfig, ScorerName
 from align_train.eval.benchmarks import (
@@ -44,8 +43,9 @@ from align_train.eval.generate import generate_greedy, generate_vllm, import_vll
 from align_train.eval.report import write_report
 from align_train.eval.scoring import SCORERS, Scorer, last_assistant
 from align_train.eval.summary import EvalReport, RowResult, summarize
-from align_train.losses import sequence_logps
+from align_train.logps import sequence_logps
 from align_train.model import compute_dtype, load_model, load_tokenizer
+from align_train.run_folder import resolve_model
 from align_train.shard_stream import Group, ShardStream
 from align_train.threads import set_threads
 from schemas import ConfigError, stable_fraction
@@ -224,13 +224,6 @@ def _result(item: EvalItem, loss: ReferenceLoss, generation: str | None) -> RowR
         predicted=None if scorer is None else scorer.predicted(generation),
         generation=generation,
     )
-
-
-def resolve_model(model: Path | None) -> Path | None:
-    """A training run folder stands for its latest checkpoint; any other folder for itself."""
-    if model is not None and (checkpoint_root(model) / "latest").is_file():
-        return latest_checkpoint(model)
-    return model
 
 
 def load_for_eval(

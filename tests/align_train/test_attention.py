@@ -13,8 +13,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from align_train.attention import VARLEN_SDPA, register, segments_of_positions
 from align_train.batch import BUCKET_RATIO, Segments
+from align_train.capabilities import choose_attention
 from align_train.head import LabelledLM
-from align_train.model import choose_attention
 from schemas import ConfigError
 from tests.align_train.token_batches import collated, objective_loss
 

@@ -21,15 +21,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from align_train.checkpoint import (
-    STATE_FILE,
-    latest_checkpoint,
     load_trainer_state,
     rng_state,
     set_rng_state,
 )
 from align_train.cli import app
-from align_train.eval.evaluate import load_for_eval, resolve_model
+from align_train.eval.evaluate import load_for_eval
 from align_train.model import MERGED_DIR
+from align_train.run_folder import STATE_FILE, latest_checkpoint, resolve_model
 from align_train.train import train
 from schemas import ConfigError
 from tests import ROOT

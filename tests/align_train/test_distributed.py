@@ -159,7 +159,8 @@ def lora_start(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 
     _seed_all(cfg.seed)
-    return get_peft_model_state_dict(load_policy(cfg, load_tokenizer(cfg.model)))
+    tokenizer = load_tokenizer(cfg.model)
+    return get_peft_model_state_dict(load_policy(cfg.model, tokenizer, lora=cfg.lora, seed=cfg.seed))
 
 
 # Adam divides each gradient by √v + ε, so a weight whose gradient is within float rounding of zero moves

@@ -14,14 +14,8 @@ from transformers import LlamaForCausalLM
 
 from align_train.batch import ParallelBatch
 from align_train.collator import Collator
-from align_train.head import (
-    LabelledLM,
-    choose_head,
-    chunked_head_is_exact,
-    default_chunk_tokens,
-    labelled_logps,
-)
-from align_train.losses import scored_positions
+from align_train.head import LabelledLM, labelled_logps
+from align_train.logps import scored_positions
 from tests.align_train.corpus import sft_rows
 from tests.align_train.token_batches import collated, objective_loss
 
@@ -189,37 +183,6 @@ def test_a_batch_without_labels_still_gives_the_output_layer_a_gradient(
     loss.backward()  # DDP needs every parameter in the graph, even with nothing to learn
     assert loss.item() == 0.0
     assert model.lm.lm_head.weight.grad is not None
-
-
-class ScaledLogits(LlamaForCausalLM):
-    """A model that post-processes its logits (as Cohere scales and Gemma soft-caps them)."""
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        out = super().forward(*args, **kwargs)
-        out.logits = 0.5 * out.logits  # as Cohere scales its logits
-        return out
-
-
-def test_the_chunked_head_is_used_only_where_the_logits_are_a_linear_layer(
-    smol_models: tuple[LlamaForCausalLM, LlamaForCausalLM],
-) -> None:
-    from peft import LoraConfig, get_peft_model
-
-    plain = smol_models[0]
-    assert chunked_head_is_exact(plain)
-    assert choose_head(plain, chunk_tokens=None, is_main=False) == default_chunk_tokens(
-        plain.config.vocab_size
-    )
-    assert choose_head(plain, chunk_tokens=32, is_main=False) == 32
-    capped = ScaledLogits(plain.config)
-    capped.load_state_dict(plain.state_dict())
-    assert not chunked_head_is_exact(capped)
-    assert choose_head(capped, chunk_tokens=32, is_main=False) is None
-    lora_head = get_peft_model(copy.deepcopy(plain), LoraConfig(r=2, target_modules=["q_proj", "lm_head"]))
-    assert choose_head(lora_head, chunk_tokens=32, is_main=False) is None
-    lora = get_peft_model(copy.deepcopy(plain), LoraConfig(r=2, target_modules=["q_proj"]))
-    assert choose_head(lora, chunk_tokens=32, is_main=False) == 32
-    assert default_chunk_tokens(49152) == 1365 and default_chunk_tokens(10**7) == 64
 
 
 def test_chunked_logps_are_the_models_own_cross_entropy(

@@ -11,12 +11,11 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from align_train.batch import TokenBatch
+from align_train.logps import SeqLogps, sequence_logps
 from align_train.losses import (
-    SeqLogps,
     alignment_loss,
     dpo_loss,
     orpo_loss,
-    sequence_logps,
     sft_loss,
 )
 from align_train.objectives import OBJECTIVES

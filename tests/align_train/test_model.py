@@ -11,9 +11,10 @@ import torch
 from transformers import LlamaForCausalLM
 
 from align_train.batch import ParallelBatch
+from align_train.capabilities import choose_attention
 from align_train.collator import Collator
 from align_train.head import LabelledLM
-from align_train.model import choose_attention, compile_layers, enable_activation_checkpointing
+from align_train.model import compile_layers, enable_activation_checkpointing
 from schemas import ConfigError
 from tests.align_train.corpus import sft_rows
 

@@ -12,7 +12,8 @@ from align_train.batch import ParallelBatch, TokenBatch
 from align_train.collator import Collator
 from align_train.config import OBJECTIVE_NAMES
 from align_train.distributed import Runtime
-from align_train.losses import SeqLogps, alignment_loss, num_pairs, sequence_logps, sft_loss
+from align_train.logps import SeqLogps, sequence_logps
+from align_train.losses import alignment_loss, num_pairs, sft_loss
 from align_train.objectives import OBJECTIVES, LossScale
 from tests.align_train.corpus import preference_rows
 from tests.align_train.token_batches import (

@@ -25,20 +25,29 @@ torch.set_num_threads(1)
 
 
 def test_a_precomputed_table_gives_what_the_reference_computes_per_batch(
-    preference_shard_dir: Path, model_dir: Path, tmp_path: Path
+    preference_shard_dir: Path, model_dir: Path
 ) -> None:
-    cfg = train_config(preference_shard_dir, tmp_path, model_dir, objective="dpo", holdout=0.3)
     tokenizer = load_tokenizer(model_dir)
     reference = Reference(
         LabelledLM(load_model(model_dir, tokenizer), chunk_tokens=16), disable_adapters=False
     )
-    collator = Collator(tokenizer, objective="dpo", max_length=cfg.max_length, pack=True)
-    table = precompute_reference(reference, collator, cfg, Runtime(0, 1, torch.device("cpu")))
+    collator = Collator(tokenizer, objective="dpo", max_length=96, pack=True)
+    run = Runtime(0, 1, torch.device("cpu"))
+    table = precompute_reference(
+        reference,
+        collator,
+        run,
+        shards=preference_shard_dir,
+        langs=None,
+        holdout=0.3,
+        groups_per_batch=2,
+        seed=0,
+    )
     stream = ShardStream(preference_shard_dir, seed=5, split="train", holdout=0.3)
     groups = stream.num_groups
     assert len(table.logps) == 2 * 2 * groups  # en and de, chosen and rejected
     # Training batches of another policy and size, padded: the same sequences, the same values.
-    padded = Collator(tokenizer, objective="dpo", max_length=cfg.max_length)
+    padded = Collator(tokenizer, objective="dpo", max_length=96)
     for batch in ParallelBatchSampler(stream, policy="sample", k=1, groups_per_batch=3, anchor_lang="en"):
         tokens = padded(batch)
         expected = reference(tokens)
@@ -46,7 +55,7 @@ def test_a_precomputed_table_gives_what_the_reference_computes_per_batch(
         torch.testing.assert_close(got.sums, expected.sums, rtol=1e-5, atol=1e-5)
         assert torch.equal(got.counts, expected.counts)
 
-    held_out = Collator(tokenizer, objective="dpo", max_length=cfg.max_length)(
+    held_out = Collator(tokenizer, objective="dpo", max_length=96)(
         next(
             iter(
                 ParallelBatchSampler(

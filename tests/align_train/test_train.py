@@ -6,15 +6,12 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from align_train.config import TrainConfig
-from align_train.distributed import init_distributed
-from align_train.model import choose_packing, packing_is_exact
 from align_train.train import train
 from schemas import ConfigError
 from tests import ROOT
@@ -209,30 +206,6 @@ def test_cli_flags_override_the_file_and_set_overrides_flags(
     assert [r["step"] for r in records] == [1, 2]
     assert records[0]["lr"] == pytest.approx(1e-3)
     assert sum(records[0]["langs"].values()) > 5 * 2  # 5 groups per batch from the file
-
-
-class IgnoresPositions(LlamaForCausalLM):
-    """A model whose attention never sees packed position ids, like a backend without packing support."""
-
-    def forward(self, *args: Any, position_ids: Any = None, **kwargs: Any) -> Any:
-        return super().forward(*args, **kwargs)
-
-
-@pytest.mark.parametrize("pack", ["auto", True, False])
-def test_packing_is_used_only_where_the_model_computes_it_exactly(
-    shard_dir: Path, model_dir: Path, tmp_path: Path, pack: bool | str
-) -> None:
-    cfg = train_config(shard_dir, tmp_path, model_dir, pack=pack)
-    run = init_distributed()
-    supported = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
-    unsupported = IgnoresPositions.from_pretrained(model_dir, use_safetensors=True)
-    assert packing_is_exact(supported) and not packing_is_exact(unsupported)
-    assert choose_packing(cfg, supported, run) is (pack is not False)
-    if pack is True:
-        with pytest.raises(ConfigError, match="ignores packed position_ids"):
-            choose_packing(cfg, unsupported, run)
-    else:
-        assert choose_packing(cfg, unsupported, run) is False
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is refused only where there is no GPU")

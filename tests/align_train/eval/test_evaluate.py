@@ -18,7 +18,7 @@ from align_train.config import EvalConfig
 from align_train.eval.evaluate import evaluate, load_for_eval
 from align_train.eval.report import METRICS_FILE, PREDICTIONS_FILE
 from align_train.eval.summary import RowResult, summarize
-from align_train.losses import sequence_logps
+from align_train.logps import sequence_logps
 from schemas import stable_fraction
 from tests import ROOT
 from tests.align_train.corpus import read_groups
