@@ -10,6 +10,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from align_train.attention import VARLEN_SDPA, register
 from align_train.batch import IGNORE_INDEX, ROLE_CHOSEN, ROLE_REJECTED, ROLE_SFT, ParallelBatch, TokenBatch
+from align_train.chat_template import ChatTemplate, Span
 from align_train.collator import Collator
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
@@ -242,14 +243,21 @@ def test_packed_batch_gives_the_padded_per_token_loss(
     assert (token_losses(tiny_llama, leaky) - expected).abs().max() > 1e-3
 
 
-class PrefixRenders(Collator):
-    """The collator as it labelled before skeletons: the prefix renders of every conversation."""
+class PrefixRenders(ChatTemplate):
+    """The chat template as it found spans before skeletons: the prefix renders of every conversation."""
 
-    def _rendered(self, chats: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int] | None]]:
-        text = self._render(chats)
+    def rendered(self, chats: list[dict[str, Any]]) -> tuple[str, list[Span | None]]:
+        text = self.render(chats)
         return text, [
             self._span(chats, i, text) if c["role"] == "assistant" else None for i, c in enumerate(chats)
         ]
+
+
+def prefix_rendering(tokenizer: Any, **settings: Any) -> Collator:
+    """A collator that labels through :class:`PrefixRenders`."""
+    collator = Collator(tokenizer, **settings)
+    collator.template = PrefixRenders(tokenizer)
+    return collator
 
 
 def counting_renders(tokenizer: Any) -> list[int]:
@@ -281,7 +289,7 @@ def test_each_conversation_is_rendered_once_and_labelled_as_by_its_prefixes(
         )
     else:
         batches = [ParallelBatch.of(preference_rows(4))]
-    expected = [PrefixRenders(tokenizer, objective=objective, max_length=512)(b) for b in batches]
+    expected = [prefix_rendering(tokenizer, objective=objective, max_length=512)(b) for b in batches]
     collator = Collator(tokenizer, objective=objective, max_length=512)
     renders = counting_renders(tokenizer)
     per_pass = []
@@ -311,6 +319,6 @@ def test_a_template_that_changes_contents_falls_back_to_prefix_renders(tokenizer
     batch = ParallelBatch.of(rows)
     collator = Collator(tokenizer, objective="sft", max_length=512)
     out = collator(batch)
-    same_batches(out, PrefixRenders(tokenizer, objective="sft", max_length=512)(batch))
+    same_batches(out, prefix_rendering(tokenizer, objective="sft", max_length=512)(batch))
     assert labelled_runs(tokenizer, out, 0) == ["Four." + EOS]
     assert labelled_runs(tokenizer, out, 1) == ["Vier." + EOS]
