@@ -157,7 +157,8 @@ def _smollm2_ready() -> bool:
 def test_experiment_smoke(tmp_path: Path) -> None:
     """`make experiment-smoke`: every arm trains one step on the same 12 rows' worth of data and is scored on
     the same held-out groups; the analysis writes its tables and plot."""
-    from experiments.parallel_gap.run import experiment, plan
+    from experiments.parallel_gap.config import plan
+    from experiments.parallel_gap.run import experiment
 
     # The converted model is shared with `make experiment-smoke` (written once, under models/).
     cfg = load(
