@@ -160,7 +160,7 @@ def choose_packing(setting: bool | Literal["auto"], model: torch.nn.Module, *, i
 def chunked_head_is_exact(model: nn.Module) -> bool:
     """Whether ``model``'s logits are its output layer (an ``nn.Linear``) applied to its last hidden state.
 
-    Checked on two random sequences, as :func:`~align_train.model.packing_is_exact` checks packing: a model
+    Checked on two random sequences, as :func:`packing_is_exact` checks packing: a model
     that scales or soft-caps its logits after the output layer would otherwise get a different loss.
     """
     base = causal_lm(model)

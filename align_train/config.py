@@ -18,7 +18,7 @@ from align_train.split import Split, check_split
 from schemas import MANIFEST_FILE, Manifest, normalize_lang
 
 ObjectiveName = Literal["sft", "dpo", "orpo"]
-"""What training minimises (:data:`align_train.losses.OBJECTIVES` implements each)."""
+"""What training minimises (:data:`align_train.objectives.OBJECTIVES` implements each)."""
 OBJECTIVE_NAMES: tuple[ObjectiveName, ...] = get_args(ObjectiveName)
 PREFERENCE_OBJECTIVES: tuple[ObjectiveName, ...] = ("dpo", "orpo")
 """The objectives that train on preference rows (a chosen and a rejected completion per row)."""
