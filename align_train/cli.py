@@ -67,7 +67,7 @@ def train_command(
     try:
         cfg = load_config(TrainConfig, config, flags=flags, overrides=set_ or [])
         # Imported only now so that --help and config mistakes answer without waiting for torch.
-        from align_train.train import train
+        from align_train.training.train import train
 
         train(cfg)
     except UserError as e:
@@ -186,7 +186,7 @@ def export_command(
 ) -> None:
     """Merge a LoRA checkpoint into its base model: a plain model folder for vLLM and other tools."""
     try:
-        from align_train.model import export_run
+        from align_train.modeling.model import export_run
 
         typer.echo(f"merged model written to {export_run(model, out, base_model=base_model)}")
     except UserError as e:
@@ -204,7 +204,7 @@ def from_gguf_command(
     try:
         from transformers.utils import logging as hf_logging
 
-        from align_train.model import from_gguf
+        from align_train.modeling.model import from_gguf
 
         hf_logging.disable_progress_bar()
         typer.echo(f"model folder written to {from_gguf(out, gguf=gguf)}")

@@ -18,13 +18,13 @@ from align_train.split import Split, check_split
 from schemas import MANIFEST_FILE, Manifest, normalize_lang
 
 ObjectiveName = Literal["sft", "dpo", "orpo"]
-"""What training minimises (:data:`align_train.objectives.OBJECTIVES` implements each)."""
+"""What training minimises (:data:`align_train.training.objectives.OBJECTIVES` implements each)."""
 OBJECTIVE_NAMES: tuple[ObjectiveName, ...] = get_args(ObjectiveName)
 PREFERENCE_OBJECTIVES: tuple[ObjectiveName, ...] = ("dpo", "orpo")
 """The objectives that train on preference rows (a chosen and a rejected completion per row)."""
 
 Policy = Literal["all", "sample", "monolingual"]
-"""Which languages of a group a batch holds (:mod:`align_train.sampler` implements each)."""
+"""Which languages of a group a batch holds (:mod:`align_train.data.sampler` implements each)."""
 POLICIES: tuple[Policy, ...] = get_args(Policy)
 
 ScorerName = Literal["math", "tool"]
@@ -36,14 +36,14 @@ Precision = Literal["auto", "bf16", "fp32"]
 Attention = Literal[
     "auto", "varlen_sdpa", "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"
 ]
-"""``auto``: ``varlen_sdpa`` (:mod:`align_train.attention`) where it computes the model exactly, else the
-model's own; any other value is a transformers ``attn_implementation``."""
+"""``auto``: ``varlen_sdpa`` (:mod:`align_train.modeling.attention`) where it computes the model exactly, else
+the model's own; any other value is a transformers ``attn_implementation``."""
 
 ReferenceKind = Literal["frozen", "adapter-disabled"]
 """The DPO reference: a frozen copy of the starting model, or the LoRA policy with its adapters off."""
 
 PrefetchWorker = Literal["process", "thread"]
-"""Where batches are built ahead of the loop (:mod:`align_train.prefetch`)."""
+"""Where batches are built ahead of the loop (:mod:`align_train.data.prefetch`)."""
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -141,7 +141,7 @@ class TrainConfig(_Section):
     )
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list,
-        description="experiment trackers besides metrics.jsonl (align_train/trackers.py)",
+        description="experiment trackers besides metrics.jsonl (align_train/training/trackers.py)",
     )
     tracking_project: str = Field("polyalign", description="W&B project / MLflow experiment")
     threads: int | None = Field(

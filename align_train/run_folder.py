@@ -1,6 +1,6 @@
 """Where things are in a training run's folder: lookups only, for training, evaluation and export alike.
 
-Layout of ``OUT`` (written by :mod:`align_train.train` and :mod:`align_train.checkpoint`)::
+Layout of ``OUT`` (written by :mod:`align_train.training.train` and :mod:`align_train.training.checkpoint`)::
 
     config.yaml             the run's settings (RUN_CONFIG)
     checkpoints/

@@ -132,7 +132,7 @@ def expand(sweep: SweepConfig) -> list[Run]:
 def run_sweep(sweep: SweepConfig, runs: Sequence[Run], *, collect_only: bool = False) -> list[Outcome]:
     """Train and evaluate each incomplete run in turn, then write the results table and plot."""
     from align_train.eval.evaluate import evaluate
-    from align_train.train import train
+    from align_train.training.train import train
 
     outcomes = []
     for k, run in enumerate(runs, 1):

@@ -29,9 +29,10 @@ from rich.progress import track
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from align_train.batch import ParallelBatch
-from align_train.collator import Collator
 from align_train.config import EvalConfig, ScorerName
+from align_train.data.batch import ParallelBatch
+from align_train.data.collator import Collator
+from align_train.data.shard_stream import Group, ShardStream
 from align_train.eval.benchmarks import (
     BenchmarkReport,
     load_tasks,
@@ -43,10 +44,9 @@ from align_train.eval.generate import generate_greedy, generate_vllm, import_vll
 from align_train.eval.report import write_report
 from align_train.eval.scoring import SCORERS, Scorer, last_assistant
 from align_train.eval.summary import EvalReport, RowResult, summarize
-from align_train.logps import sequence_logps
-from align_train.model import compute_dtype, load_model, load_tokenizer
+from align_train.modeling.logps import sequence_logps
+from align_train.modeling.model import compute_dtype, load_model, load_tokenizer
 from align_train.run_folder import resolve_model
-from align_train.shard_stream import Group, ShardStream
 from align_train.threads import set_threads
 from schemas import ConfigError, stable_fraction
 

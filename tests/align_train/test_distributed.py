@@ -15,8 +15,8 @@ import yaml
 from safetensors.torch import load_file
 
 from align_train.config import TrainConfig
-from align_train.model import load_policy, load_tokenizer
-from align_train.train import _seed_all, train
+from align_train.modeling.model import load_policy, load_tokenizer
+from align_train.training.train import _seed_all, train
 from tests import ROOT
 from tests.align_train.corpus import preference_rows, sft_rows
 from tests.align_train.runs import read_metrics, train_config

@@ -13,11 +13,11 @@ PACKAGE = Path(align_train.__file__).parent
 
 LAYERS: dict[str, tuple[str, ...]] = {
     # Settings, the types between layers and lookups that every layer may read.
-    "base": ("config", "split", "batch", "run_folder", "threads", "distributed"),
-    "data": ("shard_stream", "sampler", "chat_template", "layout", "collator", "prefetch", "hf"),
-    "model": ("attention", "logps", "head", "model", "capabilities"),
-    "objectives": ("losses", "objectives", "reference"),
-    "training": ("optim", "checkpoint", "metrics_log", "trackers", "train"),
+    "base": ("config", "split", "run_folder", "threads", "distributed"),
+    "data": ("data",),
+    "model": ("modeling",),
+    "objectives": ("training.losses", "training.objectives", "training.reference"),
+    "training": ("training",),
     "evaluation": ("eval",),
     # The commands, which nothing imports.
     "commands": ("cli", "sweep", "__main__"),
@@ -51,14 +51,21 @@ def imported(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module == "align_train":
-            names = [f"align_train.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
+            # ``from align_train.data import collator`` imports the module align_train.data.collator.
+            names = [
+                f"{node.module}.{alias.name}" if _is_module(f"{node.module}.{alias.name}") else node.module
+                for alias in node.names
+            ]
         else:
             continue
         found |= {name.removeprefix("align_train.") for name in names if name.startswith("align_train.")}
     return found
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def modules() -> dict[str, Path]:
@@ -87,12 +94,13 @@ def test_imports_go_down_the_layers_and_evaluation_imports_no_training_code() ->
 def test_the_check_sees_imports_anywhere_in_a_module(tmp_path: Path) -> None:
     source = tmp_path / "evaluate.py"
     source.write_text(
-        "import align_train.batch\n"
-        "from align_train import collator\n"
-        "from align_train.logps import sequence_logps\n"
+        "import align_train.data.batch\n"
+        "from align_train.data import collator\n"
+        "from align_train.modeling.logps import sequence_logps\n"
         "def f():\n"
-        "    from align_train.checkpoint import latest_checkpoint\n",
+        "    from align_train.training.checkpoint import latest_checkpoint\n",
         encoding="utf-8",
     )
-    assert imported(source) == {"batch", "collator", "logps", "checkpoint"}
-    assert layer("checkpoint") not in ALLOWED[layer("eval.evaluate")]
+    assert imported(source) == {"data.batch", "data.collator", "modeling.logps", "training.checkpoint"}
+    assert layer("training.losses") == "objectives" and layer("training.train") == "training"
+    assert layer("training.checkpoint") not in ALLOWED[layer("eval.evaluate")]

@@ -17,7 +17,7 @@ from align_train.cli import app
 from align_train.config import EvalConfig
 from align_train.eval.evaluate import evaluate
 from align_train.eval.report import METRICS_FILE
-from align_train.train import train
+from align_train.training.train import train
 from tests.align_train.runs import read_metrics, train_config
 
 pytestmark = [

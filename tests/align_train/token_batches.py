@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from align_train.batch import ParallelBatch, TokenBatch
-from align_train.collator import Collator
-from align_train.head import LabelledLM
-from align_train.losses import alignment_loss
-from align_train.objectives import OBJECTIVES
+from align_train.data.batch import ParallelBatch, TokenBatch
+from align_train.data.collator import Collator
+from align_train.modeling.head import LabelledLM
+from align_train.training.losses import alignment_loss
+from align_train.training.objectives import OBJECTIVES
 from tests.align_train.corpus import preference_rows, sft_rows
 
 VOCAB = 97

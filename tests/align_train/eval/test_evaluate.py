@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from align_train.batch import ParallelBatch
-from align_train.collator import Collator
 from align_train.config import EvalConfig
+from align_train.data.batch import ParallelBatch
+from align_train.data.collator import Collator
 from align_train.eval.evaluate import evaluate, load_for_eval
 from align_train.eval.report import METRICS_FILE, PREDICTIONS_FILE
 from align_train.eval.summary import RowResult, summarize
-from align_train.logps import sequence_logps
+from align_train.modeling.logps import sequence_logps
 from schemas import stable_fraction
 from tests import ROOT
 from tests.align_train.corpus import read_groups

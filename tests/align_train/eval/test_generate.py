@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from align_train.eval.generate import generate_greedy
-from align_train.model import load_tokenizer
+from align_train.modeling.model import load_tokenizer
 
 torch.set_num_threads(1)
 
