@@ -23,9 +23,14 @@ OBJECTIVE_NAMES: tuple[ObjectiveName, ...] = get_args(ObjectiveName)
 PREFERENCE_OBJECTIVES: tuple[ObjectiveName, ...] = ("dpo", "orpo")
 """The objectives that train on preference rows (a chosen and a rejected completion per row)."""
 
-Policy = Literal["all", "sample", "monolingual"]
+Policy = Literal["all", "sample", "shuffled", "monolingual"]
 """Which languages of a group a batch holds (:mod:`align_train.data.sampler` implements each)."""
 POLICIES: tuple[Policy, ...] = get_args(Policy)
+UNGROUPED_POLICIES: tuple[Policy, ...] = ("shuffled", "monolingual")
+"""The controls whose batches never hold two rows of one group: a coupled term has no pair in them."""
+
+AlignmentLoss = Literal["cosine", "contrastive", "consistency"]
+"""The coupled cross-lingual term (:data:`align_train.training.coupled.COUPLED` implements each)."""
 
 ScorerName = Literal["math", "tool"]
 """How a task's answers are read and compared (:data:`align_train.eval.scoring.SCORERS` implements each)."""
@@ -122,7 +127,14 @@ class TrainConfig(_Section):
     )
     dpo_beta: float = Field(0.1, gt=0)
     orpo_beta: float = Field(0.1, gt=0)
-    alignment_weight: float = Field(0.0, ge=0, description="cross-lingual alignment term; 0 = off")
+    alignment_loss: AlignmentLoss = Field(
+        "cosine", description="coupled cross-lingual term over a group's translations in a micro-batch"
+    )
+    alignment_weight: float = Field(0.0, ge=0, description="weight of the coupled term; 0 = off")
+    alignment_layer: int = Field(
+        -1, description="hidden_states index the representation terms pool: 0 embeddings, -1 last layer"
+    )
+    alignment_temperature: float = Field(0.1, gt=0, description="temperature of the contrastive term")
     reference: ReferenceKind | None = Field(
         None, description="DPO reference model; None = 'adapter-disabled' with LoRA, else 'frozen'"
     )
@@ -177,10 +189,10 @@ class TrainConfig(_Section):
         if self.export_merged and not self.lora.enabled:
             msg = "export_merged=true needs LoRA: a full fine-tune's checkpoints are model folders already"
             raise ValueError(msg)
-        if self.alignment_weight > 0 and self.policy == "monolingual":
+        if self.alignment_weight > 0 and self.policy in UNGROUPED_POLICIES:
             msg = (
-                f"alignment_weight={self.alignment_weight} needs several languages per group: "
-                "use policy 'all' or 'sample', or alignment_weight=0"
+                f"alignment_weight={self.alignment_weight} needs a group's languages in one batch, which "
+                f"policy={self.policy!r} never gives: use policy 'all' or 'sample', or alignment_weight=0"
             )
             raise ValueError(msg)
         return self

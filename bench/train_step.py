@@ -65,6 +65,7 @@ from align_train.modeling.capabilities import choose_attention, choose_head
 from align_train.modeling.head import LabelledLM
 from align_train.modeling.model import compile_layers, load_model, load_tokenizer, tiny_model
 from align_train.threads import set_threads
+from align_train.training.coupled import AlignmentSettings
 from align_train.training.objectives import OBJECTIVES, LossScale
 from align_train.training.optim import adamw
 from align_train.training.reference import Reference, ReferenceTable
@@ -311,6 +312,7 @@ def run_ours(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: 
                 reference=reference,
                 scale=scale,
                 beta=BETA,
+                alignment=AlignmentSettings(),
                 anchor_lang=anchor,
             )
         out.loss.backward()

@@ -11,9 +11,22 @@
     frequencies, larger values flatten them towards uniform and so lift rare languages. With ``k = 1`` the
     share of language ``l`` among the drawn translations converges, over many batches, to the mean over
     groups of ``p_l`` renormalised within each group (exactly ``p_l`` when every group has every language).
+``shuffled``
+    the control for ``all``: the same rows, and every batch with the same number of rows of each language
+    as the batch of ``all`` in its place, but no two rows of one group in one optimizer step. Batches are
+    taken in blocks of ``n`` steps of ``all`` (``n`` = the corpus's languages); within a block, the rows of
+    the ``j``-th language (the anchor is the 0th and stays) move ``j`` steps on, cyclically::
+
+        all        step 0: en₀ es₀ ca₀   step 1: en₁ es₁ ca₁   step 2: en₂ es₂ ca₂
+        shuffled   step 0: en₀ es₁ ca₂   step 1: en₁ es₂ ca₀   step 2: en₂ es₀ ca₁
+
+    (``xᵢ``: the rows of language ``x`` from the groups of step ``i``.) A group's translations are thus seen
+    within ``n`` steps of each other, in the same language mix per step: the only difference from ``all``
+    is whether they share a step. (A last block shorter than ``n`` steps cannot separate every language.)
 ``monolingual``
-    the ablation baseline: the same rows as ``all``, shuffled freely through a row-level buffer so that a
-    batch mixes rows of unrelated groups. Batch ``b`` has exactly as many rows as batch ``b`` of ``all``.
+    an older baseline: the same rows as ``all``, shuffled freely through a row-level buffer so that a
+    batch mixes rows of unrelated groups. Batch ``b`` has exactly as many rows as batch ``b`` of ``all``,
+    but not the same mix of languages.
 
 Every policy yields ``len(sampler)`` batches per epoch on every rank (the last one may be smaller), and
 each ``ParallelBatch`` reports its realised language mix in ``lang_counts``.
@@ -51,13 +64,19 @@ class ParallelBatchSampler:
         k: int = 1,
         temperature: float = 1.0,
         seed: int = 0,
+        batches_per_step: int = 1,
     ) -> None:
+        """``batches_per_step`` (the loop's gradient accumulation) is the unit ``shuffled`` moves rows by, so
+        that a group's rows never share an optimizer step."""
         check_choice("policy", policy, POLICIES)
         if groups_per_batch < 1:
             msg = f"groups_per_batch={groups_per_batch} is invalid: expected at least 1"
             raise ValueError(msg)
         if k < 1:
             msg = f"k={k} is invalid: expected at least 1 translation per group"
+            raise ValueError(msg)
+        if batches_per_step < 1:
+            msg = f"batches_per_step={batches_per_step} is invalid: expected at least 1"
             raise ValueError(msg)
         if not temperature > 0:
             msg = f"temperature={temperature} is invalid: expected > 0 (1 = corpus frequencies)"
@@ -76,12 +95,14 @@ class ParallelBatchSampler:
         self.k = k
         self.temperature = temperature
         self.seed = seed
+        self.batches_per_step = batches_per_step
         self.lang_probs = _temperature_probs(
             {lang: n for lang, n in stream.lang_rows.items() if lang != anchor}, temperature
         )
         self._policies: dict[Policy, Callable[[np.random.Generator], Iterator[ParallelBatch]]] = {
             "all": lambda rng: self._grouped(rng, lambda group, _: group.rows),
             "sample": lambda rng: self._grouped(rng, self._sample_langs),
+            "shuffled": self._shuffled,
             "monolingual": self._monolingual,
         }
         self._epoch = stream.epoch
@@ -143,6 +164,21 @@ class ParallelBatchSampler:
         chosen = {translations[int(j)] for j in drawn}
         return [row for i, row in enumerate(group.rows) if row["is_anchor"] or i in chosen]
 
+    def _shuffled(self, rng: np.random.Generator) -> Iterator[ParallelBatch]:
+        langs = [
+            self.anchor_lang,
+            *sorted(lang for lang in self.stream.lang_rows if lang != self.anchor_lang),
+        ]
+        block_size = len(langs) * self.batches_per_step
+        block: list[list[dict[str, Any]]] = []
+        for batch in self._grouped(rng, lambda group, _: group.rows):
+            block.append(batch.rows)
+            if len(block) == block_size:
+                yield from _rotated(block, langs, self.batches_per_step)
+                block = []
+        if block:
+            yield from _rotated(block, langs, self.batches_per_step)
+
     def _monolingual(self, rng: np.random.Generator) -> Iterator[ParallelBatch]:
         # Batch b takes as many rows as the groups of batch b of ``all`` hold, drawn from a buffer of
         # about ``shuffle_buffer`` groups' worth of rows; total rows in equal total rows out.
@@ -157,6 +193,33 @@ class ParallelBatchSampler:
                 yield ParallelBatch.of(_draw(buffer, sizes.pop(0), rng))
         for size in sizes:
             yield ParallelBatch.of(_draw(buffer, size, rng))
+
+
+def _rotated(
+    block: list[list[dict[str, Any]]], langs: list[str], batches_per_step: int
+) -> Iterator[ParallelBatch]:
+    """The batches of ``block`` with the rows of ``langs[j]`` moved ``j`` steps on (see ``shuffled``).
+
+    Per language, the block's rows are laid end to end in batch order, the sequence is rotated to start
+    at the first row of the batch ``j`` steps on, and batch ``b`` takes the next ``count[b]`` rows: each row
+    is used once and every batch keeps its count of every language, also when groups lack languages.
+    """
+    out: list[list[dict[str, Any]]] = [[] for _ in block]
+    for j, lang in enumerate(langs):
+        per_batch = [[row for row in rows if row["lang"] == lang] for rows in block]
+        flat = [row for rows in per_batch for row in rows]
+        start = sum(len(rows) for rows in per_batch[: (j * batches_per_step) % len(block)])
+        rotated = flat[start:] + flat[:start]
+        taken = 0
+        for b, rows in enumerate(per_batch):
+            out[b].extend(rotated[taken : taken + len(rows)])
+            taken += len(rows)
+    unplaced = sum(len(rows) for rows in block) - sum(len(rows) for rows in out)
+    if unplaced:  # a row of a language the manifest does not list
+        msg = f"{unplaced} rows of the batch block are in none of the corpus languages {langs}"
+        raise ValueError(msg)
+    for rows in out:
+        yield ParallelBatch.of(rows)
 
 
 def _draw(buffer: list[dict[str, Any]], size: int, rng: np.random.Generator) -> list[dict[str, Any]]:

@@ -194,8 +194,8 @@ def labelled_logps(
 
 
 class LabelledOutput(NamedTuple):
-    """What :class:`LabelledLM` returns: the label log-probabilities per sequence and, when asked, the last
-    hidden states ``[batch, time, hidden]`` (the input of the output layer) for the alignment term."""
+    """What :class:`LabelledLM` returns: the label log-probabilities per sequence and, when asked, one
+    layer's hidden states ``[batch, time, hidden]`` for a coupled term (:mod:`align_train.coupled`)."""
 
     logps: SeqLogps
     hidden: torch.Tensor | None
@@ -230,11 +230,14 @@ class LabelledLM(nn.Module):
         seq_ids: torch.Tensor,
         num_seqs: int,
         segments: Segments | None = None,
-        output_hidden_states: bool = False,
+        hidden_layer: int | None = None,
         uniform_weights: bool = False,
     ) -> LabelledOutput:
         """Label log-probabilities per sequence; ``uniform_weights`` as in :func:`labelled_logps` (the
         objective knows whether its loss is a token mean).
+
+        ``hidden_layer`` also returns that entry of the model's ``hidden_states`` (0 the embeddings, -1 the
+        last layer after the final norm, the input of the output layer).
 
         Under :data:`~align_train.modeling.attention.VARLEN_SDPA` attention, ``segments`` replaces the padding
         mask: each sequence attends within itself, so right padding needs no mask.
@@ -248,11 +251,13 @@ class LabelledLM(nn.Module):
         if segments is not None and self.causal_lm.config._attn_implementation == VARLEN_SDPA:
             inputs.update(attention_mask=None, segments=segments)
         if self.chunk_tokens is None:
-            out = self.lm(**inputs, output_hidden_states=output_hidden_states)
-            hidden = out.hidden_states[-1] if output_hidden_states else None
+            out = self.lm(**inputs, output_hidden_states=hidden_layer is not None)
+            hidden = None if hidden_layer is None else out.hidden_states[hidden_layer]
             return LabelledOutput(sequence_logps(out.logits, labels, seq_ids, num_seqs), hidden)
         model = self.causal_lm
-        hidden = model.get_decoder()(**inputs).last_hidden_state
+        # Only an inner layer needs the decoder to keep every layer's output.
+        body = model.get_decoder()(**inputs, output_hidden_states=hidden_layer not in (None, -1))
+        hidden = body.last_hidden_state
         scored, targets, owners = scored_positions(labels, seq_ids)
         head = model.get_output_embeddings()
         token_logps = labelled_logps(
@@ -264,9 +269,11 @@ class LabelledLM(nn.Module):
             uniform_weights=uniform_weights,
         )
         logps = SeqLogps.of_tokens(token_logps, owners, num_seqs)
-        return LabelledOutput(logps, hidden if output_hidden_states else None)
+        if hidden_layer is None:
+            return LabelledOutput(logps, None)
+        return LabelledOutput(logps, hidden if hidden_layer == -1 else body.hidden_states[hidden_layer])
 
-    def batch_forward(self, batch: TokenBatch, *, output_hidden_states: bool = False) -> LabelledOutput:
+    def batch_forward(self, batch: TokenBatch, *, hidden_layer: int | None = None) -> LabelledOutput:
         """:meth:`forward` on a :class:`TokenBatch` (call the wrapped module with ``**batch.labelled_inputs()``
         to go through DDP or FSDP2)."""
-        return self(**batch.labelled_inputs(), output_hidden_states=output_hidden_states)
+        return self(**batch.labelled_inputs(), hidden_layer=hidden_layer)

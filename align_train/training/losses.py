@@ -12,7 +12,8 @@ decides that count for the training loop.
 
 The SFT, DPO and ORPO losses take the policy's :class:`~align_train.modeling.logps.SeqLogps`, the per-sequence
 sums of ``log p(label)``: from full logits with :func:`~align_train.modeling.logps.sequence_logps`, or without
-them in training (:mod:`align_train.modeling.head`). The alignment term takes the last hidden states.
+them in training (:mod:`align_train.modeling.head`). The coupled cross-lingual
+terms are in :mod:`align_train.training.coupled`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from align_train.data.batch import IGNORE_INDEX, ROLE_CHOSEN, ROLE_REJECTED, TokenBatch
+from align_train.data.batch import ROLE_CHOSEN, ROLE_REJECTED, TokenBatch
 from align_train.modeling.logps import SeqLogps
 
 
@@ -68,7 +69,7 @@ def dpo_loss(
     loss = losses.sum() / _denominator("num_pairs", num_pairs, len(chosen))
     langs = [batch.seq_langs[i] for i in chosen.tolist()]
     metrics = _preference_metrics(chosen_rewards, rejected_rewards, langs, unscored)
-    metrics |= _means(**{"logps/chosen": policy.sums[chosen], "logps/rejected": policy.sums[rejected]})
+    metrics |= means_of(**{"logps/chosen": policy.sums[chosen], "logps/rejected": policy.sums[rejected]})
     return LossOutput(loss=loss, metrics=metrics)
 
 
@@ -95,37 +96,7 @@ def orpo_loss(
     loss = (nll + beta * or_losses).sum() / _denominator("num_pairs", num_pairs, len(chosen))
     langs = [batch.seq_langs[i] for i in chosen.tolist()]
     metrics = _preference_metrics(beta * chosen_logps, beta * rejected_logps, langs, unscored)
-    metrics |= _means(nll=nll, or_loss=or_losses, log_odds=log_odds)
-    return LossOutput(loss=loss, metrics=metrics)
-
-
-def alignment_loss(hidden_states: torch.Tensor, batch: TokenBatch, *, anchor_lang: str = "en") -> LossOutput:
-    """Cross-lingual term: mean over pairs of ``1 − cos(pool(translation), pool(anchor))``.
-
-    ``pool`` averages the last hidden states over a sequence's loss tokens. A translation pairs with the
-    anchor-language sequence of its group with the same role (SFT, chosen or rejected). The anchor is a
-    constant target, so the term moves the other languages towards it and leaves the anchor alone. The loss
-    is 0, still attached to the graph, when the batch holds no pair (e.g. a monolingual batch).
-    """
-    if hidden_states.shape[:-1] != batch.labels.shape:
-        msg = (
-            f"hidden_states {tuple(hidden_states.shape)} must be [batch, time, hidden] over labels "
-            f"{tuple(batch.labels.shape)}"
-        )
-        raise ValueError(msg)
-    pooled_tokens = (batch.labels != IGNORE_INDEX) & (batch.seq_ids >= 0)
-    owners = batch.seq_ids[pooled_tokens]
-    counts = torch.bincount(owners, minlength=batch.num_seqs)
-    sums = hidden_states.new_zeros(batch.num_seqs, hidden_states.shape[-1], dtype=torch.float32)
-    pooled = sums.index_add(0, owners, hidden_states[pooled_tokens].float()) / counts.clamp(min=1)[:, None]
-    members, anchors = _anchor_pairs(batch, counts.tolist(), anchor_lang)
-    if not members:
-        return LossOutput(loss=pooled[:0].sum(), metrics={"align/pairs": 0.0})
-    members_t = torch.tensor(members, device=pooled.device)
-    anchors_t = torch.tensor(anchors, device=pooled.device)
-    cosine = F.cosine_similarity(pooled[members_t], pooled[anchors_t].detach(), dim=-1)
-    loss = (1.0 - cosine).mean()
-    metrics = {"align/pairs": float(len(members))} | _means(**{"align/cosine": cosine})
+    metrics |= means_of(nll=nll, or_loss=or_losses, log_odds=log_odds)
     return LossOutput(loss=loss, metrics=metrics)
 
 
@@ -205,7 +176,7 @@ def _preference_metrics(
 ) -> dict[str, float]:
     correct = (chosen_rewards > rejected_rewards).float()
     metrics = {"pairs": float(len(langs)), "pairs_unscored": float(unscored)}
-    metrics |= _means(
+    metrics |= means_of(
         **{
             "rewards/chosen": chosen_rewards,
             "rewards/rejected": rejected_rewards,
@@ -216,7 +187,7 @@ def _preference_metrics(
     return metrics | _by_lang("rewards/accuracy", correct.tolist(), [1] * len(langs), langs)
 
 
-def _means(**values: torch.Tensor) -> dict[str, float]:
+def means_of(**values: torch.Tensor) -> dict[str, float]:
     """Batch means of detached tensors, read back to the host in one transfer."""
     stacked = torch.stack([v.detach().float().mean() for v in values.values()]).tolist()
     return dict(zip(values, stacked, strict=True))
@@ -232,22 +203,3 @@ def _by_lang(
         entry[0] += total
         entry[1] += weight
     return {f"{name}/{lang}": total / weight for lang, (total, weight) in sorted(sums.items()) if weight}
-
-
-def _anchor_pairs(batch: TokenBatch, counts: Sequence[int], anchor_lang: str) -> tuple[list[int], list[int]]:
-    """(translation, anchor) sequence indices sharing group and role, both with loss tokens."""
-    groups = batch.seq_group.tolist()
-    roles = batch.seq_role.tolist()
-    anchor_of = {
-        (groups[i], roles[i]): i
-        for i, lang in enumerate(batch.seq_langs)
-        if lang == anchor_lang and counts[i]
-    }
-    members: list[int] = []
-    anchors: list[int] = []
-    for i, lang in enumerate(batch.seq_langs):
-        anchor = anchor_of.get((groups[i], roles[i]))
-        if lang != anchor_lang and counts[i] and anchor is not None:
-            members.append(i)
-            anchors.append(anchor)
-    return members, anchors

@@ -39,7 +39,7 @@ from align_train.distributed import (
     wrap_frozen,
 )
 from align_train.modeling.capabilities import choose
-from align_train.modeling.head import LabelledLM
+from align_train.modeling.head import LabelledLM, causal_lm
 from align_train.modeling.model import (
     MERGED_DIR,
     compile_layers,
@@ -52,7 +52,7 @@ from align_train.modeling.model import (
 from align_train.run_folder import RUN_CONFIG
 from align_train.threads import set_threads
 from align_train.training.checkpoint import load_trainer_state, restore, resume_point, save_checkpoint
-from align_train.training.losses import alignment_loss
+from align_train.training.coupled import AlignmentSettings, CoupledInputs, coupled_loss
 from align_train.training.metrics_log import MetricsLogger
 from align_train.training.objectives import OBJECTIVES, LossScale, Objective
 from align_train.training.optim import adamw
@@ -95,6 +95,7 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.activation_checkpointing:
             enable_activation_checkpointing(policy)
         objective = OBJECTIVES[cfg.objective]
+        alignment = _alignment(cfg, policy)
         # Decided on the unsharded model: a no-grad forward through FSDP2 breaks it.
         chosen = choose(
             policy,
@@ -176,7 +177,7 @@ def train(cfg: TrainConfig) -> Path:
                 window = window.pin_memory()
             data_state = window.data_state
             scale = LossScale.for_window(
-                window.micro_batches, objective, run=run, alignment_weight=cfg.alignment_weight
+                window.micro_batches, objective, run=run, alignment_weight=alignment.weight
             )
             losses, metrics = [], []
             for micro, batch in enumerate(window.micro_batches):
@@ -189,6 +190,7 @@ def train(cfg: TrainConfig) -> Path:
                         reference=reference,
                         scale=scale,
                         beta=cfg.beta,
+                        alignment=alignment,
                         anchor_lang=sampler.anchor_lang,
                     )
                 out.loss.backward()
@@ -245,6 +247,7 @@ def micro_step(
     reference: Reference | ReferenceTable | None,
     scale: LossScale,
     beta: float,
+    alignment: AlignmentSettings,
     anchor_lang: str,
 ) -> MicroStep:
     """Forward one micro-batch (already on the model's device) and compute its scaled losses.
@@ -254,15 +257,16 @@ def micro_step(
     """
     out = model(
         **batch.labelled_inputs(),
-        output_hidden_states=scale.alignment_weight > 0,
-        uniform_weights=objective.token_mean,
+        hidden_layer=alignment.hidden_layer,
+        # A coupled term on the log-probabilities weighs tokens unequally: no gradients in the forward.
+        uniform_weights=objective.token_mean and not alignment.weighs_logps,
     )
     ref_logps = None if reference is None else reference(batch)
     result = objective.compute(out.logps, batch, reference=ref_logps, beta=beta, count=scale.units)
     loss = scale.objective(result.loss)
     metrics = dict(result.metrics)
-    if scale.alignment_weight > 0:
-        align = alignment_loss(out.hidden, batch, anchor_lang=anchor_lang)
+    if alignment.enabled:
+        align = coupled_loss(CoupledInputs(out.logps, out.hidden), batch, alignment, anchor_lang=anchor_lang)
         loss = loss + scale.alignment(align.loss)
         metrics |= align.metrics
     return MicroStep(loss=loss, objective=float(result.loss.detach()), metrics=metrics)
@@ -273,6 +277,23 @@ def _autocast(cfg: TrainConfig, run: Runtime) -> AbstractContextManager[Any]:
     if compute_dtype(cfg.dtype, run.device) == torch.float32:
         return nullcontext()
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+def _alignment(cfg: TrainConfig, policy: torch.nn.Module) -> AlignmentSettings:
+    """The run's coupled term, its layer checked against the model (hidden_states has layers + 1 entries)."""
+    layers = causal_lm(policy).config.num_hidden_layers
+    if not -(layers + 1) <= cfg.alignment_layer <= layers:
+        msg = (
+            f"alignment_layer={cfg.alignment_layer} is invalid for a model with {layers} layers: expected "
+            f"{-(layers + 1)}..{layers} (0 the embeddings, -1 the last layer)"
+        )
+        raise ConfigError(msg)
+    return AlignmentSettings(
+        loss=cfg.alignment_loss,
+        weight=cfg.alignment_weight,
+        layer=cfg.alignment_layer,
+        temperature=cfg.alignment_temperature,
+    )
 
 
 def _seed_all(seed: int) -> None:
@@ -363,6 +384,7 @@ def _sampler(cfg: TrainConfig, run: Runtime) -> ParallelBatchSampler:
         k=cfg.k,
         temperature=cfg.temperature,
         seed=cfg.seed,
+        batches_per_step=cfg.grad_accum,
     )
 
 

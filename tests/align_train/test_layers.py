@@ -16,7 +16,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "base": ("config", "split", "run_folder", "threads", "distributed"),
     "data": ("data",),
     "model": ("modeling",),
-    "objectives": ("training.losses", "training.objectives", "training.reference"),
+    "objectives": ("training.losses", "training.coupled", "training.objectives", "training.reference"),
     "training": ("training",),
     "evaluation": ("eval",),
     # The commands, which nothing imports.

@@ -82,7 +82,47 @@ def test_monolingual_policy_mixes_rows_with_the_same_batch_sizes(shard_dir: Path
     assert incomplete
 
 
-@pytest.mark.parametrize("policy", ["all", "sample", "monolingual"])
+def together(batches: list[ParallelBatch], *, per_step: int = 1) -> int:
+    """Rows that share an optimizer step with another row of their group."""
+    count = 0
+    for start in range(0, len(batches), per_step):
+        groups = Counter(row["group_id"] for b in batches[start : start + per_step] for row in b.rows)
+        count += sum(n for n in groups.values() if n > 1)
+    return count
+
+
+@pytest.fixture(scope="module")
+def complete_shards(make_shard_dir: Callable[..., Path]) -> Path:
+    """24 groups, each in en and de."""
+    return make_shard_dir([row for row in sft_rows(24) if row["lang"] != "sw"])
+
+
+@pytest.mark.parametrize("per_step", [1, 2])
+def test_shuffled_policy_keeps_each_batch_s_language_mix_and_parts_every_group(
+    complete_shards: Path, per_step: int
+) -> None:
+    grouped = list(sampler(complete_shards, "all", groups_per_batch=3))
+    shuffled = list(sampler(complete_shards, "shuffled", groups_per_batch=3, batches_per_step=per_step))
+    assert [b.lang_counts for b in shuffled] == [b.lang_counts for b in grouped]
+    assert sorted(k for b in shuffled for k in keys(b)) == sorted(k for b in grouped for k in keys(b))
+    assert together(grouped, per_step=per_step) == 48
+    assert together(shuffled, per_step=per_step) == 0
+    # Blocks of 2 languages × per_step batches: de moves on by per_step batches, en stays.
+    for b, batch in enumerate(shuffled):
+        source = grouped[b - b % (2 * per_step) + (b % (2 * per_step) + per_step) % (2 * per_step)]
+        assert [k for k in keys(batch) if k[1] == "de"] == [k for k in keys(source) if k[1] == "de"]
+        assert [k for k in keys(batch) if k[1] == "en"] == [k for k in keys(grouped[b]) if k[1] == "en"]
+
+
+def test_shuffled_policy_keeps_counts_when_groups_lack_languages(shard_dir: Path) -> None:
+    grouped = list(sampler(shard_dir, "all"))
+    shuffled = list(sampler(shard_dir, "shuffled"))
+    assert [b.lang_counts for b in shuffled] == [b.lang_counts for b in grouped]
+    assert sorted(k for b in shuffled for k in keys(b)) == sorted(k for b in grouped for k in keys(b))
+    assert together(shuffled) < together(grouped) / 4
+
+
+@pytest.mark.parametrize("policy", ["all", "sample", "shuffled", "monolingual"])
 def test_ranks_step_together_on_disjoint_groups(shard_dir: Path, policy: str) -> None:
     samplers = [sampler(shard_dir, policy, rank=r, world_size=3, groups_per_batch=4) for r in range(3)]
     per_rank = [list(s) for s in samplers]
@@ -91,7 +131,7 @@ def test_ranks_step_together_on_disjoint_groups(shard_dir: Path, policy: str) ->
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
 
 
-@pytest.mark.parametrize("policy", ["all", "sample", "monolingual"])
+@pytest.mark.parametrize("policy", ["all", "sample", "shuffled", "monolingual"])
 def test_state_dict_resumes_with_the_same_batches(shard_dir: Path, policy: str) -> None:
     first = sampler(shard_dir, policy, rank=1, world_size=2, groups_per_batch=2)
     first.set_epoch(2)
@@ -120,6 +160,8 @@ def test_arguments_are_checked(shard_dir: Path) -> None:
         sampler(shard_dir, "all", groups_per_batch=0)
     with pytest.raises(ValueError, match="k=0 is invalid"):
         sampler(shard_dir, "sample", k=0)
+    with pytest.raises(ValueError, match="batches_per_step=0 is invalid"):
+        sampler(shard_dir, "shuffled", batches_per_step=0)
     with pytest.raises(ValueError, match=r"temperature=0\.0 is invalid"):
         sampler(shard_dir, "sample", temperature=0.0)
     stream = ShardStream(shard_dir)

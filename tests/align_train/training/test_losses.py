@@ -7,13 +7,11 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from align_train.data.batch import TokenBatch
 from align_train.modeling.logps import SeqLogps, sequence_logps
 from align_train.training.losses import (
-    alignment_loss,
     dpo_loss,
     orpo_loss,
     sft_loss,
@@ -113,21 +111,6 @@ def test_orpo_loss_hand_worked(hand_batch: tuple[torch.Tensor, TokenBatch]) -> N
     assert out.metrics["nll"] == pytest.approx(math.log(4 / 3))
     assert out.loss.item() == pytest.approx(2 * math.log(4 / 3))
     assert orpo_loss(policy, batch, beta=0.5).loss.item() == pytest.approx(1.5 * math.log(4 / 3))
-
-
-def test_alignment_loss_hand_worked(hand_batch: tuple[torch.Tensor, TokenBatch]) -> None:
-    _, batch = hand_batch
-    # Pooled over loss tokens: en = mean([1, 0], [1, 2]) = [1, 1], de = [0, 3]; cos = 1/√2.
-    hidden = torch.tensor(
-        [
-            [[100.0, -100.0], [1.0, 0.0], [1.0, 2.0]],
-            [[-30.0, 9.0], [40.0, 40.0], [0.0, 3.0]],
-        ]
-    )
-    out = alignment_loss(hidden, batch, anchor_lang="en")
-    assert out.loss.item() == pytest.approx(1 - 2**-0.5)
-    assert out.metrics["align/pairs"] == 1
-    assert out.metrics["align/cosine"] == pytest.approx(2**-0.5)
 
 
 def loop_logps(logits: torch.Tensor, batch: TokenBatch) -> tuple[list[float], list[int]]:
@@ -435,44 +418,6 @@ def test_orpo_matches_trl_odds_ratio_loss() -> None:
     torch.testing.assert_close(out.loss, expected)
 
 
-def test_alignment_loss_pairs_by_group_and_role() -> None:
-    gen = torch.Generator().manual_seed(9)
-    labels = torch.randint(0, VOCAB, (6, 5), generator=gen)
-    labels[:, :2] = -100
-    # Group 0: en, de, fr. Group 1: de only (no anchor). Group 2: en whose de has no loss token.
-    labels[5] = -100
-    batch = padded_batch(
-        labels.clamp(min=0),
-        labels,
-        [5] * 6,
-        langs=["en", "de", "fr", "de", "en", "de"],
-        groups=[0, 0, 0, 1, 2, 2],
-    )
-    hidden = torch.randn(6, 5, 8, generator=gen, requires_grad=True)
-    out = alignment_loss(hidden, batch, anchor_lang="en")
-    assert out.metrics["align/pairs"] == 2
-    pooled = torch.stack([hidden[i, 2:].mean(0) for i in range(3)]).detach()
-    cosines = F.cosine_similarity(pooled[1:], pooled[:1].expand(2, -1), dim=-1)
-    torch.testing.assert_close(out.loss, (1 - cosines).mean())
-    out.loss.backward()
-    token_grads = hidden.grad.norm(dim=-1)
-    # Translations move; the anchor is the target and gets no gradient; masked tokens none either.
-    assert bool((token_grads[1:3, 2:] > 0).all())
-    assert bool((token_grads[0] == 0).all())
-    assert bool((token_grads[:, :2] == 0).all())
-    assert bool((token_grads[3:] == 0).all())
-
-
-def test_alignment_loss_is_zero_without_pairs(hand_batch: tuple[torch.Tensor, TokenBatch]) -> None:
-    _, batch = hand_batch
-    hidden = torch.randn(2, 3, 4, requires_grad=True)
-    out = alignment_loss(hidden, batch, anchor_lang="fr")
-    assert out.loss.item() == 0.0
-    assert out.metrics == {"align/pairs": 0.0}
-    out.loss.backward()
-    assert hidden.grad is not None
-
-
 def test_preference_losses_refuse_batches_without_pairs(hand_batch: tuple[torch.Tensor, TokenBatch]) -> None:
     logits, batch = hand_batch
     policy = sequence_logps(logits, batch.labels, batch.seq_ids, batch.num_seqs)
@@ -496,5 +441,3 @@ def test_bad_arguments_name_the_parameter(hand_batch: tuple[torch.Tensor, TokenB
         orpo_loss(policy, pair, beta=0.0)
     with pytest.raises(ValueError, match="reference=None"):
         OBJECTIVES["dpo"].compute(policy, pair, reference=None, beta=0.1, count=1)
-    with pytest.raises(ValueError, match=r"hidden_states \(2, 2, 4\)"):
-        alignment_loss(torch.zeros(2, 2, 4), batch)

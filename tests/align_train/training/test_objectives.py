@@ -13,7 +13,8 @@ from align_train.data.batch import ParallelBatch, TokenBatch
 from align_train.data.collator import Collator
 from align_train.distributed import Runtime
 from align_train.modeling.logps import SeqLogps, sequence_logps
-from align_train.training.losses import alignment_loss, num_pairs, sft_loss
+from align_train.training.coupled import cosine_loss
+from align_train.training.losses import num_pairs, sft_loss
 from align_train.training.objectives import OBJECTIVES, LossScale
 from tests.align_train.corpus import preference_rows
 from tests.align_train.token_batches import (
@@ -93,7 +94,7 @@ def test_collated_batches_give_the_same_losses_packed_and_padded(
         result = objective.compute(
             logps_of(out.logits, tokens), tokens, reference=ref_logps, beta=0.1, count=count
         )
-        align = alignment_loss(out.hidden_states[-1], tokens, anchor_lang="en")
+        align = cosine_loss(out.hidden_states[-1], tokens, anchor_lang="en")
         results.append((result, align))
     (padded, padded_align), (packed, packed_align) = results
     torch.testing.assert_close(packed.loss, padded.loss, rtol=1e-4, atol=1e-5)

@@ -117,12 +117,56 @@ def test_lora_dpo_with_adapters_disabled_as_reference(
     assert losses[-1] < losses[0]
 
 
-def test_alignment_term_is_logged_when_enabled(shard_dir: Path, model_dir: Path, tmp_path: Path) -> None:
-    cfg = train_config(shard_dir, tmp_path, model_dir, alignment_weight=1.0, max_steps=2)
+ALIGN_METRICS = {
+    "cosine": ["align/cosine"],
+    "contrastive": ["align/accuracy", "align/cosine", "align/cosine_negative"],
+    "consistency": ["align/gap", "align/lagging"],
+}
+
+
+@pytest.mark.parametrize(
+    ("alignment_loss", "objective"),
+    [
+        ("cosine", "sft"),
+        ("contrastive", "sft"),
+        ("consistency", "sft"),
+        ("contrastive", "dpo"),
+        ("consistency", "orpo"),
+    ],
+)
+def test_every_coupled_term_trains_with_each_objective_and_logs(
+    shard_dir: Path,
+    preference_shard_dir: Path,
+    model_dir: Path,
+    tmp_path: Path,
+    alignment_loss: str,
+    objective: str,
+) -> None:
+    shards = shard_dir if objective == "sft" else preference_shard_dir
+    cfg = train_config(
+        shards,
+        tmp_path,
+        model_dir,
+        objective=objective,
+        alignment_loss=alignment_loss,
+        alignment_weight=1.0,
+        alignment_layer=1,
+        max_steps=2,
+    )
     train(cfg)
     for r in read_metrics(tmp_path):
         assert r["align/pairs"] > 0
-        assert -1.0 <= r["align/cosine"] <= 1.0
+        for key in ALIGN_METRICS[alignment_loss]:
+            assert math.isfinite(r[key]), key
+        assert math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"])
+
+
+def test_alignment_layer_is_checked_against_the_model(
+    shard_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    cfg = train_config(shard_dir, tmp_path, model_dir, alignment_weight=1.0, alignment_layer=40, max_steps=1)
+    with pytest.raises(ConfigError, match=r"alignment_layer=40 is invalid for a model with 2 layers"):
+        train(cfg)
 
 
 def test_start_up_errors_name_the_fix(
@@ -144,7 +188,8 @@ def test_config_refuses_contradictions(shard_dir: Path, tmp_path: Path) -> None:
     cases = {
         "needs LoRA": {"reference": "adapter-disabled"},
         "needs LoRA: a full fine-tune": {"export_merged": True},
-        "needs several languages": {"alignment_weight": 0.1, "policy": "monolingual"},
+        "policy='monolingual' never gives": {"alignment_weight": 0.1, "policy": "monolingual"},
+        "policy='shuffled' never gives": {"alignment_weight": 0.1, "policy": "shuffled"},
         "Extra inputs": {"batch_size": 4},
     }
     for message, settings in cases.items():
@@ -164,7 +209,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--policy", "mixed"], "policy: Input should be 'all', 'sample' or 'monolingual' (got 'mixed')"),
+        (
+            ["--policy", "mixed"],
+            "policy: Input should be 'all', 'sample', 'shuffled' or 'monolingual' (got 'mixed')",
+        ),
         (["--set", "langs=[de, fr, ja]"], "langs fr, ja not in"),
         (["--max-steps", "many"], "max_steps: Input should be a valid integer"),
     ],
