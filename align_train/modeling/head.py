@@ -195,7 +195,7 @@ def labelled_logps(
 
 class LabelledOutput(NamedTuple):
     """What :class:`LabelledLM` returns: the label log-probabilities per sequence and, when asked, one
-    layer's hidden states ``[batch, time, hidden]`` for a coupled term (:mod:`align_train.coupled`)."""
+    layer's hidden states ``[batch, time, hidden]`` for a coupled term (:mod:`align_train.training.coupled`)."""
 
     logps: SeqLogps
     hidden: torch.Tensor | None
