@@ -163,19 +163,22 @@ class LidLangConfig(_Section):
 class LidConfig(_Section):
     """fastText language ID; ``model_path`` None means the shipped lid.176.ftz.
 
-    A message reads as its row's language when fastText's top label is that language with ``min_prob``.
-    Otherwise its ``top_k`` labels are read: the row's language is still accepted when it is among them,
-    the labels above it are close relatives it may be read as (``related``) and not the anchor language,
-    and it keeps
-    ``related_ratio`` of the top label's probability; in a message shorter than ``short_chars`` any
-    language but the anchor's may outrank it, if it keeps ``short_ratio``. The probability it is accepted
-    on (its own plus its relatives') must reach ``min_prob``. See ``curate.stages.lid``.
+    A row is judged on the letters of its prose messages together (protected spans and tokens without a
+    letter removed), and each message with ``short_chars`` letters alone as well; a row with fewer than
+    ``min_chars`` letters is not judged. A text reads as its row's language when fastText's top label is
+    that language with ``min_prob``. Otherwise its ``top_k`` labels are read: the row's language is still
+    accepted when it is among them, the labels above it are close relatives it may be read as
+    (``related``) and not the anchor language, and it keeps ``related_ratio`` of the top label's
+    probability; in a text shorter than ``short_chars`` letters any language but the anchor's may outrank
+    it, if it keeps ``short_ratio``. The probability it is accepted on (its own plus its relatives') must
+    reach ``min_prob``. Where fastText is torn between the row's language and one other, the
+    ``second_opinion`` model decides. See ``curate.stages.lid``.
     """
 
     enabled: bool = True
     model_path: Path | None = None
     min_prob: float = Field(0.5, ge=0, le=1)
-    min_chars: int = Field(20, ge=0)
+    min_chars: int = Field(20, ge=0, description="letters a row needs to be judged (a message, to be a copy)")
     check_anchors: bool = Field(
         True,
         description="read the anchors before translating: a group whose anchor is in another language goes",
@@ -192,10 +195,21 @@ class LidConfig(_Section):
     related_ratio: float = Field(
         0.1, ge=0, le=1, description="share of the top relative's probability the row's language keeps"
     )
-    short_chars: int = Field(100, ge=0, description="below this many characters of prose a message is short")
+    short_chars: int = Field(
+        100,
+        ge=0,
+        description="letters under which a text is short; a message with as many is also judged alone",
+    )
     short_ratio: float = Field(
         0.3, ge=0, le=1, description="share of the top label's probability a short message's language keeps"
     )
+    second_opinion: Literal["cld3"] | None = Field(
+        "cld3", description="a second LID model deciding where fastText is torn between two languages"
+    )
+    second_share: float = Field(
+        0.1, ge=0, le=1, description="share of the row language's probability that makes another a rival"
+    )
+    second_min_prob: float = Field(0.9, ge=0, le=1, description="probability the second opinion must give")
     langs: dict[str, LidLangConfig] = Field(default_factory=dict, description="per-language overrides")
 
     _groups = field_validator("varieties")(lambda cls, v: _lang_groups(v))
@@ -232,7 +246,9 @@ class EquivalenceConfig(_Section):
     """
 
     enabled: bool = True
-    backend: Literal["use", "sentence-transformers"] = "use"
+    backend: Literal["auto", "use", "e5", "sentence-transformers"] = Field(
+        "auto", description="auto: USE where it reads every target language, else multilingual-e5-small"
+    )
     model_path: str | None = None
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
