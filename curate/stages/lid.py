@@ -84,19 +84,16 @@ class _Reading(NamedTuple):
     second: list[str]
 
 
+# A run of tokens without a letter, with the blanks around it (prose holds single blanks).
+_LETTERLESS = r"(?:^| )[^\pL ]+(?: [^\pL ]+)*(?: |$)"
+
+
 def language_bearing(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """Each prose text without its tokens that hold no letter (numbers, operators, "25."), and its
-    letters: what carries language. Vectorised in Arrow (RE2)."""
-    tokens = pc.utf8_split_whitespace(texts)
-    flat = tokens.flatten()
-    keep = pc.match_substring_regex(flat, r"\pL")
-    parents = pc.list_parent_indices(tokens)
-    kept = pa.ListArray.from_arrays(
-        pa.array(np.searchsorted(parents.filter(keep).to_numpy(), np.arange(len(texts) + 1)), pa.int32()),
-        flat.filter(keep),
-    )
-    words = pc.binary_join(kept, " ")
-    letters = pc.count_substring_regex(words, r"\pL").to_numpy(zero_copy_only=False).astype(np.int64)
+    letters: what carries language. Two RE2 passes over the batch in Arrow."""
+    words = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, _LETTERLESS, " "))
+    letters = pc.utf8_length(pc.replace_substring_regex(words, r"[^\pL]+", "")).to_numpy(zero_copy_only=False)
+    letters = letters.astype(np.int64)
     return words, letters
 
 
@@ -150,17 +147,16 @@ class _Texts:
         distinct = line_texts.dictionary_encode()
         self.distinct = distinct.dictionary
         self.text = distinct.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        self._messages = {
-            int(row): [found.where(i) for i in used[starts[row] : starts[row + 1]]]
-            for row in set(row_lines.tolist())
-        }
+        self._used, self._starts = used, starts
 
     def what(self, i: int) -> str:
         """What line ``i`` is, for a reject's detail: ``row (messages[0], messages[1]; 143 letters)`` or
         ``messages[1] alone (212 letters)``."""
         if self.message[i] >= 0:
             return f"{self.found.where(int(self.message[i]))} alone ({self.letters[i]} letters)"
-        return f"row ({', '.join(self._messages[int(self.rows[i])])}; {self.letters[i]} letters)"
+        row = int(self.rows[i])
+        messages = [self.found.where(m) for m in self._used[self._starts[row] : self._starts[row + 1]]]
+        return f"row ({', '.join(messages)}; {self.letters[i]} letters)"
 
 
 def default_model_path() -> Path:
@@ -326,8 +322,10 @@ class Lid(FilterStage):
         """What each line reads as: line ``i`` is the distinct text ``text[i]`` of ``texts``, of
         ``letters[i]`` letters, in a row of language ``lang[i]`` (identity ``target[i]``) whose settings
         are ``min_prob[i]`` and ``ratio[i]`` (``related_ratio``)."""
-        label, prob = self._predict(texts, k=1)
-        label, prob = label[text, 0], prob[text, 0]
+        # Two labels: the top one decides for almost every text; the second names a rival close enough
+        # for the second opinion to be asked.
+        labels, probs = self._predict(texts, k=2)
+        label, prob = labels[text, 0], probs[text, 0]
         ours = self._label_idents[label] == target
         # An anchor read as its language is kept however unsure; a translation needs min_prob.
         status = np.where(ours & ((prob >= min_prob) | self.judges_anchors), _OK, _LOW)
@@ -345,26 +343,32 @@ class Lid(FilterStage):
             [""] * n,
         )
         # Read again with the top k labels: texts not read as their language with min_prob (for an
-        # anchor, only one read surely as another language: an unsure one is kept anyway), and, where a
-        # second opinion may decide, texts read as their language that another one comes close to.
+        # anchor, only one read surely as another language: an unsure one is kept anyway).
         again = ~ours & (prob >= min_prob) if self.judges_anchors else status != _OK
-        if self._second is not None and not self.judges_anchors:
-            again |= prob < 1.0 - self.config.second_share * min_prob
-        if not again.any():
-            return reading
         lines = np.flatnonzero(again)
-        needed, inverse = np.unique(text[lines], return_inverse=True)
+        if self._second is not None and not self.judges_anchors:
+            # Texts read as their language with a rival at second_share of it: the second opinion's too.
+            rival, rival_prob = labels[text, 1], probs[text, 1]
+            close = (status == _OK) & (rival_prob >= self.config.second_share * prob)
+            close &= self._label_idents[rival] != target
+            reading.rival[close], reading.rival_prob[close] = rival[close], rival_prob[close]
+            reading.own_label[close] = label[close]
+            lines = np.union1d(lines, np.flatnonzero(close))
+        if not len(lines):
+            return reading
+        reread = lines[status[lines] != _OK]
+        needed, inverse = np.unique(text[reread], return_inverse=True)
         labels, probs = self._predict(texts.take(pa.array(needed, pa.int64())), k=self.config.top_k)
         found = self._judge_top_k(
             labels[inverse],
             probs[inverse],
-            lang=lang[lines],
-            short=letters[lines] < self.config.short_chars,
-            ratio=ratio[lines],
-            min_prob=min_prob[lines],
+            lang=lang[reread],
+            short=letters[reread] < self.config.short_chars,
+            ratio=ratio[reread],
+            min_prob=min_prob[reread],
         )
         for column, values in zip(reading[:-1], found[:-1], strict=True):
-            column[lines] = values
+            column[reread] = values
         if self._second is not None:
             self._second_opinion(reading, lines, texts.take(pa.array(text[lines], pa.int64())), target[lines])
         return reading
@@ -459,9 +463,11 @@ class Lid(FilterStage):
         lines = pc.binary_join_element_wise(texts, "\n", "").cast(pa.binary()).to_pylist()
         labels, probs = self._model.f.multilinePredict(lines, k, 0.0, "strict")
         index = self._label_index
-        if k == 1:
-            label = np.fromiter((index[top[0]] for top in labels), np.int64, len(labels))[:, None]
-            return label, np.minimum(np.concatenate(probs).astype(np.float64), 1.0)[:, None]
+        n = len(labels)
+        if all(len(names) == k for names in labels):  # the usual case: k labels each
+            label = np.fromiter((index[name] for names in labels for name in names), np.int64, n * k)
+            prob = np.concatenate(probs).astype(np.float64).reshape(n, k)
+            return label.reshape(n, k), np.minimum(prob, 1.0)
         label = np.zeros((len(labels), k), np.int64)
         prob = np.zeros((len(labels), k), np.float64)
         for i, (names, values) in enumerate(zip(labels, probs, strict=True)):
