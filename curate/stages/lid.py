@@ -357,18 +357,19 @@ class Lid(FilterStage):
         if not len(lines):
             return reading
         reread = lines[status[lines] != _OK]
-        needed, inverse = np.unique(text[reread], return_inverse=True)
-        labels, probs = self._predict(texts.take(pa.array(needed, pa.int64())), k=self.config.top_k)
-        found = self._judge_top_k(
-            labels[inverse],
-            probs[inverse],
-            lang=lang[reread],
-            short=letters[reread] < self.config.short_chars,
-            ratio=ratio[reread],
-            min_prob=min_prob[reread],
-        )
-        for column, values in zip(reading[:-1], found[:-1], strict=True):
-            column[reread] = values
+        if len(reread):
+            needed, inverse = np.unique(text[reread], return_inverse=True)
+            labels, probs = self._predict(texts.take(pa.array(needed, pa.int64())), k=self.config.top_k)
+            found = self._judge_top_k(
+                labels[inverse],
+                probs[inverse],
+                lang=lang[reread],
+                short=letters[reread] < self.config.short_chars,
+                ratio=ratio[reread],
+                min_prob=min_prob[reread],
+            )
+            for column, values in zip(reading[:-1], found[:-1], strict=True):
+                column[reread] = values
         if self._second is not None:
             self._second_opinion(reading, lines, texts.take(pa.array(text[lines], pa.int64())), target[lines])
         return reading

@@ -540,3 +540,20 @@ def test_default_model_is_the_shipped_lid176() -> None:
 def test_judge_before_setup_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="setup"):
         Lid(LidConfig()).process(table(row("g", "en", EN), row("g", "de", DE)))
+
+
+def test_a_batch_of_rows_read_as_their_language_with_a_rival_only() -> None:
+    """Every row reads as its language, one with a rival holding more than a tenth of it (ca 0.61, hu
+    0.19): the second opinion is asked, nothing is read with the top labels, and the row is kept."""
+    stage = Lid(LidConfig(), anchor_lang="en")
+    stage.setup()
+    prompt = "Diego va recollir 2 ous en dilluns i 7 ous en dimarts. Quants ous recollir en tot?"
+    english = "Diego collected 2 eggs on Monday and 7 eggs on Tuesday. How many eggs did he collect in all?"
+    answers = {"chosen": [msg("assistant", "2 + 7 = 9. La resposta és 9.")]}
+    answers["rejected"] = [msg("assistant", "2 + 7 = 19. La resposta és 19.")]
+    batch = table(
+        row("g", "en", [msg("user", english)], chosen=[msg("assistant", "The answer is 9.")]),
+        row("g", "ca", [msg("user", prompt)], **answers),
+    )
+    rows = by_key(stage.process(batch))
+    assert (rows["g/ca"]["reason"], rows["g/ca"]["lid_lang"]) == (None, "ca")
