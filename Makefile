@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU wheel by default; GPU users set TORCH_SPEC= (empty) to keep the torch they installed in the venv.
 TORCH_SPEC ?= torch==2.13.0
-APERTIUM_PAIRS := apertium-eng-spa apertium-eng-cat apertium-eo-en apertium-en-gl
+APERTIUM_PAIRS := apertium-eng-spa apertium-eng-cat apertium-en-gl apertium-eo-en apertium-hbs-eng
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps demo test lint clean experiment experiment-smoke experiment-gpu \
@@ -22,8 +22,9 @@ $(VENV)/.installed: pyproject.toml curate/text/_spans.c
 install: $(VENV)/.installed system-deps
 
 system-deps:
-	@if ! command -v apertium >/dev/null || ! [ -f /usr/share/apertium/modes/eng-cat.mode ] \
-		|| ! [ -f /usr/share/apertium/modes/en-eo.mode ] || ! [ -f /usr/share/apertium/modes/en-gl.mode ]; then \
+	@if ! command -v apertium >/dev/null || ! [ -f /usr/share/apertium/modes/eng-hbs.mode ] \
+		|| ! [ -f /usr/share/apertium/modes/eng-cat.mode ] || ! [ -f /usr/share/apertium/modes/en-eo.mode ] \
+		|| ! [ -f /usr/share/apertium/modes/en-gl.mode ]; then \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q apertium $(APERTIUM_PAIRS); fi
 
 # Starts from scratch each time: an out/demo or runs/train_demo left by other code or settings is replaced.

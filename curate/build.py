@@ -13,7 +13,7 @@ from curate.manifest import assemble_manifest, thresholds
 from curate.readers import Chunk, fingerprint_inputs, read_chunks
 from curate.report import write_report
 from curate.stages.base import Stage
-from curate.stages.embedders import Calibration
+from curate.stages.embedders import Calibration, make_embedder
 from curate.stages.equivalence import Equivalence
 from curate.stages.lid import AnchorLid, Lid
 from curate.stages.structure import Structure
@@ -44,7 +44,7 @@ def make_stages(config: BuildConfig) -> list[Stage]:
     if config.lid.enabled:
         stages.append(Lid(config.lid, anchor_lang=config.anchor_lang))
     if config.equivalence.enabled:
-        stages.append(Equivalence(config.equivalence))
+        stages.append(Equivalence(config.equivalence, make_embedder(config.equivalence, langs=config.langs)))
     return stages
 
 
