@@ -30,10 +30,11 @@ from transformers.cache_utils import DynamicLayer
 
 
 def supports_slots(model: PreTrainedModel) -> bool:
-    """Whether :func:`greedy_continuations` can decode ``model``: a decoder-only model whose forward takes
-    ``position_ids`` and ``logits_to_keep`` and whose cache is plain full attention in every layer (a sliding
-    window counts columns, which padding in the middle of a row would shift)."""
-    if model.config.is_encoder_decoder:
+    """Whether :func:`greedy_continuations` can decode ``model``: a decoder-only model with sdpa or eager
+    attention (which read any padding mask), whose forward takes ``position_ids`` and ``logits_to_keep``
+    and whose cache is plain full attention in every layer (a sliding window counts columns, which padding
+    in the middle of a row would shift)."""
+    if model.config.is_encoder_decoder or model.config._attn_implementation not in ("sdpa", "eager"):
         return False
     accepted = inspect.signature(model.forward).parameters
     if not {"position_ids", "logits_to_keep", "cache"} <= set(accepted):
