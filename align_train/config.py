@@ -35,6 +35,9 @@ AlignmentLoss = Literal["cosine", "contrastive", "consistency"]
 ScorerName = Literal["math", "tool"]
 """How a task's answers are read and compared (:data:`align_train.eval.scoring.SCORERS` implements each)."""
 
+Scoring = Literal["generate", "loglikelihood"]
+"""What makes a held-out row correct: its generated answer, or its reference being the greedy answer."""
+
 Precision = Literal["auto", "bf16", "fp32"]
 """Compute dtype: ``auto`` is bf16 on a GPU and float32 on a CPU."""
 
@@ -245,6 +248,11 @@ class EvalConfig(_Section):
     )
     max_groups: int | None = Field(None, ge=1, description="the first N groups by holdout hash; None = all")
     require_all_langs: bool = Field(False, description="only groups that have every evaluated language")
+    scoring: Scoring = Field(
+        "generate",
+        description="accuracy of a scored row: its generated answer equals the reference's (generate), or "
+        "the reference answer is the model's greedy continuation, from the loss pass alone (loglikelihood)",
+    )
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     max_length: int = Field(2048, ge=16, description="tokens of prompt + reference scored for the loss")
