@@ -15,31 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from curate.manifest import ESTIMATED
 from curate.writer import PART_GLOB, REJECTS_DIR, SHARDS_DIR, atomic_write_bytes
-from schemas import LangCounts, Manifest, base_lang
-
-CARD_FILE = "README.md"
-
-# The Hub's licence identifiers (https://huggingface.co/docs/hub/repositories-licenses). Another name is
-# written as ``license: other`` with ``license_name``, the Hub's way to state a licence it does not list.
-# fmt: off
-HUB_LICENSES = frozenset((
-    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m",
-    "bigscience-bloom-rail-1.0", "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd",
-    "bsd-2-clause", "bsd-3-clause", "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0", "cc-by-2.5",
-    "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0",
-    "cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0",
-    "cc-by-nc-sa-4.0", "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0",
-    "epl-1.0", "epl-2.0", "etalab-2.0", "eupl-1.1", "eupl-1.2", "agpl-3.0", "gfdl", "gpl", "gpl-2.0",
-    "gpl-3.0", "lgpl", "lgpl-2.1", "lgpl-3.0", "isc", "h-research", "intel-research", "lppl-1.3c", "ms-pl",
-    "apple-ascl", "apple-amlr", "mpl-2.0", "odc-by", "odbl", "openrail++", "osl-3.0", "postgresql",
-    "ofl-1.1", "ncsa", "unlicense", "zlib", "pddl", "lgpl-lr", "deepfloyd-if-license", "llama2", "llama3",
-    "llama3.1", "llama3.2", "llama3.3", "llama4", "gemma", "unknown", "other",
-))
-# fmt: on
+from schemas import LangCounts, Manifest
+from schemas.hub_card import CARD_FILE, card_text, hub_languages, license_fields
 
 # The Hub's size_categories: (rows below which a build falls in it, its name).
 _SIZES = (
@@ -100,8 +79,7 @@ def write_dataset_card(out: Path) -> Path:
 
 def dataset_card(manifest: Manifest) -> str:
     """The card of the build ``manifest`` describes: YAML metadata, then the markdown body."""
-    header = yaml.safe_dump(_metadata(manifest), sort_keys=False, allow_unicode=True, width=1 << 16)
-    return f"---\n{header}---\n\n{_body(manifest)}"
+    return card_text(_metadata(manifest), _body(manifest))
 
 
 def _metadata(manifest: Manifest) -> dict[str, Any]:
@@ -123,8 +101,8 @@ def _metadata(manifest: Manifest) -> dict[str, Any]:
         )
     return {
         "pretty_name": _title(manifest),
-        "language": list(dict.fromkeys(base_lang(x) for x in [manifest.anchor_lang, *manifest.langs])),
-        **_license_fields(manifest.config.get("license")),
+        "language": hub_languages([manifest.anchor_lang, *manifest.langs]),
+        **license_fields(manifest.config.get("license")),
         "multilinguality": ["translation"],
         "size_categories": [size_category(kept)],
         "task_categories": ["text-generation"],
@@ -135,14 +113,6 @@ def _metadata(manifest: Manifest) -> dict[str, Any]:
         ],
         "configs": configs,
     }
-
-
-def _license_fields(license_: str | None) -> dict[str, str]:
-    if license_ is None:
-        return {"license": "unknown"}
-    if license_ in HUB_LICENSES:
-        return {"license": license_}
-    return {"license": "other", "license_name": license_}
 
 
 def _title(manifest: Manifest) -> str:

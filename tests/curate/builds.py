@@ -10,7 +10,7 @@ from pathlib import Path
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
-from curate.card import HUB_LICENSES
+from schemas.hub_card import HUB_LICENSES
 from tests import ROOT
 
 DEMO = ROOT / "examples" / "demo"

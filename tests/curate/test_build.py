@@ -116,7 +116,7 @@ def test_a_licence_stated_later_rewrites_only_the_manifest_and_the_card(
 ) -> None:
     out = tmp_path / "out"
     shutil.copytree(demo_build, out)
-    assert DatasetCard.load(out / "README.md").data.license == "unknown"
+    assert DatasetCard.load(out / "README.md").data.license == "apache-2.0"  # examples/demo.yaml's
     before = outputs(out)
     result = _rebuild(out, demo_subset, "--set", "license=CC-BY-SA-4.0")
     assert result.exit_code == 0, result.output
