@@ -314,14 +314,21 @@ def _intro(facts: ModelFacts) -> list[str]:
         ]
     s = facts.settings
     langs = facts.languages
-    what = f"A LoRA adapter on {_base(facts)}" if facts.adapter else f"{_base(facts)} fine-tuned"
+    trained = f"by `align-train` (polyalign) with the `{s.get('objective')}` objective"
     if facts.origin == "merge":
-        what = f"The adapter of `{facts.merged_from}` merged into {_base(facts)}: a plain model folder"
+        what = (
+            f"The adapter of `{facts.merged_from}` merged into {_base(facts)}: a plain model folder, "
+            f"trained {trained}"
+        )
+    elif facts.adapter:
+        what = f"A LoRA adapter on {_base(facts)}, trained {trained}"
+    else:
+        base = _base(facts)
+        what = f"{base[0].upper()}{base[1:]}, fine-tuned {trained}"
     corpus = f"`{langs[0]}` and its translations into {', '.join(f'`{x}`' for x in langs[1:])}"
     text = (
-        f"{what}, trained by `align-train` (polyalign) with the `{s.get('objective')}` objective on a parallel "
-        f"corpus: {corpus if len(langs) > 1 else ', '.join(f'`{x}`' for x in langs)}, {_policy(s)}. "
-        f"{facts.step} optimizer steps, {_count(facts.tokens)} tokens."
+        f"{what} on a parallel corpus: {corpus if len(langs) > 1 else ', '.join(f'`{x}`' for x in langs)}, "
+        f"{_policy(s)}. {facts.step} optimizer steps, {_count(facts.tokens)} tokens."
     )
     return [text, ""]
 
@@ -413,7 +420,7 @@ def _training(facts: ModelFacts) -> list[str]:
         (
             "batch",
             f"{s.get('groups_per_batch')} groups per micro-batch × {s.get('grad_accum')} accumulated × "
-            f"{facts.world_size} ranks",
+            f"{facts.world_size} rank{'s' * (facts.world_size != 1)}",
         ),
         ("coupled terms", _coupled(s)),
         ("model", model),

@@ -339,8 +339,8 @@ def _sources(manifest: Manifest) -> list[str]:
     lines += [f"| `{i.path}` | `{i.sha256}` |" for i in manifest.inputs]
     lines += [
         "",
-        f"Config hash `{manifest.config_hash}` (the settings that decide the rows); `manifest.json` holds the "
-        "whole config and the sha256 of every file.",
+        f"Config hash `{manifest.config_hash}` (the settings that decide the rows); `manifest.json` holds "
+        "the whole config and the sha256 of every file.",
         "",
     ]
     return lines

@@ -57,7 +57,7 @@ def card_text(metadata: dict[str, Any], body: str) -> str:
 
 
 def read_card(text: str, *, where: str) -> tuple[dict[str, Any], str]:
-    """The metadata and the body of card ``text`` (read from ``where``); a card without metadata has ``{}``."""
+    """The metadata and the body of card ``text`` (read from ``where``); without metadata, ``{}``."""
     if not text.startswith("---\n"):
         return {}, text
     header, sep, body = text[4:].partition("\n---\n")

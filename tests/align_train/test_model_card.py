@@ -114,8 +114,8 @@ def test_a_run_without_a_coupled_term_says_so() -> None:
     settings = facts().settings | {"alignment_weight": 0.0, "policy": "all"}
     text = model_card(facts(settings=settings, adapter=False), results=[])
     assert (
-        "| coupled terms | none: each row's loss is its own (`alignment_loss` cosine, `alignment_weight` 0.0) |"
-        in text
+        "| coupled terms | none: each row's loss is its own "
+        "(`alignment_loss` cosine, `alignment_weight` 0.0) |" in text
     )
     assert "library_name: transformers" in text
 
@@ -164,7 +164,8 @@ def test_lora_run_cards_load_with_peft_take_eval_results_and_follow_the_export(
     final = train(train_config(shard_dir, run, model_dir, max_steps=2, lora=lora, save_every=1, holdout=0.3))
     first, second = (read_model_card(run / "checkpoints" / f"step-00000{i}") for i in (1, 2))
     assert first is not None and second is not None
-    assert first[0].step == 1 and second[0].step == 2 and 0 < first[0].tokens < second[0].tokens  # type: ignore[operator]
+    assert (first[0].step, second[0].step) == (1, 2)
+    assert 0 < first[0].tokens < second[0].tokens  # type: ignore[operator]
 
     card = validate(final / "README.md")
     data = card.data.to_dict()

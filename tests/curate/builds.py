@@ -56,7 +56,7 @@ def outputs(out: Path) -> dict[str, bytes]:
 
 
 def hub_vocabulary(name: str) -> set[str]:
-    """One of the Hub's vocabularies (``languages.json``, ``size_categories.json``...) as ``datasets`` ships it."""
+    """One of the Hub's vocabularies (``languages.json``, ``size_categories.json``...), from ``datasets``."""
     return set(json.loads(resources.files("datasets.utils.resources").joinpath(name).read_text()))
 
 
