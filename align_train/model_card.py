@@ -378,6 +378,11 @@ def _policy(s: Mapping[str, Any]) -> str:
             f"each batch holding the anchor and {s.get('k')} of its translations drawn with temperature "
             f"{s.get('temperature')} (policy `sample`)"
         )
+    if policy == "shuffled":
+        return (
+            "each optimizer step holding the rows per language of policy `all` with no two rows of a group "
+            "in the same step (policy `shuffled`, the control)"
+        )
     if policy == "monolingual":
         return "each batch holding rows of one language (policy `monolingual`, the ablation baseline)"
     return f"batches of policy `{policy}`"

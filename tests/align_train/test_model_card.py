@@ -111,8 +111,9 @@ def test_a_training_card_says_what_the_model_is_and_how_it_was_trained(tmp_path:
 
 
 def test_a_run_without_a_coupled_term_says_so() -> None:
-    settings = facts().settings | {"alignment_weight": 0.0, "policy": "all"}
+    settings = facts().settings | {"alignment_weight": 0.0, "policy": "shuffled"}
     text = model_card(facts(settings=settings, adapter=False), results=[])
+    assert "no two rows of a group in the same step (policy `shuffled`, the control)" in text
     assert (
         "| coupled terms | none: each row's loss is its own "
         "(`alignment_loss` cosine, `alignment_weight` 0.0) |" in text
