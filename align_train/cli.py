@@ -132,13 +132,15 @@ def eval_command(
             typer.echo(f"evaluating split {cfg.split} (holdout {cfg.holdout:g}) of {cfg.data} → {cfg.out}")
         if cfg.tasks:
             typer.echo(f"evaluating lm-eval tasks {', '.join(cfg.tasks)} → {cfg.out}")
-        evaluate(cfg)
+        evaluation = evaluate(cfg)
     except UserError as e:
         _fail(str(e))
     # The report without its per-task tables: the per-language tables of the held-out groups and benchmarks.
     sections = (cfg.out / "report.md").read_text(encoding="utf-8").split("\n## ")
     shown = [sections[0], *(f"## {s}" for s in sections[1:] if not s.startswith("Per task"))]
     typer.echo("\n\n".join(part.rstrip() for part in shown))
+    if evaluation.card is not None:
+        typer.echo(f"\nresults added to the model card {evaluation.card}")
 
 
 @app.command("sweep")

@@ -1,11 +1,12 @@
 """``curate build``: read → anchor_lid → translate → structure → lid → equivalence → write, resumable chunk
-by chunk."""
+by chunk; then the manifest, the report and the dataset card."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 
+from curate.card import write_dataset_card
 from curate.config import BuildConfig
 from curate.executors.base import Executor, run_chunk
 from curate.executors.local import LocalExecutor
@@ -92,6 +93,8 @@ def _build(config: BuildConfig, inputs: list[InputInfo], *, progress: bool) -> M
     atomic_write_bytes(config.out / "manifest.json", manifest.model_dump_json(indent=1).encode())
     if config.report:
         write_report(config.out, min_keep_rate=config.min_keep_rate)
+    # Always, report or not: without the card, datasets.load_dataset(OUT) mixes kept and rejected rows.
+    write_dataset_card(config.out)
     return manifest
 
 

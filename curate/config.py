@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -317,11 +318,33 @@ class BuildConfig(_Section):
     min_keep_rate: float = Field(
         0.5, ge=0, le=1, description="warn in the summary and the report when a language keeps less"
     )
+    license: str | None = Field(
+        None,
+        description="licence of the source data, for the dataset card: a Hub identifier (cc-by-4.0, "
+        "apache-2.0...) or another short name; None: unknown, and the card says so",
+    )
 
     # Settings that change where a build goes, how it runs or what it says, never the shards, rejects and
     # manifest: left out of the fingerprint and of the manifest's copy of the config, so toggling them
     # between a killed build and its re-run changes nothing the build writes.
     NOT_IN_OUTPUT: ClassVar[set[str]] = {"out", "executor", "report", "min_keep_rate"}
+    # Settings that describe the data without changing a row: in the manifest (and the card), not in the
+    # fingerprint, so a finished build takes a corrected value by running it again, recomputing nothing.
+    DESCRIPTIVE: ClassVar[set[str]] = {"license"}
+
+    @field_validator("license")
+    @classmethod
+    def _license(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        name = v.strip().lower()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.+_-]*", name):
+            msg = (
+                f"license {v!r} is not a licence identifier: use the Hub's (cc-by-4.0, apache-2.0, mit, "
+                "odc-by...) or a short name of letters, digits, '.', '-', '+' and '_'"
+            )
+            raise ValueError(msg)
+        return name
 
     @field_validator("anchor_lang")
     @classmethod
@@ -345,6 +368,6 @@ class BuildConfig(_Section):
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the output (not where it goes), to refuse mixing builds."""
-        payload = self.model_dump(mode="json", exclude=self.NOT_IN_OUTPUT)
+        payload = self.model_dump(mode="json", exclude=self.NOT_IN_OUTPUT | self.DESCRIPTIVE)
         payload["translate"].pop("cache", None)
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]

@@ -51,6 +51,11 @@ class Window:
     collated: Counter[str]
     """Collator statistics of these batches (sequences, truncated, ...)."""
 
+    @property
+    def tokens(self) -> int:
+        """Tokens of the sequences in the window (padding not counted)."""
+        return sum(int((batch.seq_ids >= 0).sum()) for batch in self.micro_batches)
+
     def pin_memory(self) -> Window:
         """The window with its token tensors in page-locked memory, so that copies to a GPU overlap compute."""
         return dataclasses.replace(self, micro_batches=[batch.pin_memory() for batch in self.micro_batches])

@@ -41,9 +41,10 @@ from align_train.eval.benchmarks import (
 )
 from align_train.eval.generate import generate_greedy, generate_vllm, import_vllm
 from align_train.eval.likelihood import ReferenceScore, reference_scores
-from align_train.eval.report import write_report
+from align_train.eval.report import card_results, write_report
 from align_train.eval.scoring import SCORERS, Scorer, last_assistant
 from align_train.eval.summary import EvalReport, RowResult, summarize
+from align_train.model_card import record_results
 from align_train.modeling.model import compute_dtype, load_model, load_tokenizer
 from align_train.run_folder import resolve_model
 from align_train.threads import set_threads
@@ -78,10 +79,11 @@ class EvalItem:
 @dataclass(frozen=True)
 class Evaluation:
     """What one ``align-train eval`` found: the held-out report (with ``data``) and the benchmarks (with
-    ``tasks``), by benchmark name."""
+    ``tasks``), by benchmark name; and the model card it added them to, if any."""
 
     held_out: EvalReport | None
     benchmarks: dict[str, BenchmarkReport]
+    card: Path | None = None  # the model card the results were added to
 
 
 def evaluate(cfg: EvalConfig) -> Evaluation:
@@ -149,7 +151,11 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
     if lm_eval_results is not None:
         write_lm_eval_files(cfg.out, lm_eval_results)
     write_report(cfg.out, held_out, results, benchmarks, header=header)
-    return Evaluation(held_out, benchmarks)
+    # The scored folder's card, when align-train wrote it (a checkpoint, a merged or converted model).
+    card = None
+    if model_dir is not None:
+        card = record_results(model_dir, card_results(held_out, benchmarks, data=cfg.data, split=cfg.split))
+    return Evaluation(held_out, benchmarks, card)
 
 
 class _Corpus(NamedTuple):

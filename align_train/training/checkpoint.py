@@ -6,8 +6,9 @@ Layout under ``OUT/checkpoints``::
                             LoRA: the peft adapter (adapter_model.safetensors + adapter_config.json naming
                             the base model), PeftModel.from_pretrained(base, folder) loads it
         tokenizer files
+        README.md           model card (align_train.model_card)
         trainer_state.pt    step, optimizer (by the model's parameter names), scheduler, and per rank:
-                            RNG states + data cursor
+                            RNG states + data cursor + tokens trained on
     latest                  text file naming the newest complete checkpoint
 
 A LoRA checkpoint holds what training changed, never the frozen base (a few MB instead of the whole model
@@ -41,6 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
 from transformers import PreTrainedTokenizerBase
 
 from align_train.distributed import barrier, gather
+from align_train.model_card import ModelFacts, write_model_card
 from align_train.modeling.head import LabelledLM
 from align_train.run_folder import RUN_CONFIG, STATE_FILE, checkpoint_root, damaged, latest_checkpoint
 from schemas import ConfigError
@@ -81,10 +83,13 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     tokenizer: PreTrainedTokenizerBase,
     data_state: dict[str, Any],
+    tokens: int,
+    card: ModelFacts,
 ) -> Path:
     """Write the checkpoint of ``step``; collective under torch.distributed (every rank calls it, rank 0 writes).
 
-    ``model`` is the wrapped training model (DDP, FSDP2 or plain); ``data_state`` is this rank's data cursor.
+    ``model`` is the wrapped training model (DDP, FSDP2 or plain); ``data_state`` is this rank's data cursor
+    and ``tokens`` the tokens it trained on so far; ``card`` the run's model card, written for this step.
     """
     # Full (unsharded) state dicts are gathered by every rank; only rank 0 keeps a copy on CPU. A LoRA
     # checkpoint needs the adapters only: the frozen base is never gathered.
@@ -92,7 +97,7 @@ def save_checkpoint(
     optimizer_state = _renamed(
         get_optimizer_state_dict(model, optimizer, options=_FULL), lambda n: n.removeprefix(LABELLED_PREFIX)
     )
-    rank_state = {"rng": rng_state(), "data": data_state}
+    rank_state = {"rng": rng_state(), "data": data_state, "tokens": tokens}
     ranks = gather(rank_state)
     world_size = len(ranks)
     final = checkpoint_root(out) / f"step-{step:06d}"
@@ -111,6 +116,7 @@ def save_checkpoint(
             "ranks": ranks,
         }
         torch.save(state, tmp / STATE_FILE)
+        write_model_card(tmp, card.at(step=step, tokens=sum(r["tokens"] for r in ranks)))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         pointer = checkpoint_root(out) / "latest"

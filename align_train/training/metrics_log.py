@@ -75,7 +75,7 @@ class MetricsLogger:
         """Record optimizer step ``step``, which trained on ``window``: ``loss`` is this rank's share of the
         window's objective, ``metrics`` the objective's metrics per micro-batch."""
         self.data_file.write(json.dumps({"step": step, "group_ids": window.group_ids}) + "\n")
-        self.tokens += sum(int((b.seq_ids >= 0).sum()) for b in window.micro_batches)
+        self.tokens += window.tokens
         self.collated += window.collated
         self.progress.advance(self.task)
         if step % self.log_every and step != self.total_steps:

@@ -38,6 +38,7 @@ from align_train.distributed import (
     wrap,
     wrap_frozen,
 )
+from align_train.model_card import training_facts
 from align_train.modeling.capabilities import choose
 from align_train.modeling.head import LabelledLM, causal_lm
 from align_train.modeling.model import (
@@ -126,11 +127,19 @@ def train(cfg: TrainConfig) -> Path:
         if reference is not None and cfg.precompute_reference:
             # After the optimizer took the (sharded) parameters; a frozen reference model is dropped here.
             reference = _precomputed(reference, collator, model, cfg, run)
-        step = 0
+        step, tokens = 0, 0  # tokens: of the sequences this rank trained on, for the model card
+        card = training_facts(
+            cfg.model_dump(mode="json"),
+            run=cfg.out.name,
+            shards=cfg.shards,
+            base_model=None if cfg.model is None else cfg.model.resolve(),
+            adapter=cfg.lora.enabled,
+            world_size=run.world_size,
+        )
         if state is not None:
             cursor = restore(state, model=model, optimizer=optimizer, scheduler=scheduler, rank=run.rank)
             sampler.load_state_dict(cursor)
-            step = state["step"]
+            step, tokens = state["step"], state["ranks"][run.rank].get("tokens", 0)
         else:
             # Each rank its own random stream (dropout): identical masks on all ranks would waste data.
             _seed_all(cfg.seed + run.rank)
@@ -165,6 +174,8 @@ def train(cfg: TrainConfig) -> Path:
                 scheduler=scheduler,
                 tokenizer=tokenizer,
                 data_state=data_state,
+                tokens=tokens,
+                card=card,
             )
 
         # ---- loop -------------------------------------------------------------------------------------
@@ -176,6 +187,7 @@ def train(cfg: TrainConfig) -> Path:
             if run.device.type == "cuda":  # page-locked: the copies below then overlap compute
                 window = window.pin_memory()
             data_state = window.data_state
+            tokens += window.tokens
             scale = LossScale.for_window(
                 window.micro_batches, objective, run=run, alignment_weight=alignment.weight
             )

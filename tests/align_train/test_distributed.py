@@ -15,6 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from align_train.config import TrainConfig
+from align_train.model_card import read_model_card
 from align_train.modeling.model import load_policy, load_tokenizer
 from align_train.training.train import _seed_all, train
 from tests import ROOT
@@ -121,6 +122,11 @@ def test_two_ranks_match_one_process_with_double_accumulation(
     assert errors[worst] <= UPDATE_RTOL, f"{worst}: update differs by {errors[worst]:.2e} of its norm"
     moved = max(float((ranks[name] - start[name]).abs().max()) for name in ranks)
     assert moved > 1e-2  # the comparison is not between two untrained models
+    # The model card counts the tokens of both ranks: the same rows as the one process trained on.
+    cards = [read_model_card(run / "checkpoints/step-000003") for run in (out, single[lora])]
+    assert cards[0] is not None and cards[1] is not None
+    assert (cards[0][0].world_size, cards[1][0].world_size) == (2, 1)
+    assert cards[0][0].tokens == cards[1][0].tokens > 0
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from align_train.cli import app
 from align_train.eval.evaluate import load_for_eval
+from align_train.model_card import read_model_card
 from align_train.modeling.model import MERGED_DIR
 from align_train.run_folder import STATE_FILE, latest_checkpoint, resolve_model
 from align_train.training.checkpoint import (
@@ -195,5 +196,10 @@ def test_lora_with_dropout_resumes_exactly_in_process(
     stopped = train(config)
     killer.join()
     assert int(stopped.name.removeprefix("step-")) < 8
-    train(config)
+    resumed = train(config)
     same_run(tmp_path / "whole", cut)
+    # The tokens on the model card count across the resume, as in the uninterrupted run.
+    cards = [read_model_card(final) for final in (resumed, latest_checkpoint(tmp_path / "whole"))]
+    assert cards[0] is not None and cards[1] is not None
+    assert (cards[0][0].step, cards[0][0].tokens) == (cards[1][0].step, cards[1][0].tokens)
+    assert cards[0][0].tokens > 0
