@@ -120,16 +120,19 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.2, help="share of translations made faulty")
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[256, 4])
     parser.add_argument("--sets", nargs="+", choices=("udhr", "apertium"), default=["udhr", "apertium"])
+    parser.add_argument(
+        "--langs", nargs="+", choices=dev.LANGS, default=list(dev.LANGS), help="the Apertium set's languages"
+    )
     args = parser.parse_args()
     if "apertium" in args.sets:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            found = apertium(args.seeds, 0.3, Path(tmp))
+            found = apertium(args.seeds, 0.3, Path(tmp), langs=args.langs)
         print(f"machine: {machine()}")
         print(
             f"Apertium dev set: seeds {args.seeds}, 30% of clean rows made faulty; {time.perf_counter() - start:.0f} s"
         )
-        apertium_table(found)
+        apertium_table(found, langs=tuple(args.langs))
     if "udhr" not in args.sets:
         return
 
@@ -198,14 +201,14 @@ def main() -> None:
         print(f"{lang:4}" + " | ".join(cells))
 
 
-def apertium(seeds: list[int], rate: float, tmp: Path) -> dev.Tally:
-    """The Apertium dev set, each source and language its own default build."""
+def apertium(seeds: list[int], rate: float, tmp: Path, *, langs: list[str]) -> dev.Tally:
+    """The Apertium dev set in ``langs``, each source and language its own default build."""
     data = {"problems": dev.load_problems(), "udhr": dev.load_udhr()}
     tallies = []
     for seed in seeds:
         for source in dev.SOURCES:
             planted = dev.plant_faults(source, data[source], rate=rate, seed=seed)
-            for lang in dev.LANGS:
+            for lang in langs:
                 rows = [r for r in planted if r.lang == lang]
                 folder = tmp / f"apertium-{seed}-{source}-{lang}"
                 folder.mkdir()
@@ -214,14 +217,14 @@ def apertium(seeds: list[int], rate: float, tmp: Path) -> dev.Tally:
     return dev.merge(tallies)
 
 
-def apertium_table(tally: dev.Tally) -> None:
+def apertium_table(tally: dev.Tally, *, langs: tuple[str, ...]) -> None:
     for part in dev.PARTS:
         print(f"\nApertium dev set, {part} part: clean rows kept per language, each fault rejected")
-        print(f"{'':16}" + "".join(f"{lang:>14}" for lang in (*dev.LANGS, "all")))
+        print(f"{'':16}" + "".join(f"{lang:>14}" for lang in (*langs, "all")))
         for kind in dev.KINDS:
             cells = []
-            for langs in (*((lang,) for lang in dev.LANGS), dev.LANGS):
-                right, n = tally.count(kind, parts=[part], langs=langs)
+            for which in (*((lang,) for lang in langs), langs):
+                right, n = tally.count(kind, parts=[part], langs=which)
                 cells.append(f"{right:3d}/{n:<3d} {right / n:5.1%}" if n else "-")
             label = "clean kept" if kind == "clean" else f"{kind} rej."
             print(f"{label:16}" + "".join(f"{c:>14}" for c in cells))
