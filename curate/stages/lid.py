@@ -84,7 +84,8 @@ class _Reading(NamedTuple):
     """Each line's reading: ``status`` (_OK, _LOW, _WRONG), the label it reads as (index into the model's
     labels), the probability behind that reading and the row language's own probability; from its top-k
     labels, where it was read with them (else -1 and 0): the strongest other language's best label and
-    probability, and the row language's best label; what the second opinion said, where it decided."""
+    probability, and the row language's best label; what settled a torn text (its letters or the second
+    opinion), where that decided."""
 
     status: np.ndarray
     label: np.ndarray
@@ -190,8 +191,8 @@ class Lid(FilterStage):
     ``lid_lang``/``lid_prob`` hold the deciding reading on every row, anchors included (read here unless
     :class:`AnchorLid` has read them already): the row's, or that of a long message read as another
     language; the language it was read as and the probability it rests on (for a text accepted by its
-    top-k labels, its language's plus its relatives'; where the second opinion decided, its
-    probability). They stay null where a row has fewer than ``min_chars`` letters, and such rows are kept.
+    top-k labels, its language's plus its relatives'; where the letters decided, the two torn languages'
+    together; where the second opinion decided, its probability). They stay null where a row has fewer than ``min_chars`` letters, and such rows are kept.
     """
 
     name = "lid"
