@@ -123,14 +123,18 @@ def main() -> None:
     parser.add_argument(
         "--langs", nargs="+", choices=dev.LANGS, default=list(dev.LANGS), help="the Apertium set's languages"
     )
+    parser.add_argument(
+        "--lid-only", action="store_true", help="the Apertium set with equivalence off (as its test runs it)"
+    )
     args = parser.parse_args()
     if "apertium" in args.sets:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            found = apertium(args.seeds, 0.3, Path(tmp), langs=args.langs)
+            found = apertium(args.seeds, 0.3, Path(tmp), langs=args.langs, lid_only=args.lid_only)
         print(f"machine: {machine()}")
         print(
-            f"Apertium dev set: seeds {args.seeds}, 30% of clean rows made faulty; {time.perf_counter() - start:.0f} s"
+            f"Apertium dev set{' (language ID alone)' if args.lid_only else ''}: seeds {args.seeds}, 30% of "
+            f"clean rows made faulty; {time.perf_counter() - start:.0f} s"
         )
         apertium_table(found, langs=tuple(args.langs))
     if "udhr" not in args.sets:
@@ -201,8 +205,10 @@ def main() -> None:
         print(f"{lang:4}" + " | ".join(cells))
 
 
-def apertium(seeds: list[int], rate: float, tmp: Path, *, langs: list[str]) -> dev.Tally:
-    """The Apertium dev set in ``langs``, each source and language its own default build."""
+def apertium(seeds: list[int], rate: float, tmp: Path, *, langs: list[str], lid_only: bool) -> dev.Tally:
+    """The Apertium dev set in ``langs``, each source and language its own default build (equivalence off
+    with ``lid_only``)."""
+    sections = {"equivalence": {"enabled": False}} if lid_only else {}
     data = {"problems": dev.load_problems(), "udhr": dev.load_udhr()}
     tallies = []
     for seed in seeds:
@@ -213,7 +219,7 @@ def apertium(seeds: list[int], rate: float, tmp: Path, *, langs: list[str]) -> d
                 folder = tmp / f"apertium-{seed}-{source}-{lang}"
                 folder.mkdir()
                 path = dev.write_parallel(data[source], rows, folder / "dev.jsonl")
-                tallies.append(dev.tally(rows, judged(path, [lang], chunk_size=256)))
+                tallies.append(dev.tally(rows, judged(path, [lang], chunk_size=256, **sections)))
     return dev.merge(tallies)
 
 
