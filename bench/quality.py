@@ -24,6 +24,8 @@ held-out parts.
 
     python bench/quality.py                  # ~15 min on 2 busy CPU cores (multilingual-e5 is the slow part)
     python bench/quality.py --seeds 0 --chunk-sizes 256
+    python bench/quality.py --sets apertium --langs gl       # one language of the Apertium set
+    python bench/quality.py --sets apertium --lid-only       # its language ID alone (equivalence off)
 """
 
 from __future__ import annotations
