@@ -1,6 +1,7 @@
 """The letters each language writes: a language → the main exemplar characters of CLDR
 (``cldr-misc-full`` 48.2.0), lower-case, its scripts together. Extracted by
-``tests/data/cldr/make_letters.py``. Generated: do not edit."""
+``tests/data/cldr/make_letters.py``. Generated: do not edit. CLDR data: Copyright © Unicode, Inc.,
+Unicode License v3 (https://www.unicode.org/license.txt)."""
 
 LETTERS: dict[str, str] = {
     "aa": "abcdefghiklmnoqrstuwxy",

@@ -60,7 +60,8 @@ def main() -> None:
     lines = [
         '"""The letters each language writes: a language → the main exemplar characters of CLDR',
         f"(``cldr-misc-full`` {version}), lower-case, its scripts together. Extracted by",
-        '``tests/data/cldr/make_letters.py``. Generated: do not edit."""',
+        "``tests/data/cldr/make_letters.py``. Generated: do not edit. CLDR data: Copyright © Unicode, Inc.,",
+        'Unicode License v3 (https://www.unicode.org/license.txt)."""',
         "",
         "LETTERS: dict[str, str] = {",
         *(f"    {lang!r}: {letters!r}," for lang, letters in kept.items()),
