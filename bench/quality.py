@@ -24,6 +24,8 @@ held-out parts.
 
     python bench/quality.py                  # ~15 min on 2 busy CPU cores (multilingual-e5 is the slow part)
     python bench/quality.py --seeds 0 --chunk-sizes 256
+    python bench/quality.py --sets apertium --langs gl       # one language of the Apertium set
+    python bench/quality.py --sets apertium --lid-only       # its language ID alone (equivalence off)
 """
 
 from __future__ import annotations
@@ -120,16 +122,23 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.2, help="share of translations made faulty")
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[256, 4])
     parser.add_argument("--sets", nargs="+", choices=("udhr", "apertium"), default=["udhr", "apertium"])
+    parser.add_argument(
+        "--langs", nargs="+", choices=dev.LANGS, default=list(dev.LANGS), help="the Apertium set's languages"
+    )
+    parser.add_argument(
+        "--lid-only", action="store_true", help="the Apertium set with equivalence off (as its test runs it)"
+    )
     args = parser.parse_args()
     if "apertium" in args.sets:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            found = apertium(args.seeds, 0.3, Path(tmp))
+            found = apertium(args.seeds, 0.3, Path(tmp), langs=args.langs, lid_only=args.lid_only)
         print(f"machine: {machine()}")
         print(
-            f"Apertium dev set: seeds {args.seeds}, 30% of clean rows made faulty; {time.perf_counter() - start:.0f} s"
+            f"Apertium dev set{' (language ID alone)' if args.lid_only else ''}: seeds {args.seeds}, 30% of "
+            f"clean rows made faulty; {time.perf_counter() - start:.0f} s"
         )
-        apertium_table(found)
+        apertium_table(found, langs=tuple(args.langs))
     if "udhr" not in args.sets:
         return
 
@@ -198,30 +207,32 @@ def main() -> None:
         print(f"{lang:4}" + " | ".join(cells))
 
 
-def apertium(seeds: list[int], rate: float, tmp: Path) -> dev.Tally:
-    """The Apertium dev set, each source and language its own default build."""
+def apertium(seeds: list[int], rate: float, tmp: Path, *, langs: list[str], lid_only: bool) -> dev.Tally:
+    """The Apertium dev set in ``langs``, each source and language its own default build (equivalence off
+    with ``lid_only``)."""
+    sections = {"equivalence": {"enabled": False}} if lid_only else {}
     data = {"problems": dev.load_problems(), "udhr": dev.load_udhr()}
     tallies = []
     for seed in seeds:
         for source in dev.SOURCES:
             planted = dev.plant_faults(source, data[source], rate=rate, seed=seed)
-            for lang in dev.LANGS:
+            for lang in langs:
                 rows = [r for r in planted if r.lang == lang]
                 folder = tmp / f"apertium-{seed}-{source}-{lang}"
                 folder.mkdir()
                 path = dev.write_parallel(data[source], rows, folder / "dev.jsonl")
-                tallies.append(dev.tally(rows, judged(path, [lang], chunk_size=256)))
+                tallies.append(dev.tally(rows, judged(path, [lang], chunk_size=256, **sections)))
     return dev.merge(tallies)
 
 
-def apertium_table(tally: dev.Tally) -> None:
+def apertium_table(tally: dev.Tally, *, langs: tuple[str, ...]) -> None:
     for part in dev.PARTS:
         print(f"\nApertium dev set, {part} part: clean rows kept per language, each fault rejected")
-        print(f"{'':16}" + "".join(f"{lang:>14}" for lang in (*dev.LANGS, "all")))
+        print(f"{'':16}" + "".join(f"{lang:>14}" for lang in (*langs, "all")))
         for kind in dev.KINDS:
             cells = []
-            for langs in (*((lang,) for lang in dev.LANGS), dev.LANGS):
-                right, n = tally.count(kind, parts=[part], langs=langs)
+            for which in (*((lang,) for lang in langs), langs):
+                right, n = tally.count(kind, parts=[part], langs=which)
                 cells.append(f"{right:3d}/{n:<3d} {right / n:5.1%}" if n else "-")
             label = "clean kept" if kind == "clean" else f"{kind} rej."
             print(f"{label:16}" + "".join(f"{c:>14}" for c in cells))

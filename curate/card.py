@@ -37,7 +37,10 @@ _SIZES = (
 # A threshold of the manifest → the config key that sets it and what it cuts.
 _THRESHOLDS = {
     "lid_min_prob": ("lid.min_prob", "least probability of the row's language"),
-    "lid_related_ratio": ("lid.related_ratio", "share of a close relative's probability the language keeps"),
+    "lid_related_ratio": (
+        "lid.related_ratio",
+        "share of a close relative's probability the language keeps (no 2nd opinion)",
+    ),
     "lid_short_chars": ("lid.short_chars", "characters of prose under which a message is short"),
     "lid_short_ratio": ("lid.short_ratio", "share of the top label's probability a short message keeps"),
     "equivalence": ("equivalence.threshold", "cosine to the anchor, where margins cannot be used"),

@@ -143,10 +143,11 @@ class LidConfig(_Section):
     that language with ``min_prob``. Otherwise its ``top_k`` labels are read: the row's language is still
     accepted when it is among them, the labels above it are close relatives it may be read as
     (``related``) and not the anchor language, and it keeps ``related_ratio`` of the top label's
-    probability; in a text shorter than ``short_chars`` letters any language but the anchor's may outrank
-    it, if it keeps ``short_ratio``. The probability it is accepted on (its own plus its relatives') must
-    reach ``min_prob``. Where fastText is torn between the row's language and one other, the
-    ``second_opinion`` model decides. See ``curate.stages.lid``.
+    probability (any share where a ``second_opinion`` judges the relatives); in a text shorter than
+    ``short_chars`` letters any language but the anchor's may outrank it, if it keeps ``short_ratio``. The
+    probability it is accepted on (its own plus its relatives') must reach ``min_prob``. Where fastText is
+    torn between the row's language and one other, the ``letters`` of the text decide if only one of the
+    two writes some of them, else the ``second_opinion`` model if it is sure. See ``curate.stages.lid``.
     """
 
     enabled: bool = True
@@ -167,7 +168,10 @@ class LidConfig(_Section):
         description="groups of standards read as one language",
     )
     related_ratio: float = Field(
-        0.1, ge=0, le=1, description="share of the top relative's probability the row's language keeps"
+        0.1,
+        ge=0,
+        le=1,
+        description="share of the top relative's probability the row's language keeps (no second opinion)",
     )
     short_chars: int = Field(
         100,
@@ -179,6 +183,10 @@ class LidConfig(_Section):
     )
     second_opinion: Literal["cld3"] | None = Field(
         "cld3", description="a second LID model deciding where fastText is torn between two languages"
+    )
+    letters: bool = Field(
+        True,
+        description="letters one of two torn languages writes and the other does not decide between them",
     )
     second_share: float = Field(
         0.1, ge=0, le=1, description="share of the row language's probability that makes another a rival"

@@ -24,9 +24,10 @@ is the sum over its labels. The row's language ``L`` is then accepted when
 
 - it is among the labels, and the anchor language does not outrank it (an untranslated copy);
 - every language that outranks it is a close relative (``lid.related``) and ``L`` keeps
-  ``related_ratio`` of the top one's probability, or the text is short (under ``short_chars`` letters)
-  and ``L`` keeps ``short_ratio`` of the top one, whatever it is (short texts are where any model
-  guesses);
+  ``related_ratio`` of the top one's probability (any share where a second opinion judges: lid.176 is
+  *measured* to read ``L`` as those relatives, so their lead alone says nothing the table does not), or
+  the text is short (under ``short_chars`` letters) and ``L`` keeps ``short_ratio`` of the top one,
+  whatever it is (short texts are where any model guesses);
 - its probability plus its relatives' (plus, in a short text, that of the languages above it) reaches
   ``min_prob``; below it the text is ``low_prob``.
 
@@ -34,20 +35,30 @@ is the sum over its labels. The row's language ``L`` is then accepted when
         es is a relative and ca keeps 0.16 / 0.47 = 0.34 >= 0.1; support 0.16 + 0.47 + 0.12 + 0.11  → ca
     a Spanish paragraph under ca:                      es 0.98  ca 0.01                    → wrong_lang
 
-**A second opinion** (``lid.second_opinion``, CLD3 by default: :mod:`curate.stages.second_opinion`)
-decides where fastText is torn between ``L`` and one other language ``X``: ``X`` outranks ``L``, or holds
-``second_share`` of ``L``'s probability. If the second model reads ``L`` with ``second_min_prob``, the
-text is ``L``; if it reads ``X`` so, it is ``X``; otherwise fastText's verdict stands. The anchor language
-is never excused this way (a half-translated row stays ``wrong_lang``).
+**Torn texts.** Where fastText is torn between ``L`` and one other language ``X`` (``X`` outranks ``L``,
+which is among the top labels, or holds ``second_share`` of ``L``'s probability), evidence from outside
+lid.176 decides. First the **letters** (``lid.letters``): a text holding letters one of the two writes and
+the other does not (CLDR's main exemplar characters, ``curate/lid_letters.py``), and none the other way,
+is in that one, on the probability the two hold together (where it reaches ``min_prob``). Else **a
+second opinion** (``lid.second_opinion``, CLD3 by default: :mod:`curate.stages.second_opinion`): if it
+reads ``L`` with ``second_min_prob``, the text is ``L``; if it reads ``X`` so, it is ``X``; otherwise
+fastText's verdict stands (for a relative's lead, ``L``). The anchor language is never excused this way
+(a half-translated row stays ``wrong_lang``).
 
     Apertium's Galician "Cantas laranxas son no crates? A resposta é" under gl:  pt 0.91  gl 0.07
         CLD3: gl 0.99                                                                        → gl
+    "Kenji tivo pela. Un amigo deu Kenji pela. Cantos pela cervas Kenji teñen?" under gl:
+                        pt 0.87  gl 0.07;  ñ: Galician writes it, Portuguese does not          → gl
+    "Diego ten jars con pela en cada jar. Dá fóra pela. Cantos pela cervas deixou?" under gl:
+                        pt 0.98  gl 0.01;  CLD3: pt 0.51 (unsure), pt a relative of gl         → gl
+    Portuguese under gl: pt 0.99  gl 0.004; ã, ç: Portuguese writes them, Galician does not    → wrong_lang
     Slovene under hr:   hr 0.81  sl 0.16 (0.2 of hr's);  CLD3: sl 1.00                        → wrong_lang
 """
 
 from __future__ import annotations
 
 import importlib.util
+import unicodedata
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -57,6 +68,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.config import LidConfig
+from curate.lid_letters import LETTERS
 from curate.stages.base import FilterStage, Verdict
 from curate.stages.second_opinion import make_second_opinion
 from curate.text.conversation import Prose, prose
@@ -72,7 +84,8 @@ class _Reading(NamedTuple):
     """Each line's reading: ``status`` (_OK, _LOW, _WRONG), the label it reads as (index into the model's
     labels), the probability behind that reading and the row language's own probability; from its top-k
     labels, where it was read with them (else -1 and 0): the strongest other language's best label and
-    probability, and the row language's best label; what the second opinion said, where it decided."""
+    probability, and the row language's best label; what settled a torn text (its letters or the second
+    opinion), where that decided."""
 
     status: np.ndarray
     label: np.ndarray
@@ -178,8 +191,8 @@ class Lid(FilterStage):
     ``lid_lang``/``lid_prob`` hold the deciding reading on every row, anchors included (read here unless
     :class:`AnchorLid` has read them already): the row's, or that of a long message read as another
     language; the language it was read as and the probability it rests on (for a text accepted by its
-    top-k labels, its language's plus its relatives'; where the second opinion decided, its
-    probability). They stay null where a row has fewer than ``min_chars`` letters, and such rows are kept.
+    top-k labels, its language's plus its relatives'; where the letters decided, the two torn languages'
+    together; where the second opinion decided, its probability). They stay null where a row has fewer than ``min_chars`` letters, and such rows are kept.
     """
 
     name = "lid"
@@ -199,6 +212,10 @@ class Lid(FilterStage):
         self._ident_ids: dict[str | None, int] = {None: -1}
         self._variety = {lang: group[0] for group in config.varieties for lang in group}
         self._relations: dict[str, np.ndarray] = {}  # per row language: how each label stands to it
+        self._alphabets: dict[int, frozenset[str]] = {}  # per identity: the letters it writes (CLDR)
+        for lang, letters in LETTERS.items():
+            ident = self._ident(lang)
+            self._alphabets[ident] = self._alphabets.get(ident, frozenset()) | frozenset(letters)
 
     def setup(self) -> None:
         path = self.config.model_path or default_model_path()
@@ -346,8 +363,9 @@ class Lid(FilterStage):
         # anchor, only one read surely as another language: an unsure one is kept anyway).
         again = ~ours & (prob >= min_prob) if self.judges_anchors else status != _OK
         lines = np.flatnonzero(again)
-        if self._second is not None and not self.judges_anchors:
-            # Texts read as their language with a rival at second_share of it: the second opinion's too.
+        settles = not self.judges_anchors and (self._second is not None or self.config.letters)
+        if settles:
+            # Texts read as their language with a rival at second_share of it: torn, to be settled too.
             rival, rival_prob = labels[text, 1], probs[text, 1]
             close = (status == _OK) & (rival_prob >= self.config.second_share * prob)
             close &= self._label_idents[rival] != target
@@ -365,24 +383,27 @@ class Lid(FilterStage):
                 probs[inverse],
                 lang=lang[reread],
                 short=letters[reread] < self.config.short_chars,
-                ratio=ratio[reread],
+                # Where a second opinion judges the relatives, their lead alone rejects nothing.
+                ratio=ratio[reread] if self._second is None else np.zeros(len(reread)),
                 min_prob=min_prob[reread],
             )
             for column, values in zip(reading[:-1], found[:-1], strict=True):
                 column[reread] = values
-        if self._second is not None:
-            self._second_opinion(reading, lines, texts.take(pa.array(text[lines], pa.int64())), target[lines])
+        if settles:
+            line_texts = texts.take(pa.array(text[lines], pa.int64()))
+            self._settle(reading, lines, line_texts, target[lines], min_prob[lines])
         return reading
 
-    def _second_opinion(
-        self, reading: _Reading, lines: np.ndarray, texts: pa.Array, target: np.ndarray
+    def _settle(
+        self, reading: _Reading, lines: np.ndarray, texts: pa.Array, target: np.ndarray, min_prob: np.ndarray
     ) -> None:
-        """Let the second model decide the ``lines`` of ``reading`` (their ``texts``) where fastText is torn
-        between the row's language (identity ``target``) and its strongest rival: the rival outranks it
-        and it is among the top labels, or it leads and the rival holds ``second_share`` of its
-        probability. The anchor language is never excused; a verdict the second model only confirms
-        keeps fastText's reading."""
-        assert self._second is not None
+        """Settle the ``lines`` of ``reading`` (their ``texts``, in rows of language identity ``target``
+        with ``min_prob``) where fastText is torn between the row's language and its strongest rival: the
+        rival outranks it and it is among the top labels, or it leads and the rival holds ``second_share``
+        of its probability. The text's letters decide where only one of the two writes some of them (where
+        the two hold ``min_prob`` together, on that probability); else the second model, where it reads
+        one of them with ``second_min_prob``. The anchor language is never excused; a verdict only
+        confirmed keeps fastText's reading."""
         rival, own = reading.rival[lines], reading.own[lines]
         anchor = self._ident(self.anchor_lang) if self.anchor_lang else -2
         rival_ident = np.where(rival >= 0, self._label_idents[np.maximum(rival, 0)], -1)
@@ -390,27 +411,55 @@ class Lid(FilterStage):
         ok = reading.status[lines] == _OK
         torn = (rival >= 0) & (rival_ident != anchor) & (own > 0)
         torn &= np.where(ok, rival_prob >= self.config.second_share * own, True)
-        if not torn.any():
+        asked = np.flatnonzero(torn).tolist()
+        if not asked:
             return
-        asked = np.flatnonzero(torn)
-        second = self._second.read(texts.take(pa.array(asked, pa.int64())).to_pylist())
-        for j, (lang, p) in zip(
-            asked.tolist(), zip(second.langs, second.probs.tolist(), strict=True), strict=True
-        ):
-            said = self._ident(lang)
+        said: dict[int, tuple[bool, float, str]] = {}  # line j → (reads as the row's language, p, why)
+        if self.config.letters:
+            together = np.minimum(own + rival_prob, 1.0)
+            sure = [j for j in asked if together[j] >= min_prob[j]]  # the text is one of the two
+            for j, text in zip(sure, texts.take(pa.array(sure, pa.int64())).to_pylist(), strict=True):
+                found = self._letter_evidence(text, int(target[j]), int(rival_ident[j]))
+                if found is not None:
+                    mine, shown = found
+                    pair = [reading.own_label[lines[j]], rival[j]]
+                    writer, other = (
+                        self._label_langs[int(x)].as_py() for x in (pair if mine else pair[::-1])
+                    )
+                    said[j] = (
+                        mine,
+                        float(together[j]),
+                        f"letters {shown}: {writer} writes them, {other} does not",
+                    )
+        unsure = [j for j in asked if j not in said]
+        if self._second is not None and unsure:
+            second = self._second.read(texts.take(pa.array(unsure, pa.int64())).to_pylist())
+            for j, lang, p in zip(unsure, second.langs, second.probs.tolist(), strict=True):
+                ident = self._ident(lang)
+                if p >= self.config.second_min_prob and ident in (target[j], rival_ident[j]):
+                    said[j] = (ident == target[j], p, f"{self._second.name} read it as {lang} (p={p:.3f})")
+        for j, (mine, p, why) in said.items():
+            if ok[j] == mine:
+                continue  # the verdict confirmed: fastText's reading stands
             i = lines[j]
-            if (
-                p < self.config.second_min_prob
-                or ok[j] == (said == target[j])
-                or said not in (target[j], rival_ident[j])
-            ):
-                continue  # unsure, the verdict confirmed, or a third language: fastText's reading stands
-            reading.second[i] = f"{self._second.name} read it as {lang} (p={p:.3f})"
-            reading.prob[i] = p
-            if said == target[j]:
+            reading.second[i], reading.prob[i] = why, p
+            if mine:
                 reading.status[i], reading.label[i] = _OK, reading.own_label[i]
             else:
                 reading.status[i], reading.label[i] = _WRONG, rival[j]
+
+    def _letter_evidence(self, text: str, ident: int, rival: int) -> tuple[bool, str] | None:
+        """Whether ``text``'s letters say it is in language ``ident`` (True) or ``rival`` (False): it holds
+        letters one of them writes and the other does not, none the other way; and those letters. None
+        where they say neither (or an alphabet is unknown)."""
+        mine, theirs = self._alphabets.get(ident), self._alphabets.get(rival)
+        if mine is None or theirs is None:
+            return None
+        found = set(unicodedata.normalize("NFC", text.lower()))
+        for_mine, for_theirs = found & (mine - theirs), found & (theirs - mine)
+        if bool(for_mine) == bool(for_theirs):
+            return None
+        return bool(for_mine), "".join(sorted(for_mine or for_theirs))
 
     def _judge_top_k(
         self,

@@ -482,6 +482,41 @@ def test_the_second_opinion_decides_where_lid176_is_torn() -> None:
     assert "; cld3 read it as sl (p=0.9" in found["both"]["i/hr"]["detail"]
 
 
+def test_letters_and_the_second_opinion_settle_a_relative_s_lead() -> None:
+    """Apertium's worst Galician reads as Portuguese to lid.176 and to CLD3 (pt 0.87, gl 0.07; CLD3 pt
+    0.94), but "teñen" holds ñ, which Galician writes and Portuguese does not: Galician. Where CLD3 is
+    unsure (pt 0.89), a relative's lead (pt 0.98, gl 0.01) alone rejects nothing. Portuguese under gl
+    (ã, ç) and Spanish under gl (CLD3 reads it surely) stay wrong languages; without letters and second
+    opinion the relatives' lead rejects the Galician rows as before."""
+    galician = {
+        "g": "Kenji tivo 17 pela. Un amigo deu Kenji 3 pela. Cantos pela cervas Kenji teñen? A resposta é 20.",
+        "h": "Maya comparte 40 pela igualmente entre 8 amigos. Cantos pela cervas cada amigo consegue? "
+        "A resposta é 5.",
+    }
+    batch = table(
+        *(r for group, text in galician.items() for r in one("gl", text, group)),
+        *one("gl", UDHR["a16.3"]["pt"], "i"),
+        *one("gl", UDHR["a04.1"]["es"], "j"),
+    )
+    both = Lid(LidConfig(), anchor_lang="en")
+    no_letters = Lid(LidConfig(letters=False), anchor_lang="en")
+    neither = Lid(LidConfig(letters=False, second_opinion=None), anchor_lang="en")
+    found = {}
+    for name, stage in (("both", both), ("no letters", no_letters), ("neither", neither)):
+        stage.setup()
+        found[name] = by_key(stage.process(batch))
+    reasons = {name: [rows[f"{g}/gl"]["reason"] for g in "ghij"] for name, rows in found.items()}
+    assert reasons == {
+        "both": [None, None, "wrong_lang", "wrong_lang"],
+        "no letters": ["wrong_lang", None, "wrong_lang", "wrong_lang"],
+        "neither": ["wrong_lang", "wrong_lang", "wrong_lang", "wrong_lang"],
+    }
+    kept = found["both"]["g/gl"]
+    assert kept["lid_lang"] == "gl" and kept["lid_prob"] >= 0.5
+    assert "; cld3 read it as pt (p=0.9" in found["no letters"]["g/gl"]["detail"]
+    assert found["both"]["i/gl"]["detail"].endswith(": pt writes them, gl does not")
+
+
 def test_in_a_short_message_any_language_but_the_anchor_s_may_outrank_it(lid_en: Lid) -> None:
     """ "és" makes short Catalan read as Hungarian (hu 0.621, ca 0.368 with its digits; ca 0.506, hu 0.486
     once they are out): under ``short_chars`` ca needs only ``short_ratio`` (0.3) of the top probability.
