@@ -72,6 +72,9 @@ class OpenAITranslatorConfig(_Section):
     backoff_s: float = Field(1.0, ge=0)
     timeout_s: float = Field(60.0, gt=0)
     temperature: float = 0.0
+    max_response_bytes: int = Field(
+        4 << 20, ge=1024, description="an answer longer than this is a failed text, read no further"
+    )
 
 
 class ApertiumTranslatorConfig(_Section):
