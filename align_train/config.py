@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from align_train.split import Split, check_split
 from schemas import MANIFEST_FILE, Manifest, normalize_lang
+from schemas.model_files import check_model_folder
 
 RUN_CONFIG = "config.yaml"
 
@@ -152,9 +153,8 @@ class TrainConfig(_Section):
     @field_validator("model")
     @classmethod
     def _model_dir(cls, v: Path | None) -> Path | None:
-        if v is not None and not (v / "config.json").is_file():
-            msg = f"model {v} is not a Hugging Face model folder (no config.json); omit it for the demo model"
-            raise ValueError(msg)
+        if v is not None:  # a config, a tokenizer and whole safetensors weights; omit it for the demo model
+            check_model_folder(v, setting=None)
         return v
 
     _check_langs = field_validator("langs")(lambda cls, v: _dedupe_langs(v))

@@ -34,18 +34,22 @@ class ModelFolderError(ConfigError):
     """A model folder that cannot be loaded: the setting that names it, the folder and what is wrong."""
 
 
-def check_model_folder(path: Path, *, setting: str, tokenizer: bool = True, weights: bool = True) -> None:
+def check_model_folder(
+    path: Path, *, setting: str | None, tokenizer: bool = True, weights: bool = True
+) -> None:
     """Refuse a folder that is not there, has no ``config.json``, no tokenizer files (when ``tokenizer``),
-    no ``.safetensors`` weights (when ``weights``), or a weights file cut short or not safetensors at all."""
+    no ``.safetensors`` weights (when ``weights``), or a weights file cut short or not safetensors at all.
+    Messages start with ``setting`` (None: with the folder, for a validator whose caller names the field)."""
+    prefix = f"{setting}: " if setting else ""
     if not path.is_dir():
-        msg = f"{setting}: {path} is not a folder (expected a Hugging Face model folder)"
+        msg = f"{prefix}{path} is not a folder (expected a Hugging Face model folder)"
         raise MissingFileError(msg)
     if not (path / "config.json").is_file():
-        msg = f"{setting}: {path} holds no config.json: not a Hugging Face model folder"
+        msg = f"{prefix}{path} holds no config.json: not a Hugging Face model folder"
         raise ModelFolderError(msg)
-    if tokenizer and not any((path / name).is_file() for name in TOKENIZER_FILES):
+    if tokenizer and not has_tokenizer(path):
         msg = (
-            f"{setting}: {path} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save the "
+            f"{prefix}{path} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save the "
             "tokenizer next to the model (tokenizer.save_pretrained)"
         )
         raise ModelFolderError(msg)
@@ -55,20 +59,25 @@ def check_model_folder(path: Path, *, setting: str, tokenizer: bool = True, weig
         try:
             listed = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            msg = f"{setting}: {index} is not a safetensors index ({type(e).__name__}: {e})"
+            msg = f"{prefix}{index} is not a safetensors index ({type(e).__name__}: {e})"
             raise ModelFolderError(msg) from e
         missing = [name for name in listed if not (path / name).is_file()]
         if missing:
-            msg = f"{setting}: {index} lists {missing[0]}, which is not in {path}"
+            msg = f"{prefix}{index} lists {missing[0]}, which is not in {path}"
             raise ModelFolderError(msg)
     if weights and not files:
-        msg = f"{setting}: {path} holds no .safetensors weights (weights are only loaded from safetensors)"
+        msg = f"{prefix}{path} holds no .safetensors weights (weights are only loaded from safetensors)"
         raise ModelFolderError(msg)
     for file in files:
         problem = safetensors_problem(file)
         if problem is not None:
-            msg = f"{setting}: {file} is damaged ({problem}): copy or save the model again"
+            msg = f"{prefix}{file} is damaged ({problem}): copy or save the model again"
             raise ModelFolderError(msg)
+
+
+def has_tokenizer(path: Path) -> bool:
+    """Whether a folder holds the files of a tokenizer ``AutoTokenizer`` can load."""
+    return any((path / name).is_file() for name in TOKENIZER_FILES)
 
 
 def safetensors_problem(path: Path) -> str | None:

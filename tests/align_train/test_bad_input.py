@@ -3,6 +3,7 @@ to do (exit 2), before anything is trained on; and a bug stays a traceback."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from align_train.cli import app
+from align_train.model import DEMO_TOKENIZER_FILE, DEMO_TOKENIZER_PACKAGE
 from align_train.train import train
 from tests.align_train.runs import read_metrics, train_config
 
@@ -106,3 +108,78 @@ def test_a_bug_in_the_loop_is_a_traceback_not_a_user_error(
     assert result.exit_code == 1
     assert isinstance(result.exception, ValueError)
     assert not any(line.startswith("align-train: error: ") for line in result.output.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("empty folder", "holds no config.json"),
+        ("no tokenizer", "holds no tokenizer (none of tokenizer.json, "),
+        ("no weights", "holds no .safetensors weights"),
+        ("weights cut short", "model.safetensors is damaged (its tensors need "),
+    ],
+)
+def test_a_model_folder_that_cannot_load_is_one_line(
+    shard_dir: Path, model_dir: Path, tmp_path: Path, damage: str, problem: str
+) -> None:
+    model = tmp_path / "model"
+    if damage == "empty folder":
+        model.mkdir()
+    else:
+        shutil.copytree(model_dir, model)
+    if damage == "no tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (model / name).unlink()
+    elif damage == "no weights":
+        (model / "model.safetensors").unlink()
+    elif damage == "weights cut short":
+        weights = model / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    args = [
+        "--shards",
+        str(shard_dir),
+        "--out",
+        str(tmp_path / "run"),
+        "--model",
+        str(model),
+        "--max-steps",
+        "1",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result.output)
+    assert str(model) in line and problem in line
+
+
+def _shipped_gguf() -> Path:
+    spec = importlib.util.find_spec(DEMO_TOKENIZER_PACKAGE)
+    assert spec is not None and spec.submodule_search_locations
+    return Path(spec.submodule_search_locations[0]) / DEMO_TOKENIZER_FILE
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "is empty: not a GGUF model"),
+        (b"version: 1\nweights: none\n", "does not start with b'GGUF'"),
+        ("header cut short", "is damaged or cut short"),
+        ("tensors cut short", "is damaged or cut short"),
+    ],
+)
+def test_from_gguf_names_a_file_that_is_not_a_whole_gguf_model(
+    tmp_path: Path, content: bytes | str, problem: str
+) -> None:
+    path = tmp_path / "model.gguf"
+    if content == "header cut short":
+        with _shipped_gguf().open("rb") as f:
+            path.write_bytes(f.read(100))
+    elif content == "tensors cut short":
+        with _shipped_gguf().open("rb") as f:
+            path.write_bytes(f.read(5_000_000))
+    else:
+        assert isinstance(content, bytes)
+        path.write_bytes(content)
+    result = CliRunner().invoke(app, ["from-gguf", "--out", str(tmp_path / "out"), "--gguf", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"GGUF file {path} {problem}" in one_error_line(result.output)
+    assert not (tmp_path / "out").exists()
