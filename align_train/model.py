@@ -23,7 +23,7 @@ from transformers import (
 
 from align_train.attention import VARLEN_SDPA, register
 from align_train.batch import Segments
-from align_train.checkpoint import checkpoint_root, damaged, latest_checkpoint
+from align_train.checkpoint import all_finite, checkpoint_root, damaged, latest_checkpoint
 from align_train.config import RUN_CONFIG, Attention, LoraConfig, Precision, TrainConfig, training_run
 from align_train.distributed import Runtime
 from align_train.head import causal_lm
@@ -278,12 +278,16 @@ def load_policy(
     base = load_model(cfg.model, tokenizer, seed=cfg.seed) if cfg.lora.enabled else None
     try:
         if base is None:
-            return load_model(checkpoint, tokenizer)
-        from peft import PeftModel
+            model = load_model(checkpoint, tokenizer)
+        else:
+            from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, checkpoint, is_trainable=True)
+            model = PeftModel.from_pretrained(base, checkpoint, is_trainable=True)
     except (OSError, ValueError, SafetensorError) as e:  # a truncated or overwritten weights file
         raise damaged(checkpoint, f"its weights cannot be loaded ({' '.join(str(e).split())[:200]})") from e
+    if not all_finite(p for p in model.parameters() if p.requires_grad):
+        raise damaged(checkpoint, "its weights hold NaN or infinity (saved by a run that diverged)")
+    return model
 
 
 ADAPTER_CONFIG = "adapter_config.json"

@@ -9,6 +9,7 @@ micro-batch losses add up to a step's loss), :mod:`align_train.metrics_log` (wha
 
 from __future__ import annotations
 
+import math
 import random
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
@@ -21,7 +22,14 @@ from transformers.utils import logging as hf_logging
 
 from align_train.attention import VARLEN_SDPA
 from align_train.batch import TokenBatch
-from align_train.checkpoint import load_trainer_state, restore, resume_point, save_checkpoint
+from align_train.checkpoint import (
+    all_finite,
+    corpus_identity,
+    load_trainer_state,
+    restore,
+    resume_point,
+    save_checkpoint,
+)
 from align_train.collator import Collator
 from align_train.config import PREFERENCE_OBJECTIVES, RUN_CONFIG, TrainConfig, save_yaml
 from align_train.distributed import (
@@ -64,7 +72,7 @@ from align_train.reference import (
 from align_train.sampler import ParallelBatchSampler
 from align_train.shard_stream import ShardStream
 from align_train.threads import set_threads
-from schemas import ConfigError
+from schemas import ConfigError, UserError
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -80,8 +88,13 @@ def train(cfg: TrainConfig) -> Path:
         threads = set_threads(cfg.threads)
         hf_logging.disable_progress_bar()
         resume_from = resume_point(cfg)
+        corpus = corpus_identity(cfg.shards)
         # Read first: a damaged checkpoint should stop the run before a model is loaded.
-        state = None if resume_from is None else load_trainer_state(resume_from, world_size=run.world_size)
+        state = (
+            None
+            if resume_from is None
+            else load_trainer_state(resume_from, world_size=run.world_size, shards=cfg.shards)
+        )
         if run.is_main:  # what the run trains on, for its evaluation (held-out groups) and for audits
             save_yaml(cfg, cfg.out / RUN_CONFIG)
             print(f"align-train: {threads} per process")
@@ -125,6 +138,7 @@ def train(cfg: TrainConfig) -> Path:
             # Each rank its own random stream (dropout): identical masks on all ranks would waste data.
             _seed_all(cfg.seed + run.rank)
         logger = MetricsLogger(cfg, run, start_step=step, total_steps=total_steps)
+        stack.callback(logger.close)
         # Windows of collated micro-batches, built ahead in a worker; the cursor to checkpoint is the
         # one after the last window the loop took, not the worker's.
         data = Prefetcher(
@@ -136,7 +150,11 @@ def train(cfg: TrainConfig) -> Path:
         data_state = sampler.state_dict()
 
         def save() -> Path:
-            """Checkpoint the current step; collective (every rank calls it, rank 0 writes)."""
+            """Checkpoint the current step; collective (every rank calls it, rank 0 writes). Weights that
+            are not finite are never saved: a resume from them would only train on NaN."""
+            if any_rank(not all_finite(p for p in model.parameters() if p.requires_grad), run):
+                msg = f"step {step}: the weights hold NaN or infinity and are not saved: {NONFINITE_ADVICE}"
+                raise NonFiniteError(msg)
             return save_checkpoint(
                 cfg.out,
                 step=step,
@@ -145,6 +163,7 @@ def train(cfg: TrainConfig) -> Path:
                 scheduler=scheduler,
                 tokenizer=tokenizer,
                 data_state=data_state,
+                corpus=corpus,
             )
 
         # ---- loop -------------------------------------------------------------------------------------
@@ -176,7 +195,16 @@ def train(cfg: TrainConfig) -> Path:
                 losses.append(out.objective)
                 metrics.append(out.metrics)
             grad_norm = clip_grad_norm(model, cfg.max_grad_norm)
-            optimizer.step()
+            # A NaN anywhere makes every weight NaN at the update: skip it or stop before it, on every rank.
+            finite = not any_rank(not math.isfinite(sum(losses) + grad_norm), run)
+            if finite:
+                optimizer.step()
+            elif cfg.on_nonfinite == "stop":
+                msg = (
+                    f"step {step + 1}: the loss is {sum(losses):g} and the gradient norm {grad_norm:g}; the run "
+                    f"stops before the update: {NONFINITE_ADVICE}"
+                )
+                raise NonFiniteError(msg)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -187,6 +215,7 @@ def train(cfg: TrainConfig) -> Path:
                 grad_norm=grad_norm,
                 window=window,
                 metrics=metrics,
+                skipped=not finite,
             )
             # Every rank must leave the loop at the same step, or the next collective hangs forever.
             if any_rank(stop.requested, run):
@@ -196,7 +225,6 @@ def train(cfg: TrainConfig) -> Path:
 
         # ---- cleanup ----------------------------------------------------------------------------------
         checkpoint = save()
-        logger.close()
         if cfg.export_merged and run.is_main:
             export_merged(
                 checkpoint, cfg.out / MERGED_DIR, base_model=cfg.model, tokenizer=tokenizer, seed=cfg.seed
@@ -207,6 +235,16 @@ def train(cfg: TrainConfig) -> Path:
         stack.close()
         stop.uninstall()
         shutdown()
+
+
+NONFINITE_ADVICE = (
+    "lower lr, raise warmup_steps, keep max_grad_norm set, or set on_nonfinite=skip to skip such steps; "
+    "resume from the last checkpoint"
+)
+
+
+class NonFiniteError(UserError, ArithmeticError):
+    """Training reached a loss, gradient norm or weights that are not finite."""
 
 
 class MicroStep(NamedTuple):

@@ -20,6 +20,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
+from align_train import objectives
 from align_train.checkpoint import (
     STATE_FILE,
     latest_checkpoint,
@@ -29,6 +30,7 @@ from align_train.checkpoint import (
 )
 from align_train.cli import app
 from align_train.eval.evaluate import load_for_eval, resolve_model
+from align_train.losses import LossOutput
 from align_train.model import MERGED_DIR
 from align_train.train import train
 from schemas import ConfigError
@@ -198,3 +200,34 @@ def test_lora_with_dropout_resumes_exactly_in_process(
     assert int(stopped.name.removeprefix("step-")) < 8
     train(config)
     same_run(tmp_path / "whole", cut)
+
+
+def test_a_step_that_is_not_finite_is_skipped_with_on_nonfinite_skip(
+    shard_dir: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As large-scale trainers do: the step's update is dropped, the run goes on, the record says so."""
+    calls = {"n": 0}
+    real = objectives.sft_loss
+
+    def nan_in_step_two(*args: object, **kwargs: object) -> LossOutput:
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        return (
+            out._replace(loss=out.loss * float("nan")) if calls["n"] == 3 else out
+        )  # 2 micro-batches a step
+
+    monkeypatch.setattr(objectives, "sft_loss", nan_in_step_two)
+    cfg = train_config(shard_dir, tmp_path, model_dir, max_steps=3, save_every=1, on_nonfinite="skip")
+    train(cfg)
+    records = read_metrics(tmp_path)
+    assert [(r["step"], r["skipped"]) for r in records] == [(1, False), (2, True), (3, False)]
+    assert records[1]["grad_norm"] is None  # NaN, which JSON cannot hold
+    assert "NaN" not in (tmp_path / "metrics.jsonl").read_text(encoding="utf-8")
+    weights = {
+        step: AutoModelForCausalLM.from_pretrained(
+            tmp_path / "checkpoints" / f"step-00000{step}"
+        ).state_dict()
+        for step in (1, 2, 3)
+    }
+    assert all(torch.equal(weights[1][name], weights[2][name]) for name in weights[1])  # no update at step 2
+    assert not all(torch.equal(weights[2][name], weights[3][name]) for name in weights[2])
