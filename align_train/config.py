@@ -13,24 +13,31 @@ from typing import Any, ClassVar, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from align_train.run_folder import RUN_CONFIG, training_run
 from align_train.split import Split, check_split
 from schemas import MANIFEST_FILE, Manifest, normalize_lang
 from schemas.model_files import check_model_folder
 
-RUN_CONFIG = "config.yaml"
-
 ObjectiveName = Literal["sft", "dpo", "orpo"]
-"""What training minimises (:data:`align_train.losses.OBJECTIVES` implements each)."""
+"""What training minimises (:data:`align_train.training.objectives.OBJECTIVES` implements each)."""
 OBJECTIVE_NAMES: tuple[ObjectiveName, ...] = get_args(ObjectiveName)
 PREFERENCE_OBJECTIVES: tuple[ObjectiveName, ...] = ("dpo", "orpo")
 """The objectives that train on preference rows (a chosen and a rejected completion per row)."""
 
-Policy = Literal["all", "sample", "monolingual"]
-"""Which languages of a group a batch holds (:mod:`align_train.sampler` implements each)."""
+Policy = Literal["all", "sample", "shuffled", "monolingual"]
+"""Which languages of a group a batch holds (:mod:`align_train.data.sampler` implements each)."""
 POLICIES: tuple[Policy, ...] = get_args(Policy)
+UNGROUPED_POLICIES: tuple[Policy, ...] = ("shuffled", "monolingual")
+"""The controls whose batches never hold two rows of one group: a coupled term has no pair in them."""
+
+AlignmentLoss = Literal["cosine", "contrastive", "consistency"]
+"""The coupled cross-lingual term (:data:`align_train.training.coupled.COUPLED` implements each)."""
 
 ScorerName = Literal["math", "tool"]
 """How a task's answers are read and compared (:data:`align_train.eval.scoring.SCORERS` implements each)."""
+
+Scoring = Literal["generate", "loglikelihood"]
+"""What makes a held-out row correct: its generated answer, or its reference being the greedy answer."""
 
 Precision = Literal["auto", "bf16", "fp32"]
 """Compute dtype: ``auto`` is bf16 on a GPU and float32 on a CPU."""
@@ -38,11 +45,14 @@ Precision = Literal["auto", "bf16", "fp32"]
 Attention = Literal[
     "auto", "varlen_sdpa", "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"
 ]
-"""``auto``: ``varlen_sdpa`` (:mod:`align_train.attention`) where it computes the model exactly, else the
-model's own; any other value is a transformers ``attn_implementation``."""
+"""``auto``: ``varlen_sdpa`` (:mod:`align_train.modeling.attention`) where it computes the model exactly, else
+the model's own; any other value is a transformers ``attn_implementation``."""
+
+ReferenceKind = Literal["frozen", "adapter-disabled"]
+"""The DPO reference: a frozen copy of the starting model, or the LoRA policy with its adapters off."""
 
 PrefetchWorker = Literal["process", "thread"]
-"""Where batches are built ahead of the loop (:mod:`align_train.prefetch`)."""
+"""Where batches are built ahead of the loop (:mod:`align_train.data.prefetch`)."""
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -121,8 +131,15 @@ class TrainConfig(_Section):
     )
     dpo_beta: float = Field(0.1, gt=0)
     orpo_beta: float = Field(0.1, gt=0)
-    alignment_weight: float = Field(0.0, ge=0, description="cross-lingual alignment term; 0 = off")
-    reference: Literal["frozen", "adapter-disabled"] | None = Field(
+    alignment_loss: AlignmentLoss = Field(
+        "cosine", description="coupled cross-lingual term over a group's translations in a micro-batch"
+    )
+    alignment_weight: float = Field(0.0, ge=0, description="weight of the coupled term; 0 = off")
+    alignment_layer: int = Field(
+        -1, description="hidden_states index the representation terms pool: 0 embeddings, -1 last layer"
+    )
+    alignment_temperature: float = Field(0.1, gt=0, description="temperature of the contrastive term")
+    reference: ReferenceKind | None = Field(
         None, description="DPO reference model; None = 'adapter-disabled' with LoRA, else 'frozen'"
     )
     precompute_reference: bool = Field(
@@ -140,7 +157,7 @@ class TrainConfig(_Section):
     )
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list,
-        description="experiment trackers besides metrics.jsonl (align_train/trackers.py)",
+        description="experiment trackers besides metrics.jsonl (align_train/training/trackers.py)",
     )
     tracking_project: str = Field("polyalign", description="W&B project / MLflow experiment")
     threads: int | None = Field(
@@ -218,10 +235,10 @@ class TrainConfig(_Section):
         if self.export_merged and not self.lora.enabled:
             msg = "export_merged=true needs LoRA: a full fine-tune's checkpoints are model folders already"
             raise ValueError(msg)
-        if self.alignment_weight > 0 and self.policy == "monolingual":
+        if self.alignment_weight > 0 and self.policy in UNGROUPED_POLICIES:
             msg = (
-                f"alignment_weight={self.alignment_weight} needs several languages per group: "
-                "use policy 'all' or 'sample', or alignment_weight=0"
+                f"alignment_weight={self.alignment_weight} needs a group's languages in one batch, which "
+                f"policy={self.policy!r} never gives: use policy 'all' or 'sample', or alignment_weight=0"
             )
             raise ValueError(msg)
         return self
@@ -274,6 +291,11 @@ class EvalConfig(_Section):
     )
     max_groups: int | None = Field(None, ge=1, description="the first N groups by holdout hash; None = all")
     require_all_langs: bool = Field(False, description="only groups that have every evaluated language")
+    scoring: Scoring = Field(
+        "generate",
+        description="accuracy of a scored row: its generated answer equals the reference's (generate), or "
+        "the reference answer is the model's greedy continuation, from the loss pass alone (loglikelihood)",
+    )
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     max_length: int = Field(2048, ge=16, description="tokens of prompt + reference scored for the loss")
@@ -321,14 +343,6 @@ class EvalConfig(_Section):
             self.split = "eval" if self.holdout > 0 else "all"
         check_split(self.split, self.holdout)
         return self
-
-
-def training_run(model: Path | None) -> Path | None:
-    """The training run folder ``model`` is, or is a checkpoint of (it holds ``config.yaml``), if any."""
-    if model is None:
-        return None
-    candidates = [model, model.parent.parent] if model.parent.name == "checkpoints" else [model]
-    return next((run for run in candidates if (run / RUN_CONFIG).is_file()), None)
 
 
 def _run_holdout(model: Path | None, data: Path) -> float:

@@ -21,7 +21,7 @@ from pathlib import Path
 import datasets
 from corpus import DEMO, ROOT, grow, machine
 
-from align_train.shard_stream import ShardStream
+from align_train.data.shard_stream import ShardStream
 from curate.build import build
 from curate.config import BuildConfig
 from schemas import Manifest

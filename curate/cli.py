@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from curate.build import build
+from curate.card import write_dataset_card
 from curate.config import BuildConfig
 from curate.report import low_keep_rates, write_report
 from schemas import ConfigError, Manifest, ShardInfo, UserError, normalize_lang, read_ipc
@@ -238,12 +239,13 @@ def report_cmd(
         float, typer.Option(min=0, max=1, help="Flag languages that keep less than this share.")
     ] = BuildConfig.model_fields["min_keep_rate"].default,
 ) -> None:
-    """Redraw ``report/`` (markdown and plots) from the manifest and shards."""
+    """Redraw ``report/`` (markdown and plots) and the dataset card (README.md) from the manifest and shards."""
     try:
         path = write_report(out, min_keep_rate=min_keep_rate)
+        card = write_dataset_card(out)
     except UserError as e:
         raise fail(str(e)) from None
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path} and {card}")
 
 
 def _print_counts(manifest: Manifest) -> None:

@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from align_train.cli import app
-from align_train.model import DEMO_TOKENIZER_FILE, DEMO_TOKENIZER_PACKAGE
-from align_train.train import train
+from align_train.modeling.model import DEMO_TOKENIZER_FILE, DEMO_TOKENIZER_PACKAGE
+from align_train.training.train import train
 from tests.align_train.corpus import sft_rows
 from tests.align_train.runs import read_metrics, train_config
 
@@ -137,7 +137,7 @@ def test_a_bug_in_the_loop_is_a_traceback_not_a_user_error(
         msg = "an internal bug that happens to be a ValueError"
         raise ValueError(msg)
 
-    monkeypatch.setattr("align_train.objectives.sft_loss", broken)  # what the SFT objective calls
+    monkeypatch.setattr("align_train.training.objectives.sft_loss", broken)  # what the SFT objective calls
     result = CliRunner().invoke(app, [str(config_file(tmp_path, shard_dir, model_dir, max_steps=1))])
     assert result.exit_code == 1
     assert isinstance(result.exception, ValueError)

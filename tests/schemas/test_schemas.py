@@ -302,4 +302,3 @@ def test_no_config_field_takes_a_number_that_is_not_finite(overrides: list[str],
     with pytest.raises(schemas.ConfigError) as caught:
         load_config(_Config, None, flags={}, overrides=overrides)
     assert str(caught.value) == where
-
