@@ -8,7 +8,7 @@ the languages asked for, and settings that contradict each other.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from align_train.run_folder import RUN_CONFIG, training_run
 from align_train.split import Split, check_split
 from schemas import MANIFEST_FILE, Manifest, normalize_lang
+from schemas.model_files import check_model_folder
 
 ObjectiveName = Literal["sft", "dpo", "orpo"]
 """What training minimises (:data:`align_train.training.objectives.OBJECTIVES` implements each)."""
@@ -163,15 +164,57 @@ class TrainConfig(_Section):
         None, ge=1, description="CPU threads of torch and BLAS; None = OMP_NUM_THREADS, else the idle cores"
     )
     resume: bool = Field(True, description="continue from OUT/checkpoints/latest when it exists")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop",
+        description="a step whose loss or gradient norm is NaN or infinite: stop the run naming it, or skip "
+        "its update and go on (as large-scale trainers do)",
+    )
+
+    RESUMABLE: ClassVar[frozenset[str]]
+    """The settings a resume may change: where and how fast the run computes, how long it runs and what it
+    logs. Every other setting decides the data order or the optimisation, and a resume that changed one
+    would continue another run than the one its checkpoint holds (``checkpoint.check_resumable``).
+
+    ``pack``, ``attention``, ``loss_chunk_tokens``, ``compile``, ``activation_checkpointing``, ``dist`` and
+    ``precompute_reference`` are here: they change how a step is computed, not what it computes. Packing in
+    particular lays out the sequences of a micro-batch the sampler already chose (the same rows share a
+    window packed or padded, each sequence truncated alike) and is only used where
+    ``packing_is_exact`` holds; the loss scale counts units, not rows of the layout. ``max_steps`` and
+    ``epochs`` lengthen the schedule on purpose (the learning rate then follows the new one). ``dtype`` is
+    not here: bf16 and float32 steps differ by more than rounding order.
+    """
+    RESUMABLE = frozenset(
+        {
+            "out",
+            "resume",
+            "max_steps",
+            "epochs",
+            "save_every",
+            "log_every",
+            "report_to",
+            "tracking_project",
+            "threads",
+            "prefetch",
+            "prefetch_worker",
+            "export_merged",
+            "attention",
+            "compile",
+            "activation_checkpointing",
+            "loss_chunk_tokens",
+            "pack",
+            "dist",
+            "precompute_reference",
+            "on_nonfinite",
+        }
+    )
 
     _check_shards = field_validator("shards")(lambda cls, v: _require_manifest(v))
 
     @field_validator("model")
     @classmethod
     def _model_dir(cls, v: Path | None) -> Path | None:
-        if v is not None and not (v / "config.json").is_file():
-            msg = f"model {v} is not a Hugging Face model folder (no config.json); omit it for the demo model"
-            raise ValueError(msg)
+        if v is not None:  # a config, a tokenizer and whole safetensors weights; omit it for the demo model
+            check_model_folder(v, setting=None)
         return v
 
     _check_langs = field_validator("langs")(lambda cls, v: _dedupe_langs(v))

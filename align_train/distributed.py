@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,16 @@ def any_rank(flag: bool, run: Runtime) -> bool:
     tensor = torch.tensor(int(flag), device=run.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor)
+
+
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every floating-point value of ``tensors`` is finite (of a DTensor: this rank's shard, so
+    combine ranks with :func:`any_rank`)."""
+    for tensor in tensors:
+        local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+        if local.is_floating_point() and not bool(torch.isfinite(local).all()):
+            return False
+    return True
 
 
 def barrier() -> None:

@@ -33,7 +33,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import yaml
-from pydantic import ValidationError
 
 from align_train.config import (
     EvalConfig,
@@ -44,7 +43,7 @@ from align_train.config import (
 from align_train.eval.report import METRICS_FILE, consistency_cell, number, per_lang_cells, percent
 from align_train.run_folder import RUN_CONFIG
 from schemas import ConfigError, Manifest
-from schemas.config_io import describe_validation_error
+from schemas.config_io import validate_config
 
 EVAL_CONFIG = "eval.yaml"
 ERROR_FILE = "error.txt"
@@ -110,12 +109,11 @@ def expand(sweep: SweepConfig) -> list[Run]:
         name = f"langs={'+'.join(langs)}__obj={objective}__policy={policy}__seed={seed}"
         folder = sweep.out / name
         cell = {"out": folder, "langs": langs, "objective": objective, "policy": policy, "seed": seed}
-        try:
-            train = TrainConfig.model_validate(sweep.train | cell)
-            defaults = {"data": train.shards, "holdout": train.holdout}
-            evaluation = EvalConfig.model_validate(defaults | sweep.eval | {"out": folder / "eval"})
-        except ValidationError as e:
-            raise ConfigError(f"run {name}: {describe_validation_error(e)}") from e
+        train = validate_config(TrainConfig, sweep.train | cell, context=f"run {name}")
+        defaults = {"data": train.shards, "holdout": train.holdout}
+        evaluation = validate_config(
+            EvalConfig, defaults | sweep.eval | {"out": folder / "eval"}, context=f"run {name}"
+        )
         anchor = Manifest.load(train.shards).anchor_lang
         if anchor not in langs:
             msg = (

@@ -20,7 +20,7 @@ from curate.build import build
 from curate.card import write_dataset_card
 from curate.config import BuildConfig
 from curate.report import low_keep_rates, write_report
-from schemas import ConfigError, Manifest, ShardInfo, UserError, normalize_lang
+from schemas import ConfigError, Manifest, ShardInfo, UserError, normalize_lang, read_ipc
 from schemas.config_io import load_config
 
 app = typer.Typer(
@@ -117,10 +117,14 @@ def inspect_cmd(
             lang: min(rows, sum(manifest.counts[lang].rejected.get(r, 0) for r in chosen_reasons))
             for lang in chosen_langs
         }
-        shown = _show_rows(out, manifest.rejects, wanted, reasons=chosen_reasons, width=width)
+        files, chosen = manifest.rejects, chosen_reasons
     else:
         wanted = {lang: min(rows, manifest.counts[lang].kept) for lang in chosen_langs}
-        shown = _show_rows(out, manifest.shards, wanted, reasons=None, width=width)
+        files, chosen = manifest.shards, None
+    try:
+        shown = _show_rows(out, files, wanted, reasons=chosen, width=width)
+    except UserError as e:
+        raise fail(str(e)) from None
     if not shown and rows > 0:
         console.print(f"no {'rejected' if rejects else 'kept'} rows match", highlight=False)
 
@@ -180,8 +184,7 @@ def _show_rows(
             break
         if info.langs and not set(info.langs) & set(left):
             continue  # none of the languages still wanted (the manifest lists each file's)
-        with pa.memory_map(str(out / info.file)) as source:
-            table = pa.ipc.open_file(source).read_all()
+        table = read_ipc(out / info.file, "parallel" if reasons is None else "reject")
         keep = pc.is_in(pc.fill_null(table["lang"], "und"), value_set=pa.array(sorted(left)))
         if reasons is not None:
             stage_reason = pc.binary_join_element_wise(table["stage"], table["reason"], ".")

@@ -74,6 +74,9 @@ class OpenAITranslatorConfig(_Section):
     backoff_s: float = Field(1.0, ge=0)
     timeout_s: float = Field(60.0, gt=0)
     temperature: float = 0.0
+    max_response_bytes: int = Field(
+        4 << 20, ge=1024, description="an answer longer than this is a failed text, read no further"
+    )
 
 
 class ApertiumTranslatorConfig(_Section):
@@ -281,22 +284,31 @@ class WriteConfig(_Section):
 
 
 class RayStageConfig(_Section):
-    """The actors of one stage: each loads the stage's models once, then takes one chunk at a time."""
+    """The actors of one stage: each loads the stage's models once, then takes one chunk at a time.
+
+    ``num_cpus`` None lets the executor choose: one CPU for ``translate`` and ``equivalence``, a quarter
+    for the light stages (``anchor_lid``, ``structure``, ``lid``), scaled down on a local instance until
+    every actor fits on its CPUs.
+    """
 
     actors: int = Field(1, ge=1)
-    num_cpus: float = Field(1.0, ge=0)
+    num_cpus: float | None = Field(None, ge=0)
     num_gpus: float = Field(0.0, ge=0)
 
 
 class RayConfig(_Section):
-    """Where the Ray executor runs and how many actors each stage gets (default: one, one CPU).
+    """Where the Ray executor runs and how many actors each stage gets (default: one).
 
     ``address`` None joins the cluster of a ``ray job submit`` (``RAY_ADDRESS``) or else starts a local
-    instance; ``auto`` joins the cluster this machine belongs to; ``ray://host:10001`` goes through Ray
-    Client.
+    instance; ``local`` always starts one; ``auto`` joins the cluster this machine belongs to;
+    ``ray://host:10001`` goes through Ray Client. A cluster that asks for more than it has fails at once,
+    unless ``autoscale`` says that it adds nodes when actors wait for them.
     """
 
     address: str | None = None
+    autoscale: bool = Field(
+        False, description="the cluster grows when actors wait: start even if it lacks the CPUs or GPUs asked"
+    )
     stages: dict[Literal["anchor_lid", "translate", "structure", "lid", "equivalence"], RayStageConfig] = (
         Field(default_factory=dict)
     )

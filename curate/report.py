@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
-from schemas import Manifest
+from schemas import Manifest, read_ipc, writing
 
 # Prefix of the manifest's threshold keys that say a value was estimated from the data (curate.manifest).
 _ESTIMATED = "estimated."
@@ -29,10 +29,10 @@ def load_scores(out: Path, manifest: Manifest) -> pl.DataFrame:
     """Score columns of every kept and rejected translation, with ``outcome`` = kept / stage.reason."""
     frames = []
     for info in manifest.shards:
-        frame = pl.read_ipc(out / info.file, columns=list(_SCORE_COLUMNS))
+        frame = _read(out / info.file, "parallel", list(_SCORE_COLUMNS))
         frames.append(frame.with_columns(pl.lit("kept").alias("outcome")))
     for info in manifest.rejects:
-        frame = pl.read_ipc(out / info.file, columns=[*_SCORE_COLUMNS, "stage", "reason"])
+        frame = _read(out / info.file, "reject", [*_SCORE_COLUMNS, "stage", "reason"])
         frames.append(
             frame.with_columns(pl.concat_str("stage", pl.lit("."), "reason").alias("outcome")).drop(
                 "stage", "reason"
@@ -42,6 +42,10 @@ def load_scores(out: Path, manifest: Manifest) -> pl.DataFrame:
         return pl.DataFrame(schema={c: pl.Utf8 for c in (*_SCORE_COLUMNS, "outcome")})
     scores = pl.concat(frames, how="vertical_relaxed")
     return scores.filter(pl.col("is_anchor").not_() & pl.col("lang").is_not_null())
+
+
+def _read(path: Path, kind: str, columns: list[str]) -> pl.DataFrame:
+    return pl.DataFrame(read_ipc(path, kind, columns=columns))
 
 
 def low_keep_rates(manifest: Manifest, floor: float) -> dict[str, str]:
@@ -63,7 +67,12 @@ def write_report(out: Path, *, min_keep_rate: float = 0.5) -> Path:
     manifest = Manifest.load(out)
     scores = load_scores(out, manifest)
     report = out / REPORT_DIR
-    report.mkdir(parents=True, exist_ok=True)
+    with writing(report):  # a full disk ends with one line; the report is drawn again on the next run
+        report.mkdir(parents=True, exist_ok=True)
+        return _draw(report, manifest, scores, low_keep_rates(manifest, min_keep_rate))
+
+
+def _draw(report: Path, manifest: Manifest, scores: pl.DataFrame, low: dict[str, str]) -> Path:
     plots = [_plot_keep_rate(manifest, report / "keep_rate.png")]
     cuts = manifest.thresholds
 
@@ -86,9 +95,7 @@ def write_report(out: Path, *, min_keep_rate: float = 0.5) -> Path:
         if path is not None:
             plots.append(path)
     md = report / "report.md"
-    md.write_text(
-        _markdown(manifest, scores, plots, low_keep_rates(manifest, min_keep_rate)), encoding="utf-8"
-    )
+    md.write_text(_markdown(manifest, scores, plots, low), encoding="utf-8")
     return md
 
 

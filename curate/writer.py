@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas import ConfigError, LangCounts, ShardInfo, sha256_file
+from schemas import ConfigError, LangCounts, ShardInfo, sha256_file, writing
 
 SHARDS_DIR = "shards"
 REJECTS_DIR = "rejects"
@@ -69,12 +69,20 @@ class ChunkRecord:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: under a temporary name, synced, then renamed. A disk that fills
+    on the way leaves no partial file behind and ends with one line (:class:`~schemas.OutOfSpaceError`);
+    a re-run after freeing space writes the same bytes."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    with writing(path):
+        try:
+            with tmp.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 @contextmanager
@@ -85,8 +93,10 @@ def exclusive(out: Path) -> Iterator[None]:
     ``flock`` locks are released by the kernel when the process dies, so a killed build leaves no stale lock.
     """
     state = out / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    with (state / "lock").open("a+", encoding="utf-8") as f:
+    with writing(state):
+        state.mkdir(parents=True, exist_ok=True)
+        lock = (state / "lock").open("a+", encoding="utf-8")
+    with lock as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -99,8 +109,9 @@ def exclusive(out: Path) -> Iterator[None]:
         f.seek(0)
         f.truncate()
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n")
-        f.flush()
+        with writing(f.name):
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n")
+            f.flush()
         try:
             yield
         finally:
@@ -115,7 +126,8 @@ class ShardWriter:
         self.out = out
         self.options = pa.ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
         for sub in (SHARDS_DIR, REJECTS_DIR, f"{STATE_DIR}/chunks"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
+            with writing(out / sub):
+                (out / sub).mkdir(parents=True, exist_ok=True)
 
     def marker_path(self, index: int) -> Path:
         return self.out / STATE_DIR / "chunks" / f"{index:06d}.json"

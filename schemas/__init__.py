@@ -10,7 +10,9 @@ from schemas.arrow import (
     SCHEMAS,
     SOURCE_SCHEMA,
     SchemaValidationError,
+    check_columns,
     infer_kind,
+    read_ipc,
     validate,
 )
 from schemas.errors import (
@@ -18,8 +20,11 @@ from schemas.errors import (
     DataError,
     MissingDependencyError,
     MissingFileError,
+    OutOfSpaceError,
     UserError,
     import_optional,
+    out_of_space,
+    writing,
 )
 from schemas.langs import UnknownLanguageError, base_lang, is_valid_lang, normalize_lang
 from schemas.numbers import read_numbers
@@ -64,6 +69,7 @@ __all__ = [
     "Message",
     "MissingDependencyError",
     "MissingFileError",
+    "OutOfSpaceError",
     "ParallelRow",
     "PreferenceExample",
     "RejectRow",
@@ -74,15 +80,19 @@ __all__ = [
     "UserError",
     "base_lang",
     "canonical_json",
+    "check_columns",
     "check_schema_version",
     "content_hash",
     "import_optional",
     "infer_kind",
     "is_valid_lang",
     "normalize_lang",
+    "out_of_space",
+    "read_ipc",
     "read_numbers",
     "sha256_file",
     "sha256_files",
     "stable_fraction",
     "validate",
+    "writing",
 ]

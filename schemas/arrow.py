@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.feather as feather
 
 from schemas.errors import DataError
 from schemas.langs import UnknownLanguageError, normalize_lang
-from schemas.records import ROLES
+from schemas.records import KINDS, ROLES
 
 MESSAGE_TYPE = pa.struct(
     [
@@ -135,6 +139,71 @@ def validate(table: pa.Table, schema: pa.Schema | str | None = None) -> None:
             _check_langs(name, table.column(name).to_pylist())
     if schema.equals(PARALLEL_SCHEMA):
         _check_groups(table)
+
+
+def read_ipc(path: Path, kind: str, *, columns: Sequence[str] | None = None) -> pa.Table:
+    """``columns`` (all when None) of a build's Arrow IPC file, memory-mapped, once the file reads, its
+    schema is the contract ``kind``'s (``parallel``, ``reject``) and the columns read hold no null where the
+    contract requires a value, nor an empty conversation; a :class:`DataError` naming the file otherwise.
+
+    A file can match the sha256 its manifest records and still break the contract (a column dropped or
+    nulled, and the manifest signed again): readers would fail deep inside with a ``KeyError``, or train
+    on ``None``.
+    """
+    try:
+        with pa.memory_map(str(path)) as source:
+            schema = pa.ipc.open_file(source).schema
+    except (pa.ArrowException, OSError) as e:
+        msg = f"{path} is not a readable Arrow IPC file ({e}): rebuild the corpus"
+        raise DataError(msg) from e
+    try:
+        validate(schema.empty_table(), kind)
+    except SchemaValidationError as e:
+        msg = f"{path} does not follow the {kind} schema: {e}"
+        raise DataError(msg) from e
+    try:
+        table = feather.read_table(path, columns=None if columns is None else list(columns), memory_map=True)
+    except (pa.ArrowException, OSError) as e:
+        msg = f"{path} is not a readable Arrow IPC file ({e}): rebuild the corpus"
+        raise DataError(msg) from e
+    try:
+        check_columns(table, kind)
+    except SchemaValidationError as e:
+        msg = f"{path} does not follow the {kind} schema: {e}"
+        raise DataError(msg) from e
+    return table
+
+
+def check_columns(table: pa.Table, kind: str) -> None:
+    """Per column, without reading rows into Python: no null in a required field of the contract ``kind``,
+    no empty ``messages`` list, and a ``chosen`` and a ``rejected`` on every preference row (each check
+    only where ``table`` holds its columns)."""
+    schema = SCHEMAS[kind]
+    for field in schema:
+        if field.name in table.column_names and not field.nullable and table.column(field.name).null_count:
+            row = table.column(field.name).is_null().to_pylist().index(True)
+            raise SchemaValidationError("null in a required field", column=field.name, row=row)
+    if "messages" in table.column_names and not schema.field("messages").nullable and table.num_rows:
+        empty = pc.equal(pc.list_value_length(table.column("messages")), 0)
+        if pc.any(empty).as_py():
+            raise SchemaValidationError(
+                "empty conversation", column="messages", row=empty.to_pylist().index(True)
+            )
+    if "kind" in table.column_names:
+        unknown = sorted(set(pc.unique(table.column("kind").drop_null()).to_pylist()) - set(KINDS))
+        if unknown:
+            row = table.column("kind").to_pylist().index(unknown[0])
+            raise SchemaValidationError(
+                f"unknown kind {unknown[0]!r}, expected one of {KINDS}", column="kind", row=row
+            )
+    if {"kind", "chosen", "rejected"} <= set(table.column_names):
+        preference = pc.equal(table.column("kind"), "preference")
+        for name in ("chosen", "rejected"):
+            missing = pc.and_(preference, table.column(name).is_null())
+            if pc.any(missing).as_py():
+                raise SchemaValidationError(
+                    "null on a preference row", column=name, row=missing.to_pylist().index(True)
+                )
 
 
 def _check_messages(column: str, values: list[list[dict[str, Any]] | None]) -> None:

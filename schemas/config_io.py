@@ -2,12 +2,13 @@
 
 A config is the file, then the flags given on the command line, then ``--set`` entries, validated once by
 a pydantic model. Every mistake on the way (missing file, bad YAML, a Python tag, unknown key, invalid
-value) becomes one :class:`~schemas.errors.ConfigError` line.
+value, a number that is not finite) becomes one :class:`~schemas.errors.ConfigError` line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,11 +28,26 @@ def load_config(
     for key, value in flags.items():
         if value is not None:
             _set(data, key, value, where=f"flag {key}")
-    data = apply_overrides(data, overrides)
+    return validate_config(model, apply_overrides(data, overrides))
+
+
+def validate_config(model: type[Config], data: Mapping[str, Any], *, context: str = "") -> Config:
+    """``data`` validated by ``model``, or one :class:`ConfigError` line (prefixed by ``context``).
+
+    A number that is not finite (YAML's ``.nan`` and ``.inf``, ``nan`` or ``1e999`` given to a float) is
+    refused in every field, however deep: no setting means anything as NaN or infinity, and pydantic lets
+    both through a float field (a bound such as ``ge=0`` does not stop NaN).
+    """
+    prefix = f"{context}: " if context else ""
     try:
-        return model.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(describe_validation_error(e)) from e
+        raise ConfigError(prefix + describe_validation_error(e)) from e
+    for where, value in _floats(config, ""):
+        if not math.isfinite(value):
+            msg = f"{prefix}{where}: must be a finite number (got {value!r})"
+            raise ConfigError(msg)
+    return config
 
 
 def load_yaml(path: Path | None) -> dict[str, Any]:
@@ -78,6 +94,21 @@ def describe_validation_error(error: ValidationError) -> str:
             text += f" (got {item['input']!r})"
         parts.append(f"{where}: {text}" if where else text)
     return "; ".join(parts)
+
+
+def _floats(value: Any, where: str) -> Iterator[tuple[str, float]]:
+    """Every float in a validated config, with its dotted key."""
+    if isinstance(value, float):
+        yield where, value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _floats(getattr(value, name), f"{where}.{name}" if where else name)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _floats(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list | tuple | set | frozenset):
+        for i, item in enumerate(value):
+            yield from _floats(item, f"{where}[{i}]")
 
 
 def _set(data: dict[str, Any], key: str, value: Any, *, where: str) -> None:

@@ -8,7 +8,11 @@ is a bug and keeps its traceback, however much it looks like bad input (``pyarro
 
 from __future__ import annotations
 
+import errno
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 
 
@@ -28,6 +32,10 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named (or a default one) is not there."""
 
 
+class OutOfSpaceError(UserError, OSError):
+    """The disk (or the user's quota) filled up while writing: free some space and run the command again."""
+
+
 class MissingDependencyError(UserError, ImportError):
     """An optional package that a chosen feature needs is not installed."""
 
@@ -39,3 +47,29 @@ def import_optional(module: str, *, feature: str, install: str) -> ModuleType:
     except ImportError as e:
         msg = f"{feature} needs {module.split('.')[0]}: {install}"
         raise MissingDependencyError(msg) from e
+
+
+# What a write fails with when the disk or the user's quota is full.
+FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextmanager
+def writing(target: Path | str) -> Iterator[None]:
+    """Turn a full disk while writing ``target`` into one :class:`OutOfSpaceError` line.
+
+    Every other ``OSError`` goes on as it is: a full disk is the one failure of a write that the user fixes
+    by freeing space, after which the same command resumes.
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in FULL_DISK_ERRNOS:
+            raise
+        raise out_of_space(target, e) from e
+
+
+def out_of_space(target: Path | str, error: BaseException) -> OutOfSpaceError:
+    """The one line for a disk that filled while writing ``target``."""
+    cause = getattr(error, "strerror", None) or str(error)
+    msg = f"the disk is full: could not write {target} ({cause}); free some space and run the command again"
+    return OutOfSpaceError(msg)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.errors import DataError, MissingFileError
 from schemas.langs import normalize_lang
@@ -21,6 +21,7 @@ from schemas.langs import normalize_lang
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 Kind = Literal["sft", "preference"]
+KINDS: tuple[str, ...] = ("sft", "preference")
 
 SCHEMA_VERSION = "1.0"
 
@@ -254,6 +255,48 @@ class Manifest(BaseModel):
         check_schema_version(v)
         return v
 
+    @model_validator(mode="after")
+    def _adds_up(self) -> Manifest:
+        """Every file listed once, and the counts adding up: per language, rows read = kept + rejected,
+        the shards hold the kept rows and the reject files the rejected ones. A manifest edited by hand
+        (a shard listed twice would be trained on twice per epoch) is refused before anything reads it."""
+        files = [*self.shards, *self.rejects]
+        for attribute in ("file", "sha256"):
+            seen: set[str] = set()
+            for info in files:
+                value = getattr(info, attribute)
+                if value in seen:
+                    msg = f"{info.file} is listed twice (same {attribute}): every file of a build is listed once"
+                    raise ValueError(msg)
+                seen.add(value)
+        for info in files:
+            if info.langs and sum(info.langs.values()) != info.rows:
+                msg = f"{info.file} holds {info.rows} rows but its rows per language add up to {sum(info.langs.values())}"
+                raise ValueError(msg)
+        for lang, counts in self.counts.items():
+            rejected = sum(counts.rejected.values())
+            if not counts.balanced:
+                msg = f"counts of {lang!r} do not add up: read {counts.read} != kept {counts.kept} + rejected {rejected}"
+                raise ValueError(msg)
+        for what, listed, counted in (
+            ("kept", self.shards, {lang: c.kept for lang, c in self.counts.items()}),
+            ("rejected", self.rejects, {lang: sum(c.rejected.values()) for lang, c in self.counts.items()}),
+        ):
+            if not all(info.langs for info in listed):
+                continue  # a file without rows per language (older builds) cannot be counted
+            held: dict[str, int] = {}
+            for info in listed:
+                for lang, n in info.langs.items():
+                    held[lang] = held.get(lang, 0) + n
+            for lang in sorted(set(held) | set(counted)):
+                if held.get(lang, 0) != counted.get(lang, 0):
+                    msg = (
+                        f"counts of {lang!r} say {counted.get(lang, 0)} rows {what}, but the "
+                        f"{'shards' if what == 'kept' else 'reject files'} listed hold {held.get(lang, 0)}"
+                    )
+                    raise ValueError(msg)
+        return self
+
     @classmethod
     def load(cls, out_dir: Path) -> Manifest:
         """The manifest of a ``curate build`` output folder, with one-line errors for a missing or bad file."""
@@ -266,7 +309,9 @@ class Manifest(BaseModel):
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            msg = f"{path} is not a valid manifest ({e.error_count()} errors; {where}: {first['msg']})"
+            problem = first["msg"].removeprefix("Value error, ")
+            more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+            msg = f"{path} is not a valid manifest: {where + ': ' if where else ''}{problem}{more}"
             raise DataError(msg) from e
 
 

@@ -34,8 +34,13 @@ from align_train.config import PrefetchWorker
 from align_train.data.batch import ParallelBatch, TokenBatch
 from align_train.data.collator import Collator
 from align_train.data.sampler import ParallelBatchSampler
+from schemas import UserError
 
 WORKER_NAME = "align-train-data"
+
+
+class DataWorkerDied(UserError, RuntimeError):
+    """The process building batches ahead ended without a word (killed, often for memory)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,11 +163,26 @@ class Prefetcher:
                     try:  # what it put just before it ended
                         return self._queue.get(timeout=1.0)
                     except queue.Empty:
-                        code = getattr(self._worker, "exitcode", None)
-                        msg = (
-                            f"the data worker process died (exit code {code}; -9 is a kill, often for memory)"
-                        )
-                        raise RuntimeError(msg) from None
+                        raise self._died() from None
+                    except (OSError, EOFError) as e:
+                        raise self._died() from e
+            except (OSError, EOFError) as e:
+                # A queued tensor's shared memory is fetched from the worker when the item is taken: a worker
+                # killed after queueing it refuses the connection (ConnectionRefusedError) or is gone.
+                if isinstance(self._worker, threading.Thread):
+                    raise
+                self._worker.join(timeout=5.0)
+                if self._worker.is_alive():
+                    raise
+                raise self._died() from e
+
+    def _died(self) -> DataWorkerDied:
+        code = getattr(self._worker, "exitcode", None)
+        msg = (
+            f"the data worker process died (exit code {code}; -9 is a kill, often for memory): resume from the "
+            "last checkpoint, with a lower prefetch or prefetch_worker='thread' if memory is short"
+        )
+        return DataWorkerDied(msg)
 
     def close(self) -> None:
         self._done = True  # a forked worker's copy of the source ran ahead: the loop's copy must not resume

@@ -13,9 +13,10 @@ With ``split='train'`` or ``'eval'`` only the groups of that side of the held-ou
 yielded (see :mod:`align_train.split`); the group and row counts of the split are then read once from the
 ``group_id`` and ``lang`` columns, since the manifest only counts whole shards.
 
-Nothing is trained on before every shard has been checked against ``manifest.json``: its bytes (sha256),
-its schema, and its groups and rows per language. A shard changed or damaged after the build, or a manifest
-edited by hand, stops the run at start-up with one line naming the file.
+Nothing is trained on before every shard has been checked against ``manifest.json`` and the contract: its
+bytes (sha256), its schema, no null where a value is required, and its groups and rows per language. A
+shard changed or damaged after the build, or a manifest edited by hand (even signed again), stops the run
+at start-up with one line naming the file.
 """
 
 from __future__ import annotations
@@ -32,15 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 
 from align_train.split import Split, check_split, in_split
-from schemas import (
-    ConfigError,
-    DataError,
-    Manifest,
-    SchemaValidationError,
-    ShardInfo,
-    normalize_lang,
-    validate,
-)
+from schemas import ConfigError, DataError, Manifest, ShardInfo, normalize_lang, read_ipc
 
 
 @dataclass(frozen=True)
@@ -262,24 +255,16 @@ def _group(rows: list[dict[str, Any]]) -> Group:
 
 
 def _checked_columns(shard: ShardInfo, root: Path) -> pa.Table:
-    """The ``group_id`` and ``lang`` columns of a shard whose bytes, schema and counts match the manifest.
+    """The ``group_id`` and ``lang`` columns of a shard whose bytes, schema, values and counts match the
+    manifest.
 
     A shard that disagrees with its manifest entry would be trained on as something else, or give ranks
-    unequal work: refuse it, naming the file.
+    unequal work; one holding a null where the contract requires a value (a conversation, say) would reach
+    the collator. Refuse either at start-up, on every rank, naming the file: a rank failing mid-run would
+    leave the others waiting in a collective.
     """
     path = shard.verify(root)
-    try:
-        with pa.memory_map(str(path)) as source:
-            schema = pa.ipc.open_file(source).schema
-        table = feather.read_table(path, columns=["group_id", "lang"], memory_map=True)
-    except (pa.ArrowInvalid, OSError) as e:
-        msg = f"shard {path} is not a readable Arrow IPC file ({e}): rebuild the corpus"
-        raise DataError(msg) from e
-    try:
-        validate(schema.empty_table(), "parallel")
-    except SchemaValidationError as e:
-        msg = f"shard {path} does not follow PARALLEL_SCHEMA: {e}"
-        raise DataError(msg) from e
+    table = read_ipc(path, "parallel")
     groups = len(pc.unique(table["group_id"]))
     lang_rows = Counter(table["lang"].to_pylist())
     if groups != shard.groups or dict(lang_rows) != {k: v for k, v in shard.langs.items() if v}:
@@ -288,4 +273,4 @@ def _checked_columns(shard: ShardInfo, root: Path) -> pa.Table:
             f"but manifest.json records {shard.groups} groups and {shard.langs}: rebuild the corpus"
         )
         raise DataError(msg)
-    return table
+    return table.select(["group_id", "lang"])

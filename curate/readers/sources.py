@@ -228,8 +228,8 @@ def jsonl_items(path: Path, *, max_bytes: int) -> Iterator[Item]:
             continue
         try:
             value = json.loads(text)
-        except json.JSONDecodeError as e:
-            yield Item(None, where, text, BadRecord("bad_json", str(e)))
+        except ValueError as e:  # JSONDecodeError, or an integer of more digits than Python converts
+            yield Item(None, where, text, BadRecord("bad_json", str(e).partition("; use sys.")[0]))
             continue
         except RecursionError:
             yield Item(None, where, text, BadRecord("bad_json", "nested too deeply to parse"))

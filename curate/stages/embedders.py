@@ -15,6 +15,7 @@ import numpy as np
 
 from curate.config import EquivalenceConfig
 from schemas import ConfigError, MissingFileError, base_lang, import_optional
+from schemas.model_files import check_model_folder
 
 
 @dataclass(frozen=True)
@@ -125,14 +126,22 @@ class SentenceTransformerEmbedder:
                 "models load from a local path only"
             )
             raise MissingFileError(msg)
+        check_model_folder(self.model_path, setting="equivalence.model_path", weights=False)
         st = import_optional(
             "sentence_transformers",
             feature="equivalence backend 'sentence-transformers'",
             install="pip install sentence-transformers",
         )
-        self._model = st.SentenceTransformer(
-            str(self.model_path), device=self.device, trust_remote_code=False, local_files_only=True
-        )
+        from safetensors import SafetensorError
+
+        try:
+            self._model = st.SentenceTransformer(
+                str(self.model_path), device=self.device, trust_remote_code=False, local_files_only=True
+            )
+        except (OSError, ValueError, SafetensorError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            msg = f"equivalence.model_path: {self.model_path} cannot be loaded as a sentence-transformers model ({first})"
+            raise ConfigError(msg) from e
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if self._model is None:

@@ -5,9 +5,11 @@ Only prose is sent to a translator. Code, math, URLs and placeholders are masked
 text of a batch is translated once per target language and cached. A candidate row whose translation failed is
 rejected with the reason, never dropped:
 
-    translator_error   the backend failed for one of the row's texts (``detail`` says why)
+    translator_error   the backend failed for one of the row's texts (``detail`` says why), or gave
+                       text UTF-8 cannot store (a lone surrogate)
     empty_output       a non-empty text came back empty
     mask_lost          a ``⟦n⟧`` token was lost, duplicated or invented (``raw`` holds the output)
+    same_completions   a preference row's chosen and rejected answers came back the same
 
 Backends implement :class:`curate.translators.Translator` (see there how they report failures).
 """
@@ -88,6 +90,8 @@ class Translate(Stage):
         self.cache = cache
 
     def setup(self) -> None:
+        if self.cache is not None:
+            self.cache.check()  # a path that cannot hold the cache fails here, before any work
         self.translator.setup()
         for lang in self.langs:
             self.translator.check_pair(self.anchor_lang, lang)
@@ -170,6 +174,12 @@ class Translate(Stage):
         if len(outputs) != len(missing):
             msg = f"translator {self.translator.name!r} returned {len(outputs)} texts for {len(missing)}"
             raise RuntimeError(msg)
+        outputs = list(outputs)
+        for i, out in enumerate(outputs):
+            bad = None if out is None else _unencodable(out)
+            if bad is not None:
+                outputs[i] = None
+                errors[i] = f"the translation holds a lone surrogate ({bad}), which UTF-8 cannot encode"
         fresh = {text: out for text, out in zip(missing, outputs, strict=True) if out is not None}
         if self.cache is not None and fresh:
             self.cache.put_many(fresh, **key)
@@ -206,6 +216,8 @@ class Translate(Stage):
                     where = f"{field}[{k}] ({message['role']}): "
                     first = _Problem(problem.reason, where + problem.detail, problem.raw)
             texts[field] = translated
+        if first is None and texts["chosen"] is not None and texts["chosen"] == texts["rejected"]:
+            first = _Problem("same_completions", "chosen and rejected translate to the same text")
         row = {
             **anchor,
             **texts,
@@ -219,6 +231,16 @@ class Translate(Stage):
             "content_hash": content_hash(texts["messages"], texts["chosen"], texts["rejected"]),
         }
         return row, first
+
+
+def _unencodable(text: str) -> str | None:
+    """The escape of the first character of ``text`` UTF-8 cannot encode (a lone surrogate, which a JSON
+    answer can hold as ``"\\ud800"``), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.object[e.start : e.end].encode("unicode_escape").decode("ascii")
+    return None
 
 
 def _messages(row: dict[str, Any]) -> list[dict[str, Any]]:

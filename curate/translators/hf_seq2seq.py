@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from curate.config import HFTranslatorConfig
 from curate.translators.base import TranslationErrors, TranslatorConfigError
 from schemas import ConfigError
+from schemas.model_files import check_model_folder
 
 if TYPE_CHECKING:
     import torch
@@ -76,12 +77,24 @@ class HFSeq2SeqTranslator:
                     "which is not a folder"
                 )
                 raise TranslatorConfigError(msg)
+            try:
+                check_model_folder(Path(path), setting=f"translate.hf.model_path ({src}→{tgt})")
+            except ConfigError as e:
+                raise TranslatorConfigError(str(e)) from e
+            from safetensors import SafetensorError
             from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-            model = AutoModelForSeq2SeqLM.from_pretrained(
-                path, local_files_only=True, use_safetensors=True, trust_remote_code=False
-            )
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(
+                    path, local_files_only=True, trust_remote_code=False
+                )
+                model = AutoModelForSeq2SeqLM.from_pretrained(
+                    path, local_files_only=True, use_safetensors=True, trust_remote_code=False
+                )
+            except (OSError, ValueError, SafetensorError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                msg = f"translate.hf.model_path: {path} cannot be loaded as a translation model ({first})"
+                raise TranslatorConfigError(msg) from e
             model.to(self.config.device).eval()
             self._loaded[path] = _Loaded(tokenizer, model)
         return self._loaded[path]

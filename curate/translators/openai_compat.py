@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import re
 import time
 import warnings
 from functools import cached_property
@@ -21,8 +23,13 @@ _SYSTEM_PROMPT = (
     "You are a professional translator. Translate the user's message from {src} to {tgt}. "
     "Tokens of the form ⟦0⟧, ⟦1⟧, ... stand for code, formulas or links: copy each one unchanged, "
     "exactly once, where it belongs in the translation. Keep line breaks and formatting. "
-    "Output only the translation, without notes, quotes or explanations."
+    "Write the translation between <translation> and </translation> and nothing else: no greeting, "
+    "note, quotes or explanation."
 )
+# Chat models wrap answers ("Sure! Here is the translation: … Let me know if …") whatever the prompt says:
+# the answer is read between these tags when it has them, and checked either way (see `unwrap`).
+_TAGGED = re.compile(r"<translation>(.*?)</translation>", re.DOTALL)
+_QUOTES = (('"', '"'), ("“", "”"), ("«", "»"), ("„", "“"), ("「", "」"), ("'", "'"))
 
 
 class CleartextKeyWarning(UserWarning):
@@ -46,14 +53,70 @@ def _language_name(code: str) -> str:
     return langcodes.Language.get(code.replace("_", "-")).display_name("en")
 
 
+def unwrap(answer: str, text: str) -> str:
+    """The translation in a chat model's ``answer`` to ``text``, or a ``ValueError`` saying why there is
+    none to trust.
+
+    The prompt asks for the translation between ``<translation>`` tags, and what is outside them (a
+    greeting, a note) is dropped. An answer without the tags is taken whole, without the quotes a model
+    may put around it, unless it has more colons than ``text`` (an inline "Here is the translation: …").
+    Either way the translation may not have more lines than ``text``: the prompt asks to keep line
+    breaks, so extra lines are a preamble or a note ("Let me know if …") that would otherwise be trained
+    on as part of the text.
+    """
+    tagged = _TAGGED.findall(answer)
+    if len(tagged) > 1:
+        msg = f"the answer holds {len(tagged)} <translation> blocks, expected one"
+        raise ValueError(msg)
+    if tagged:
+        out = tagged[0]
+    elif "<translation>" in answer:
+        msg = "the answer opens <translation> but never closes it (cut short?)"
+        raise ValueError(msg)
+    else:
+        out = answer.strip()
+        for first, last in _QUOTES:
+            quoted = len(out) >= 2 and out.startswith(first) and out.endswith(last)
+            if quoted and not (text.strip().startswith(first) and text.strip().endswith(last)):
+                out = out[len(first) : -len(last)]
+                break
+        if _colons(out) > _colons(text):
+            msg = (
+                f"the answer has more colons than the source: a preamble such as 'Here is the translation:'? "
+                f"(answer: {_clip(answer)!r})"
+            )
+            raise ValueError(msg)
+    lines, expected = _lines(out), _lines(text)
+    if lines > expected:
+        msg = (
+            f"the answer has {lines} lines of text where the source has {expected}: a preamble or a note "
+            f"around the translation? (answer: {_clip(answer)!r})"
+        )
+        raise ValueError(msg)
+    return out
+
+
+def _colons(text: str) -> int:
+    return text.count(":") + text.count("：")
+
+
+def _lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip())
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class OpenAITranslator:
     """An OpenAI-compatible ``POST {base_url}/chat/completions`` endpoint, one request per text.
 
     ``concurrency`` requests run at once from a thread pool over one HTTP client. 429, 5xx, timeouts and
     connection errors are retried ``max_retries`` times with exponential backoff (``backoff_s``, doubled
-    each time); any other HTTP error fails the text at once. The key in ``$api_key_env`` goes with every
-    request; :meth:`setup` warns (:class:`CleartextKeyWarning`) when that would be plain http to a host
-    other than this machine.
+    each time); any other HTTP error fails the text at once. An answer over ``max_response_bytes`` is not
+    read further and fails its text. The translation is read out of the answer by :func:`unwrap`. The
+    key in ``$api_key_env`` goes with every request; :meth:`setup` warns (:class:`CleartextKeyWarning`)
+    when that would be plain http to a host other than this machine.
     """
 
     translates = True
@@ -140,26 +203,50 @@ class OpenAITranslator:
             if attempt:
                 time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
             try:
-                response = self._client.post("/chat/completions", json=body)
+                status, data = self._post(body)
             except httpx.TransportError as e:
                 failure = f"{type(e).__name__}: {e}"
                 continue
-            if response.status_code == 429 or response.status_code >= 500:
-                failure = f"HTTP {response.status_code}: {response.text[:200]}"
+            if status == 429 or status >= 500:
+                failure = f"HTTP {status}: {_head(data)}"
                 continue
-            if response.status_code != 200:
-                msg = f"HTTP {response.status_code} (not retried): {response.text[:200]}"
+            if status != 200:
+                msg = f"HTTP {status} (not retried): {_head(data)}"
                 raise RuntimeError(msg)
-            return _completion_text(response)
+            try:
+                return unwrap(_completion_text(data), text)
+            except ValueError as e:
+                raise RuntimeError(str(e)) from None
         msg = f"gave up after {self.config.max_retries + 1} attempts, last: {failure}"
         raise RuntimeError(msg)
 
+    def _post(self, body: dict[str, Any]) -> tuple[int, bytes]:
+        """The status and body of one request, the body read only up to ``max_response_bytes``: a server
+        that answers with megabytes fails the text instead of filling the memory."""
+        limit = self.config.max_response_bytes
+        with self._client.stream("POST", "/chat/completions", json=body) as response:
+            size = response.headers.get("Content-Length", "")
+            if size.isdigit() and int(size) > limit:
+                msg = f"the answer is {int(size):,} bytes, over translate.openai.max_response_bytes={limit:,}"
+                raise RuntimeError(msg)
+            data = bytearray()
+            for block in response.iter_bytes():
+                data += block
+                if len(data) > limit:
+                    msg = f"the answer is over translate.openai.max_response_bytes={limit:,} bytes (not read further)"
+                    raise RuntimeError(msg)
+            return response.status_code, bytes(data)
 
-def _completion_text(response: httpx.Response) -> str:
+
+def _head(data: bytes) -> str:
+    return data[:200].decode("utf-8", errors="replace")
+
+
+def _completion_text(data: bytes) -> str:
     try:
-        content = response.json()["choices"][0]["message"]["content"]
+        content = json.loads(data)["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError) as e:
-        msg = f"not a chat completion ({type(e).__name__}): {response.text[:200]}"
+        msg = f"not a chat completion ({type(e).__name__}): {_head(data)}"
         raise RuntimeError(msg) from e
     if not isinstance(content, str):
         msg = f"chat completion content is {type(content).__name__}, expected text"

@@ -66,6 +66,11 @@ def test_grid_expands_to_named_runs_with_validated_configs(shard_dir: Path, tmp_
         sweep_config(shard_dir, None, tmp_path, train={"shards": shard_dir, "seed": 3})
     with pytest.raises(ValueError, match="non-empty and distinct"):
         sweep_config(shard_dir, None, tmp_path, lang_sets=["en+de", "en+deu"])
+    # A number that is not finite, given as text that a float field reads ("inf"), in a run's settings.
+    with pytest.raises(
+        ConfigError, match=r"run langs=en__obj=sft.*: lr: must be a finite number \(got inf\)"
+    ):
+        expand(sweep_config(shard_dir, None, tmp_path, train={"shards": shard_dir, "lr": "inf"}))
 
 
 @pytest.mark.slow

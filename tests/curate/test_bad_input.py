@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,9 +20,11 @@ from curate.stages.structure import Structure
 from curate.writer import exclusive
 from schemas import Manifest
 from tests import ROOT
-from tests.curate.builds import outputs
+from tests.curate.builds import demo_input, outputs
+from tests.disk import PAGE, small_disk, used_bytes
 
 PRETRANSLATED = ROOT / "examples" / "demo_pretranslated.yaml"
+DEMO = ROOT / "examples" / "demo.yaml"
 PARALLEL = ROOT / "examples" / "demo" / "parallel.jsonl"
 
 
@@ -250,3 +255,163 @@ def test_a_bug_in_a_stage_is_a_traceback_not_a_user_error(
     assert result.exit_code == 1
     assert isinstance(result.exception, ValueError)
     assert not any(line.startswith("error: ") for line in result.output.splitlines())
+
+
+def test_a_number_that_is_not_finite_is_refused_in_any_setting(tmp_path: Path, small: Path) -> None:
+    for setting in (
+        "equivalence.margin=.nan",  # once a build that inspect could not read
+        "translate.openai.temperature=.inf",
+        "executor.ray.stages.translate.num_cpus=.inf",
+    ):
+        code, output = build(tmp_path / "out", small, "--set", setting)
+        assert code == 2
+        key, _, value = setting.partition("=")
+        assert f"{key}: must be a finite number (got {value[1:]})" in one_error_line(output)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, small: Path) -> Path:
+    out = tmp_path_factory.mktemp("built") / "out"
+    code, output = build(out, small, "--set", "report=false")
+    assert code == 0, output
+    return out
+
+
+def resign(out: Path, file: str, table: pa.Table) -> None:
+    """Write ``table`` as ``out/file`` and record its new sha256 in the manifest, as a hand edit would."""
+    path = out / file
+    with pa.ipc.new_file(path, table.schema) as writer:
+        writer.write_table(table)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    for info in manifest["shards"] + manifest["rejects"]:
+        if info["file"] == file:
+            info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def _messages_nulled(table: pa.Table) -> pa.Table:
+    messages = pa.array([None] * table.num_rows, table.schema.field("messages").type)
+    field = table.schema.field("messages").with_nullable(True)
+    return table.set_column(table.schema.get_field_index("messages"), field, messages)
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda t: t.drop_columns(["lid_prob"]), "column 'lid_prob': missing (expected float)"),
+        (lambda t: t.drop_columns(["messages"]), "column 'messages': missing"),
+        (_messages_nulled, "column 'messages', row 0: null in a required field"),
+    ],
+)
+@pytest.mark.parametrize("command", ["inspect", "report"])
+def test_inspect_and_report_name_a_signed_shard_that_breaks_the_schema(
+    built: Path, tmp_path: Path, damage: Callable[[pa.Table], pa.Table], problem: str, command: str
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    first = Manifest.load(out).shards[0]
+    resign(out, first.file, damage(pa.ipc.open_file(str(out / first.file)).read_all()))
+    result = CliRunner().invoke(app, [command, str(out)])
+    if command == "report" and damage is _messages_nulled:
+        assert result.exit_code == 0, result.output  # the report reads only the score columns
+        return
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result.output)
+    assert f"{out / first.file} does not follow the parallel schema: {problem}" in line
+
+
+def test_inspect_names_a_shard_that_is_not_arrow(built: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    first = Manifest.load(out).rejects[0]
+    (out / first.file).write_bytes(b"not an arrow file")
+    for args in (["inspect", str(out), "--rejects"], ["report", str(out)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2
+        assert f"{out / first.file} is not a readable Arrow IPC file" in one_error_line(result.output)
+
+
+@pytest.mark.parametrize("edit", ["listed twice", "kept edited"])
+def test_inspect_refuses_a_manifest_whose_files_or_counts_do_not_add_up(
+    built: Path, tmp_path: Path, edit: str
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    if edit == "listed twice":
+        manifest["shards"].append(manifest["shards"][0])
+    else:
+        manifest["counts"]["de"]["kept"] += 1
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    for command in ("inspect", "report"):
+        result = CliRunner().invoke(app, [command, str(out)])
+        assert result.exit_code == 2
+        assert "manifest.json is not a valid manifest: " in one_error_line(result.output)
+
+
+def test_a_disk_filling_during_a_build_is_one_line_and_the_rerun_is_byte_identical(
+    tmp_path: Path, small: Path
+) -> None:
+    args = ("--set", "write.chunk_size=1", "--set", "report=false")
+    reference = tmp_path / "reference"
+    assert build(reference, small, *args)[0] == 0
+    with small_disk(tmp_path / "disk", used_bytes(reference) // 2) as resize:
+        out = tmp_path / "disk" / "out"
+        code, output = build(out, small, *args)
+        assert code == 2
+        line = one_error_line(output)
+        assert (
+            line.startswith(f"error: the disk is full: could not write {out}/") and "free some space" in line
+        )
+        assert not list(out.rglob(".*.tmp"))
+        resize(4 * used_bytes(reference))
+        code, output = build(out, small, *args)
+        assert code == 0, output
+        assert outputs(out) == outputs(reference)
+
+
+def test_a_disk_filling_while_the_report_is_drawn_is_one_line(built: Path, tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", used_bytes(built) + 2 * PAGE) as resize:
+        out = tmp_path / "disk" / "out"
+        shutil.copytree(built, out)
+        result = CliRunner().invoke(app, ["report", str(out)])
+        assert result.exit_code == 2
+        assert f"error: the disk is full: could not write {out / 'report'}" in one_error_line(result.output)
+        resize(used_bytes(built) + 256 * PAGE)
+        result = CliRunner().invoke(app, ["report", str(out)])
+        assert result.exit_code == 0, result.output
+
+
+def test_a_disk_filling_under_the_translation_cache_is_one_line_and_the_rerun_is_byte_identical(
+    tmp_path: Path,
+) -> None:
+    source = demo_input(tmp_path, good=4)
+    cache = tmp_path / "disk" / "translations.sqlite"  # the manifest records its path: the same for both
+    args = ("--set", "write.chunk_size=4", "--set", "report=false", "--set", f"translate.cache={cache}")
+    reference = tmp_path / "reference"
+    assert build(reference, source, *args, config=DEMO)[0] == 0
+    cache.unlink()
+    with small_disk(tmp_path / "disk", 2 * PAGE) as resize:
+        code, output = build(tmp_path / "out", source, *args, config=DEMO)
+        assert code == 2
+        assert f"error: the disk is full: could not write {cache}" in one_error_line(output)
+        resize(256 * PAGE)
+        code, output = build(tmp_path / "out", source, *args, config=DEMO)
+        assert code == 0, output
+    assert outputs(tmp_path / "out") == outputs(reference)
+
+
+@pytest.mark.parametrize("kind", ["folder", "not SQLite"])
+def test_a_translation_cache_that_is_a_folder_or_not_sqlite_is_one_line(tmp_path: Path, kind: str) -> None:
+    cache = tmp_path / "cache"
+    if kind == "folder":
+        cache.mkdir()
+    else:
+        cache.write_text("translations, one per line\n", encoding="utf-8")
+    source = demo_input(tmp_path, good=2)
+    code, output = build(tmp_path / "out", source, "--set", f"translate.cache={cache}", config=DEMO)
+    assert code == 2
+    line = one_error_line(output)
+    assert f"translate.cache {cache} " in line
+    assert ("is a folder" if kind == "folder" else "file is not a database") in line

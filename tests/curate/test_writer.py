@@ -1,5 +1,6 @@
 from collections import Counter
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -9,8 +10,9 @@ from curate.executors.base import count_rows, run_chunk
 from curate.readers import Chunk
 from curate.stages.base import FilterStage, Verdict, empty_rejects, to_rejects
 from curate.writer import ShardWriter
-from schemas import LangCounts, sha256_file, validate
+from schemas import LangCounts, OutOfSpaceError, sha256_file, validate
 from tests.curate.rows import row, table
+from tests.disk import PAGE, small_disk
 
 
 class DropGerman(FilterStage):
@@ -99,3 +101,36 @@ def test_same_chunk_gives_byte_identical_shards(tmp_path) -> None:
         record = run_chunk([DropGerman()], chunk()).commit(ShardWriter(tmp_path / name))
         paths.append(tmp_path / name / record.shard.file)
     assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def _incompressible_chunk() -> Chunk:
+    """Two groups whose text zstd cannot shrink much: a shard of about 40 KB."""
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=7)) for _ in range(5000)]
+    rows = table(row("g1", "en", " ".join(words[:2500])), row("g2", "en", " ".join(words[2500:])))
+    return Chunk(index=0, rows=rows, rejects=empty_rejects(), read=Counter({"en": 2}))
+
+
+def test_a_disk_filling_while_a_shard_is_written_is_one_line_and_the_retry_writes_the_same_bytes(
+    tmp_path,
+) -> None:
+    reference = run_chunk([], _incompressible_chunk()).commit(ShardWriter(tmp_path / "reference"))
+    expected = (tmp_path / "reference" / reference.shard.file).read_bytes()
+    assert len(expected) > 6 * PAGE
+    with small_disk(tmp_path / "disk", 4 * PAGE) as resize:
+        writer = ShardWriter(tmp_path / "disk" / "out")
+        state = run_chunk([], _incompressible_chunk())
+        with pytest.raises(OutOfSpaceError) as caught:
+            state.commit(writer)
+        shard = tmp_path / "disk" / "out" / "shards" / "part-000000.arrow"
+        assert str(caught.value).startswith(
+            f"the disk is full: could not write {shard} (No space left on device)"
+        )
+        assert "\n" not in str(caught.value)
+        assert writer.committed(0) is None
+        assert not [
+            p for p in (tmp_path / "disk").rglob("*") if p.is_file() and p.name != "lock"
+        ]  # no debris
+        resize(32 * PAGE)  # space freed
+        record = state.commit(writer)
+        assert record == reference and shard.read_bytes() == expected

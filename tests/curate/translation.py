@@ -17,7 +17,7 @@ from schemas import validate
 REASONS = {"translator_error", "mask_lost", "empty_output"}
 
 
-def assert_accounted(batch: pa.Table, result: StageResult) -> None:
+def assert_accounted(batch: pa.Table, result: StageResult, *, reasons: set[str] = REASONS) -> None:
     """Conservation, the contract's schemas, and kept rows sorted by (group_id, lang)."""
     assert batch.num_rows + sum(result.created.values()) == result.kept.num_rows + result.rejected.num_rows
     validate(result.kept, "parallel")
@@ -26,7 +26,7 @@ def assert_accounted(batch: pa.Table, result: StageResult) -> None:
         zip(result.kept.column("group_id").to_pylist(), result.kept.column("lang").to_pylist(), strict=True)
     )
     assert keys == sorted(keys)
-    assert set(result.rejected.column("reason").to_pylist()) <= REASONS
+    assert set(result.rejected.column("reason").to_pylist()) <= reasons
     assert set(result.rejected.column("stage").to_pylist()) <= {"translate"}
 
 

@@ -2,6 +2,7 @@ import json
 
 import pyarrow as pa
 import pytest
+from pydantic import BaseModel, Field
 
 import schemas
 from schemas import (
@@ -14,6 +15,7 @@ from schemas import (
     read_numbers,
     validate,
 )
+from schemas.config_io import load_config
 
 
 def parallel_row(group_id: str, lang: str, *, anchor: bool, content: str = "Hello there.", **extra) -> dict:
@@ -199,3 +201,104 @@ def test_message_as_chat_decodes_tool_calls() -> None:
 )
 def test_read_numbers_in_order_whatever_the_locale(text: str, numbers: list[str]) -> None:
     assert [format(n.normalize(), "f") for n in read_numbers(text)] == numbers
+
+
+def _manifest(**changes) -> dict:
+    """A manifest of two shards and one reject file whose counts add up, with ``changes`` applied."""
+    shard = {"rows": 3, "groups": 2, "langs": {"en": 2, "de": 1}}
+    manifest = {
+        "anchor_lang": "en",
+        "langs": ["de"],
+        "shards": [
+            {"file": "shards/part-000000.arrow", "sha256": "a" * 64, **shard},
+            {"file": "shards/part-000001.arrow", "sha256": "b" * 64, **shard},
+        ],
+        "rejects": [
+            {
+                "file": "rejects/part-000000.arrow",
+                "sha256": "c" * 64,
+                "rows": 1,
+                "groups": 1,
+                "langs": {"de": 1},
+            }
+        ],
+        "counts": {
+            "en": {"read": 4, "kept": 4, "rejected": {}},
+            "de": {"read": 3, "kept": 2, "rejected": {"lid.wrong_lang": 1}},
+        },
+        "inputs": [],
+        "config": {},
+        "config_hash": "x",
+    }
+    return manifest | changes
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            lambda m: m["shards"].append(dict(m["shards"][0])),
+            r"part-000000\.arrow is listed twice \(same file\)",
+        ),
+        (
+            lambda m: m["shards"].append({**m["shards"][0], "file": "shards/copy.arrow"}),
+            r"copy\.arrow is listed twice \(same sha256\)",
+        ),
+        (
+            lambda m: m["counts"]["de"].update(kept=3),
+            r"counts of 'de' do not add up: read 3 != kept 3 \+ rejected 1",
+        ),
+        (
+            lambda m: m["counts"]["en"].update(read=5, kept=5),
+            r"counts of 'en' say 5 rows kept, but the shards listed hold 4",
+        ),
+        (
+            lambda m: m["counts"]["de"].update(read=4, rejected={"lid.wrong_lang": 2}),
+            r"counts of 'de' say 2 rows rejected, but the reject files listed hold 1",
+        ),
+        (
+            lambda m: m["shards"][1].update(rows=4),
+            r"part-000001\.arrow holds 4 rows but its rows per language add up to 3",
+        ),
+    ],
+)
+def test_a_manifest_whose_files_or_counts_do_not_add_up_is_refused(tmp_path, change, problem: str) -> None:
+    manifest = _manifest()
+    Manifest.model_validate(manifest)
+    change(manifest)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(schemas.DataError, match=r"manifest\.json is not a valid manifest: (\w+/)?" + problem):
+        Manifest.load(tmp_path)
+
+
+class _Settings(BaseModel):
+    rate: float = 0.5
+    bounded: float = Field(0.5, ge=0, le=1)
+    by_lang: dict[str, float] = Field(default_factory=dict)
+    cuts: list[float] = Field(default_factory=list)
+
+
+class _Config(BaseModel):
+    lr: float = 1e-3
+    optional: float | None = None
+    settings: _Settings = Field(default_factory=_Settings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        (["lr=.inf"], "lr: must be a finite number (got inf)"),
+        (["lr=-.inf"], "lr: must be a finite number (got -inf)"),
+        (["optional=.nan"], "optional: must be a finite number (got nan)"),
+        (["optional=nan"], "optional: must be a finite number (got nan)"),
+        (["lr=1e999"], "lr: must be a finite number (got inf)"),
+        (["settings.rate=.NaN"], "settings.rate: must be a finite number (got nan)"),
+        (["settings.by_lang={de: .nan}"], "settings.by_lang.de: must be a finite number (got nan)"),
+        (["settings.cuts=[0.1, .inf]"], "settings.cuts[1]: must be a finite number (got inf)"),
+    ],
+)
+def test_no_config_field_takes_a_number_that_is_not_finite(overrides: list[str], where: str) -> None:
+    assert load_config(_Config, None, flags={}, overrides=["lr=0.1", "settings.by_lang={de: 1}"]).lr == 0.1
+    with pytest.raises(schemas.ConfigError) as caught:
+        load_config(_Config, None, flags={}, overrides=overrides)
+    assert str(caught.value) == where

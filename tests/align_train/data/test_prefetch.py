@@ -3,6 +3,7 @@ resume."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from align_train.data.collator import Collator
-from align_train.data.prefetch import Prefetcher, Window, windows
+from align_train.data.prefetch import WORKER_NAME, DataWorkerDied, Prefetcher, Window, windows
 from align_train.data.sampler import ParallelBatchSampler
 from align_train.data.shard_stream import ShardStream
 
@@ -134,6 +135,26 @@ def test_a_worker_process_that_dies_is_an_error_not_a_hang() -> None:
         assert next(data) == 1
         with pytest.raises(RuntimeError, match="exit code -9"):
             next(data)
+
+
+def test_a_worker_process_killed_after_it_queued_tensors_is_the_same_error() -> None:
+    """The loop fetches a queued tensor's shared memory from the worker when it takes the item: a worker
+    killed with items queued refuses that connection, which must read as the worker's death."""
+
+    def tensors() -> Iterator[torch.Tensor]:
+        for i in itertools.count():
+            yield torch.full((4,), float(i))
+
+    with Prefetcher(tensors(), depth=2) as data:
+        assert next(data).tolist() == [0.0] * 4
+        deadline = time.monotonic() + 10
+        while data._queue.qsize() < 2 and time.monotonic() < deadline:  # both places filled
+            time.sleep(0.05)
+        (worker,) = [p for p in multiprocessing.active_children() if p.name == WORKER_NAME]
+        os.kill(worker.pid, signal.SIGKILL)
+        with pytest.raises(DataWorkerDied, match=r"the data worker process died \(exit code -9"):
+            for _ in range(3):
+                next(data)
 
 
 ORPHAN_PARENT = """

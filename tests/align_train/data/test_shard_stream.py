@@ -179,7 +179,9 @@ def test_shard_with_wrong_schema_is_refused(shard_dir: Path, tmp_path: Path) -> 
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     rewrite_shard(corpus, "shards/part-000001.arrow", sink.getvalue().to_pybytes())
-    with pytest.raises(ValueError, match=r"part-000001\.arrow does not follow PARALLEL_SCHEMA.*content_hash"):
+    with pytest.raises(
+        ValueError, match=r"part-000001\.arrow does not follow the parallel schema.*content_hash"
+    ):
         list(ShardStream(corpus))
     with pytest.raises(DataError):
         list(ShardStream(corpus))
@@ -220,14 +222,17 @@ def test_a_shard_changed_after_the_build_is_refused_before_any_row_is_read(
 def test_a_file_that_is_not_arrow_is_named(shard_dir: Path, tmp_path: Path) -> None:
     corpus = copy_corpus(shard_dir, tmp_path)
     rewrite_shard(corpus, "shards/part-000000.arrow", b"group_id,lang\ng1,en\n")
-    with pytest.raises(DataError, match=r"shard .*part-000000\.arrow is not a readable Arrow IPC file"):
+    with pytest.raises(DataError, match=r"part-000000\.arrow is not a readable Arrow IPC file"):
         ShardStream(corpus)
 
 
 def test_edited_counts_are_refused_before_training(shard_dir: Path, tmp_path: Path) -> None:
     corpus = copy_corpus(shard_dir, tmp_path)
     manifest = json.loads((corpus / "manifest.json").read_text())
-    manifest["shards"][1]["langs"]["de"] += 2
+    manifest["shards"][1]["langs"]["de"] += 2  # and every count that adds it up, so only the file disagrees
+    manifest["shards"][1]["rows"] += 2
+    manifest["counts"]["de"]["read"] += 2
+    manifest["counts"]["de"]["kept"] += 2
     (corpus / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=r"part-000001\.arrow holds .* but manifest\.json records"):
         ShardStream(corpus)  # at construction: before a single group is yielded
@@ -239,4 +244,40 @@ def test_a_manifest_naming_a_file_outside_the_corpus_is_refused(shard_dir: Path,
     manifest["shards"][0]["file"] = "../../elsewhere/part-000000.arrow"
     (corpus / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="must be a relative path inside the build's folder"):
+        ShardStream(corpus)
+
+
+def _nulled(table: pa.Table, column: str, rows: list[int]) -> pa.Table:
+    values = table[column].to_pylist()
+    for row in rows:
+        values[row] = None
+    field = table.schema.field(column).with_nullable(True)
+    return table.set_column(table.schema.get_field_index(column), field, pa.array(values, field.type))
+
+
+@pytest.mark.parametrize("column", ["messages", "group_id", "content_hash"])
+def test_a_signed_shard_with_nulls_where_a_value_is_required_is_refused_before_training(
+    shard_dir: Path, tmp_path: Path, column: str
+) -> None:
+    corpus = copy_corpus(shard_dir, tmp_path)
+    path = corpus / "shards" / "part-000001.arrow"
+    table = _nulled(pa.ipc.open_file(str(path)).read_all(), column, [3])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    rewrite_shard(corpus, "shards/part-000001.arrow", sink.getvalue().to_pybytes())
+    with pytest.raises(
+        DataError,
+        match=rf"part-000001\.arrow does not follow the parallel schema: column '{column}', row 3: null",
+    ):
+        ShardStream(corpus)
+
+
+def test_a_manifest_listing_a_shard_twice_is_refused(shard_dir: Path, tmp_path: Path) -> None:
+    """Listed twice, a shard's groups would be trained on twice per epoch."""
+    corpus = copy_corpus(shard_dir, tmp_path)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    manifest["shards"].append(manifest["shards"][0])
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"part-000000\.arrow is listed twice"):
         ShardStream(corpus)

@@ -25,11 +25,13 @@ from align_train.eval.evaluate import load_for_eval
 from align_train.model_card import read_model_card
 from align_train.modeling.model import MERGED_DIR
 from align_train.run_folder import STATE_FILE, latest_checkpoint, resolve_model
+from align_train.training import objectives
 from align_train.training.checkpoint import (
     load_trainer_state,
     rng_state,
     set_rng_state,
 )
+from align_train.training.losses import LossOutput
 from align_train.training.train import train
 from schemas import ConfigError
 from tests import ROOT
@@ -203,3 +205,34 @@ def test_lora_with_dropout_resumes_exactly_in_process(
     assert cards[0] is not None and cards[1] is not None
     assert (cards[0][0].step, cards[0][0].tokens) == (cards[1][0].step, cards[1][0].tokens)
     assert cards[0][0].tokens > 0
+
+
+def test_a_step_that_is_not_finite_is_skipped_with_on_nonfinite_skip(
+    shard_dir: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As large-scale trainers do: the step's update is dropped, the run goes on, the record says so."""
+    calls = {"n": 0}
+    real = objectives.sft_loss
+
+    def nan_in_step_two(*args: object, **kwargs: object) -> LossOutput:
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        return (
+            out._replace(loss=out.loss * float("nan")) if calls["n"] == 3 else out
+        )  # 2 micro-batches a step
+
+    monkeypatch.setattr(objectives, "sft_loss", nan_in_step_two)
+    cfg = train_config(shard_dir, tmp_path, model_dir, max_steps=3, save_every=1, on_nonfinite="skip")
+    train(cfg)
+    records = read_metrics(tmp_path)
+    assert [(r["step"], r["skipped"]) for r in records] == [(1, False), (2, True), (3, False)]
+    assert records[1]["grad_norm"] is None  # NaN, which JSON cannot hold
+    assert "NaN" not in (tmp_path / "metrics.jsonl").read_text(encoding="utf-8")
+    weights = {
+        step: AutoModelForCausalLM.from_pretrained(
+            tmp_path / "checkpoints" / f"step-00000{step}"
+        ).state_dict()
+        for step in (1, 2, 3)
+    }
+    assert all(torch.equal(weights[1][name], weights[2][name]) for name in weights[1])  # no update at step 2
+    assert not all(torch.equal(weights[2][name], weights[3][name]) for name in weights[2])

@@ -9,19 +9,27 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.config import RayConfig, RayStageConfig
+from curate.config import RayConfig
 from curate.executors.base import ChunkState
-from curate.executors.ray import RayExecutor, RayResourceWarning, StageActor, failure, pack
+from curate.executors.ray import (
+    ActorResources,
+    RayExecutor,
+    RayResourceWarning,
+    StageActor,
+    failure,
+    pack,
+    plan_resources,
+)
 from curate.readers import Chunk
 from curate.stages.base import Stage, StageResult, empty_rejects
 from curate.writer import ChunkRecord, ShardWriter
@@ -237,17 +245,107 @@ def test_a_bug_while_processing_stays_a_traceback() -> None:
         StageActor(_RefusingStage(ZeroDivisionError("a bug")))(_one_chunk())
 
 
-def test_asking_for_more_actors_than_the_cluster_holds_is_warned(ray_address: str, tmp_path: Path) -> None:
+def test_a_request_the_cluster_cannot_hold_is_refused_or_warned_when_it_autoscales(
+    ray_address: str, tmp_path: Path
+) -> None:
     import ray
 
     stages = [_RefusingStage(ConfigError("unused")) for _ in range(3)]  # named "translate"
     writer = ShardWriter(tmp_path)
     if not ray.is_initialized():
         ray.init(address=ray_address)
-    fits = RayExecutor(stages, writer, config=RayConfig(stages={"translate": RayStageConfig(num_cpus=0.5)}))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        fits._check_resources()  # 3 × 0.5 of 2 CPUs
-    too_many = RayExecutor(stages, writer, config=RayConfig(stages={"translate": RayStageConfig(actors=2)}))
-    with pytest.warns(RayResourceWarning, match=r"ask for 6 CPUs and the cluster has 2: the build waits"):
-        too_many._check_resources()
+
+    def plan(**settings: Any) -> dict[str, ActorResources]:
+        config = RayConfig.model_validate(settings)
+        return RayExecutor(stages, writer, config=config)._plan(local=False)
+
+    assert plan(stages={"translate": {"num_cpus": 0.5}})["translate"] == ActorResources(1, 0.5, 0.0)
+    with pytest.raises(
+        ConfigError, match=r"ask for 6 CPUs and the Ray cluster has 2, so the build would wait"
+    ):
+        plan(stages={"translate": {"actors": 2, "num_cpus": 1}})
+    with pytest.raises(
+        ConfigError, match=r"translate\.num_gpus=1 is more than any node of the Ray cluster has"
+    ):
+        plan(stages={"translate": {"num_gpus": 1}})
+    with pytest.warns(RayResourceWarning, match=r"ask for 6 CPUs and the Ray cluster has 2: the build waits"):
+        plan(autoscale=True, stages={"translate": {"actors": 6}})
+
+
+def _nodes(*cpus: float) -> list[dict[str, float]]:
+    return [{"CPU": n, "memory": 1e9} for n in cpus]
+
+
+STAGES = ["anchor_lid", "translate", "structure", "lid", "equivalence"]
+
+
+def test_a_local_instance_fits_the_actors_whose_cpus_are_unset_to_its_cpus() -> None:
+    default = plan_resources(STAGES, RayConfig(), nodes=_nodes(16), local=True)
+    assert {name: r.num_cpus for name, r in default.items()} == {
+        "anchor_lid": 0.25,
+        "translate": 1.0,
+        "structure": 0.25,
+        "lid": 0.25,
+        "equivalence": 1.0,
+    }
+    config = RayConfig.model_validate(
+        {"stages": {"translate": {"actors": 2}, "equivalence": {"num_cpus": 0.5}}}
+    )
+    fitted = plan_resources(STAGES, config, nodes=_nodes(2), local=True)
+    assert fitted["equivalence"].num_cpus == 0.5  # set, kept
+    assert sum(r.actors * r.num_cpus for r in fitted.values()) <= 2
+    # Every unset stage keeps its share, a light stage a quarter of a heavy one (rounded down to Ray's
+    # grain of 0.0001 CPU).
+    assert fitted["lid"].num_cpus > 0
+    assert fitted["translate"].num_cpus == pytest.approx(4 * fitted["lid"].num_cpus, abs=4e-4)
+    assert (
+        plan_resources(STAGES, config, nodes=_nodes(4), local=False)["translate"].num_cpus == 1.0
+    )  # not scaled
+    with pytest.raises(
+        ConfigError,
+        match=r"ask for 3 CPUs and this machine's local Ray instance has 2, so the build would wait "
+        r"forever: .*leave num_cpus unset",
+    ):
+        plan_resources(
+            STAGES,
+            RayConfig.model_validate({"stages": {"translate": {"actors": 3, "num_cpus": 1}}}),
+            nodes=_nodes(2),
+            local=True,
+        )
+    with pytest.raises(
+        ConfigError,
+        match=r"num_gpus=0\.5 is more than any node of this machine's local Ray instance has \(0 GPUs\)",
+    ):
+        plan_resources(
+            STAGES,
+            RayConfig.model_validate({"stages": {"equivalence": {"num_gpus": 0.5}}}),
+            nodes=_nodes(8),
+            local=True,
+        )
+
+
+def test_a_cluster_node_too_small_for_one_actor_is_refused_whatever_the_total() -> None:
+    config = RayConfig.model_validate({"stages": {"translate": {"num_cpus": 4}}})
+    with pytest.raises(
+        ConfigError, match=r"translate\.num_cpus=4 is more than any node of the Ray cluster has \(2 CPUs\)"
+    ):
+        plan_resources(STAGES, config, nodes=_nodes(2, 2, 2, 2), local=False)
+
+
+def test_a_default_ray_build_fits_a_local_instance_smaller_than_its_actors(
+    local_build: Path, demo_subset: Path, tmp_path: Path
+) -> None:
+    """What ``curate build --executor ray`` does on a two-core machine: the stages' default actors ask for
+    2.75 CPUs, and a local instance cannot grow, so they are fitted to its 2 instead of waiting forever."""
+    out = tmp_path / "fitted"
+    command = [
+        sys.executable,
+        "-m",
+        "curate",
+        *build_args(out, demo_subset, "--executor", "ray", chunk_size=CHUNK_SIZE),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env |= {"PYTHONPATH": str(ROOT), "RAY_OVERRIDE_RESOURCES": json.dumps({"CPU": 2})}
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert outputs(out) == outputs(local_build)

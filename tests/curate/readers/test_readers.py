@@ -453,3 +453,64 @@ def test_a_record_nested_too_deeply_to_read_is_a_bad_json_reject() -> None:
     with pytest.raises(BadRecord, match="nested too deeply to read") as caught:
         reader.row(Item({"id": "x", "messages": chat, "meta": deep}, "input.jsonl:1"), parallel=False)
     assert (caught.value.reason, caught.value.fields) == ("bad_json", {"group_id": "x", "lang": "en"})
+
+
+def test_what_json_lines_hold_but_no_shard_can_is_a_reject(tmp_path: Path) -> None:
+    """Lone surrogates, integers too long to read, NaN and Infinity, arguments that are ``null``, and a
+    preference pair without a preference: each a reject with its reason, never a crash or a shard that
+    holds text UTF-8 or JSON cannot."""
+    chat = '[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]'
+
+    def call(arguments: str) -> str:
+        function = '{"name": "f", "arguments": ' + arguments + "}"
+        return (
+            '[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "", '
+            '"tool_calls": [{"id": "c", "type": "function", "function": ' + function + "}]}]"
+        )
+
+    lines = [
+        '{"id": "ok", "messages": ' + chat + "}",
+        '{"id": "surrogate-text", "messages": [{"role": "user", "content": "Hi \\ud800"}, '
+        '{"role": "assistant", "content": "Hello"}]}',
+        '{"id": "surrogate-\\udfff", "messages": ' + chat + "}",
+        '{"id": "surrogate-meta", "source": {"\\ud83d": 1}, "messages": ' + chat + "}",
+        '{"id": "long-number", "n": ' + "9" * 5000 + ', "messages": ' + chat + "}",
+        '{"id": "long-number-arguments", "messages": ' + call('"{\\"x\\": ' + "9" * 5000 + '}"') + "}",
+        '{"id": "nan-arguments", "messages": ' + call('{"x": NaN}') + "}",
+        '{"id": "infinity-arguments-text", "messages": ' + call('"{\\"x\\": -Infinity}"') + "}",
+        '{"id": "null-arguments", "messages": ' + call('"null"') + "}",
+        '{"id": "nan-tool-result", "messages": [{"role": "user", "content": "Hi"}, '
+        '{"role": "tool", "content": {"x": NaN}}, {"role": "assistant", "content": "Done"}]}',
+        '{"id": "same-pair", "prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Blue."}',
+        '{"id": "nan-meta", "score": NaN, "messages": ' + chat + "}",
+        '{"id": "no-arguments", "messages": ' + call("null") + "}",
+    ]
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    chunks = read([path])
+    found = {(r["group_id"], r["reason"]): r["detail"] for r in rejects_of(chunks)}
+    assert set(found) == {
+        ("surrogate-text", "invalid_utf8"),
+        ("surrogate-\\udfff", "invalid_utf8"),
+        ("surrogate-meta", "invalid_utf8"),
+        (None, "bad_json"),
+        ("long-number-arguments", "bad_tool_calls"),
+        ("nan-arguments", "bad_tool_calls"),
+        ("infinity-arguments-text", "bad_tool_calls"),
+        ("null-arguments", "bad_tool_calls"),
+        ("nan-tool-result", "bad_field"),
+        ("same-pair", "same_completions"),
+    }
+    assert "messages[0].content holds a lone surrogate ('\\ud800')" in found["surrogate-text", "invalid_utf8"]
+    assert "id holds a lone surrogate" in found["surrogate-\\udfff", "invalid_utf8"]
+    assert "source.\\ud83d holds a lone surrogate" in found["surrogate-meta", "invalid_utf8"]
+    assert "value has 5000 digits" in found[None, "bad_json"]
+    assert "arguments holds NaN or Infinity" in found["nan-arguments", "bad_tool_calls"]
+    assert "arguments must be a JSON object, got null" in found["null-arguments", "bad_tool_calls"]
+    rows = {r["group_id"]: r for r in rows_of(chunks)}
+    assert set(rows) == {"ok", "nan-meta", "no-arguments"}
+    assert json.loads(rows["nan-meta"]["meta"]) == {"score": "NaN"}  # strict JSON, the value kept as text
+    (calls,) = [m["tool_calls"] for m in rows["no-arguments"]["messages"] if m["tool_calls"]]
+    assert json.loads(calls)[0]["function"]["arguments"] == {}
+    for row in rows_of(chunks):
+        json.loads(row["meta"], parse_constant=lambda name: pytest.fail(f"{name} in meta"))

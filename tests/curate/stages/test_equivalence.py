@@ -21,6 +21,7 @@ from curate.stages.embedders import (
     make_embedder,
 )
 from curate.stages.equivalence import Equivalence
+from schemas import ConfigError
 from tests.curate import udhr
 from tests.curate.rows import by_key, convo, table
 from tests.curate.rows import message as msg
@@ -485,3 +486,31 @@ def test_sentence_transformers_encodes_each_unique_text_once_in_length_sorted_ba
         "g/fr": None,
         "g/es": "low_similarity",
     }
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("empty folder", "holds no config.json: not a Hugging Face model folder"),
+        ("no tokenizer", "holds no tokenizer"),
+        ("weights cut short", "model.safetensors is damaged (its tensors need "),
+    ],
+)
+def test_a_sentence_transformers_folder_that_cannot_load_is_one_line(
+    tmp_path: Path, damage: str, problem: str
+) -> None:
+    folder = tmp_path / "model"
+    if damage == "empty folder":
+        folder.mkdir()
+    else:
+        shutil.copytree(MINILM, folder)
+    if damage == "no tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+            (folder / name).unlink()
+    elif damage == "weights cut short":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    embedder = make_embedder(EquivalenceConfig(backend="sentence-transformers", model_path=str(folder)))
+    with pytest.raises(ConfigError) as caught:
+        embedder.setup()
+    assert str(caught.value).startswith("equivalence.model_path: ") and problem in str(caught.value)

@@ -2,6 +2,7 @@
 ones."""
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,40 @@ def test_hf_marian_runs_end_to_end_and_accounts_for_every_row(marian_root: Path)
 def test_hf_missing_pair_folder_fails_at_setup(marian_root: Path) -> None:
     with pytest.raises(TranslatorConfigError, match="which is not a folder"):
         hf_stage(f"{marian_root}/{{src}}-{{tgt}}", ["de"]).setup()
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("empty folder", "holds no config.json: not a Hugging Face model folder"),
+        ("no tokenizer", "holds no tokenizer (none of tokenizer.json, "),
+        ("no weights", "holds no .safetensors weights"),
+        ("weights cut short", "model.safetensors is damaged (its tensors need "),
+        ("weights not safetensors", "model.safetensors is damaged (its header claims "),
+    ],
+)
+def test_hf_model_folder_that_cannot_load_is_one_line_at_setup(
+    marian_root: Path, tmp_path: Path, damage: str, problem: str
+) -> None:
+    folder = tmp_path / "en-es"
+    if damage == "empty folder":
+        folder.mkdir()
+    else:
+        shutil.copytree(marian_root / "en-es", folder)
+    weights = folder / "model.safetensors"
+    if damage == "no tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (folder / name).unlink()
+    elif damage == "no weights":
+        weights.unlink()
+    elif damage == "weights cut short":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "weights not safetensors":
+        weights.write_bytes(b"PK\x03\x04 a zip file, as torch.save writes")
+    with pytest.raises(TranslatorConfigError) as caught:
+        hf_stage(str(folder), ["es"]).setup()
+    assert str(caught.value).startswith("translate.hf.model_path (en→es): ") and problem in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 class CountingHF(HFSeq2SeqTranslator):

@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+import tracemalloc
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -20,8 +21,8 @@ from curate.config import OpenAITranslatorConfig
 from curate.stages import translate as translate_stage
 from curate.stages.translate import Translate
 from curate.translators import CleartextKeyWarning, OpenAITranslator, TranslationCache, openai_compat
-from tests.curate.rows import row, table, tool_row
-from tests.curate.translation import assert_accounted, contents, rejects
+from tests.curate.rows import message, parallel_row, row, table, tool_row
+from tests.curate.translation import REASONS, assert_accounted, contents, rejects
 
 
 class FakeLLMHandler(BaseHTTPRequestHandler):
@@ -311,3 +312,135 @@ def test_openai_warns_at_setup_only_when_the_key_really_leaves_in_clear(
     assert {r["auth"] for r in server.requests} == {"Bearer sk-secret"}
     found = [w for w in caught if issubclass(w.category, CleartextKeyWarning)]
     assert len(found) == (0 if where == "loopback" else 1)
+
+
+class AnswerHandler(BaseHTTPRequestHandler):
+    """Answers every request with ``server.answer(text)``, the body as it is (str or bytes), with or
+    without a Content-Length."""
+
+    server: "Answering"
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.prompts.append(body["messages"][0]["content"])
+        answer = self.server.answer(body["messages"][1]["content"])
+        if isinstance(answer, str):
+            answer = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if self.server.sized:
+            self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+class Answering(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, answer: Any, *, sized: bool = True) -> None:
+        super().__init__(("127.0.0.1", 0), AnswerHandler)
+        self.answer = answer
+        self.sized = sized
+        self.prompts: list[str] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+@contextlib.contextmanager
+def answering(answer: Any, *, sized: bool = True) -> Iterator[Answering]:
+    server = Answering(answer, sized=sized)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# How chat models wrap a translation ("{t}") when they do not keep to the prompt.
+WRAPPERS = {
+    "preamble and sign-off": "Sure! Here is the translation:\n\n{t}\n\nLet me know if you need anything else!",
+    "note after": "{t}\n\n(Note: I kept the placeholders unchanged.)",
+    "preamble line": "Translation:\n{t}",
+    "inline preamble": "Here is the translation: {t}",
+    "quotes": "“{t}”",
+    "tags and chatter": "Of course!\n<translation>{t}</translation>\nHope this helps.",
+    "tags": "<translation>\n{t}\n</translation>",
+}
+
+
+@pytest.mark.parametrize("style", list(WRAPPERS))
+def test_openai_wrapped_answers_are_unwrapped_or_rejected_never_kept_with_their_chatter(style: str) -> None:
+    batch = table(
+        row("g1", "en", "Hello there.", "Run `ls -la` now.\nThen read the list."),
+        row("g2", "en", "Say “yes” or “no”."),
+    )
+    with answering(lambda text: WRAPPERS[style].format(t=text.upper())) as server:
+        result = openai_stage(server.base_url).process(batch)
+    assert_accounted(batch, result)
+    kept = [m["content"] for r in result.kept.to_pylist() if r["lang"] == "es" for m in r["messages"]]
+    if style in ("preamble and sign-off", "note after", "preamble line", "inline preamble"):
+        assert kept == []
+        assert set(result.rejected["reason"].to_pylist()) == {"translator_error"}
+        assert all("a preamble" in d for d in result.rejected["detail"].to_pylist())
+    else:
+        assert kept == ["HELLO THERE.", "RUN `ls -la` NOW.\nTHEN READ THE LIST.", "SAY “YES” OR “NO”."]
+    assert "<translation>" in server.prompts[0]  # the prompt asks for the tags
+
+
+def test_openai_answer_with_a_lone_surrogate_is_a_translator_error_reject() -> None:
+    batch = table(row("g1", "en", "Hello there."), row("g2", "en", "Good night."))
+    reply = {"choices": [{"message": {"role": "assistant", "content": "PLACEHOLDER"}}]}
+
+    def answer(text: str) -> bytes:
+        content = "Hola \\ud800" if text == "Hello there." else text.upper()
+        return json.dumps(reply).replace("PLACEHOLDER", content).encode()
+
+    with answering(answer) as server:
+        result = openai_stage(server.base_url).process(batch)
+    assert_accounted(batch, result)
+    (bad,) = result.rejected.to_pylist()
+    assert (bad["group_id"], bad["reason"]) == ("g1", "translator_error")
+    assert "lone surrogate (\\ud800)" in bad["detail"]
+    assert contents(result, "g2", "es") == ["GOOD NIGHT."]
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "read-until-closed"])
+def test_openai_oversized_answer_fails_its_text_without_being_read_whole(sized: bool) -> None:
+    batch = table(row("g1", "en", "Hello there."), row("g2", "en", "Good night."))
+    # Made before memory is traced: the server runs in this process.
+    huge = json.dumps({"choices": [{"message": {"role": "assistant", "content": "x" * 20_000_000}}]}).encode()
+
+    def answer(text: str) -> str | bytes:
+        return huge if text == "Hello there." else text.upper()
+
+    with answering(answer, sized=sized) as server:
+        stage = openai_stage(server.base_url, timeout_s=30.0)
+        tracemalloc.start()
+        result = stage.process(batch)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert_accounted(batch, result)
+    (bad,) = result.rejected.to_pylist()
+    assert bad["group_id"] == "g1" and "over translate.openai.max_response_bytes=4,194,304" in bad["detail"]
+    assert contents(result, "g2", "es") == ["GOOD NIGHT."]
+    assert peak < 12_000_000  # never the 20 MB answer, let alone copies of it
+
+
+def test_preference_pair_translated_to_the_same_text_is_rejected() -> None:
+    prompt = [message("user", "Which animal says woof?")]
+    chosen = [message("assistant", "The DOG says woof.")]
+    rejected = [message("assistant", "The dog says woof.")]  # the same once the "translation" is upper case
+    batch = table(parallel_row("p1", "en", prompt, chosen=chosen, rejected=rejected))
+    with answering(lambda text: text.upper()) as server:
+        result = openai_stage(server.base_url).process(batch)
+    assert_accounted(batch, result, reasons=REASONS | {"same_completions"})
+    (bad,) = result.rejected.to_pylist()
+    assert (bad["lang"], bad["reason"]) == ("es", "same_completions")
