@@ -45,6 +45,7 @@ Z_POWER = 1.959963984540054 + 0.8416212335729143  # z of α/2 = 0.025 plus z of 
 CLAIMS: list[tuple[str, str, str, str, int]] = [
     ("Batch composition alone (SFT): translations in the same step", "parallel", "shuffled", "non_en", +1),
     ("... and the gap to English", "parallel", "shuffled", "gap", +1),
+    ("... and the non-English answer loss", "parallel", "shuffled", "non_en_loss", -1),
     ("Coupled term: cosine to the anchor", "cosine", "shuffled", "non_en", +1),
     ("Coupled term: in-batch contrastive", "contrastive", "shuffled", "non_en", +1),
     ("Coupled term: answer-likelihood consistency", "consistency", "shuffled", "non_en", +1),
@@ -59,7 +60,9 @@ CLAIMS: list[tuple[str, str, str, str, int]] = [
     ),
     ("... and the gap to English", "orpo-parallel", "orpo-shuffled", "gap", +1),
     ("Unseen languages improve with parallel batches", "parallel", "shuffled", "heldout", +1),
+    ("... in answer loss", "parallel", "shuffled", "heldout_loss", -1),
     ("Unseen languages improve with parallel training at all", "parallel", "base", "heldout", +1),
+    ("... in answer loss", "parallel", "base", "heldout_loss", -1),
     ("One extra language helps English", "bilingual", "english", "accuracy/en", +1),
     ("More languages help English", "parallel", "english", "accuracy/en", +1),
     ("Translations narrow the gap", "parallel", "english", "gap", +1),
@@ -126,6 +129,7 @@ def measures(
     out["gap"] = out["non_en"] - accuracy[:, 0]
     out["heldout"] = accuracy[:, heldout].mean(1) if heldout else np.full(len(units), np.nan)
     out["non_en_loss"] = loss[:, trained].mean(1)
+    out["heldout_loss"] = loss[:, heldout].mean(1) if heldout else np.full(len(units), np.nan)
     out["all_correct"] = pooled(arm.correct[..., [0, *trained]].all(-1).astype(float)) / units
     return out
 
@@ -186,7 +190,7 @@ def analyze(cfg: ExperimentConfig, runs: Sequence[RunRef], tuning: dict[str, Any
             "mde": Z_POWER * se,
         }
 
-    keys = ("non_en", "gap", "heldout", "accuracy/en", "non_en_loss", "all_correct")
+    keys = ("non_en", "gap", "heldout", "accuracy/en", "non_en_loss", "heldout_loss", "all_correct")
     pairs = [(a, b) for _, a, b, _, _ in CLAIMS] + EXTRA
     result["differences"] = {
         f"{a} - {b}": {k: difference(a, b, k) for k in keys}
@@ -242,7 +246,8 @@ def markdown(result: dict[str, Any]) -> str:
     for c in result["claims"]:
         lines.append(
             f"| {c['claim']} | {c['arm']} − {c['against']} | {_measure_name(c['measure'])} | "
-            f"{_pts(c['point'], c['ci95'])} | {100 * c['mde']:.1f} | {c['verdict']} |"
+            f"{_difference(c['measure'], c['point'], c['ci95'])} | {_size(c['measure'], c['mde'])} | "
+            f"{c['verdict']} |"
         )
     lines += [
         "",
@@ -268,15 +273,16 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Paired differences (95% CI; MDE = minimum detectable effect, points):",
         "",
-        "| arm − control | non-English accuracy | MDE | gap | held-out | English | non-English loss |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| arm − control | non-English accuracy | MDE | gap | held-out | English | non-English loss | held-out loss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for pair, d in result["differences"].items():
         lines.append(
             f"| {pair} | {_pts(d['non_en']['point'], d['non_en']['ci95'])} | {100 * d['non_en']['mde']:.1f} | "
             f"{_pts(d['gap']['point'], d['gap']['ci95'])} | {_pts(d['heldout']['point'], d['heldout']['ci95'])} | "
             f"{_pts(d['accuracy/en']['point'], d['accuracy/en']['ci95'])} | "
-            f"{d['non_en_loss']['point']:+.3f} [{d['non_en_loss']['ci95'][0]:+.3f}, {d['non_en_loss']['ci95'][1]:+.3f}] |"
+            f"{_difference('non_en_loss', d['non_en_loss']['point'], d['non_en_loss']['ci95'])} | "
+            f"{_difference('heldout_loss', d['heldout_loss']['point'], d['heldout_loss']['ci95'])} |"
         )
     lines += ["", "Per seed (accuracy " + " / ".join(langs) + "):", ""]
     lines += [
@@ -330,7 +336,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     left.set_ylabel("accuracy on the test groups (%)")
     left.set_title("accuracy per language (95% CI over seeds and groups)")
     left.legend(title="language", ncol=len(langs), fontsize=8)
-    claims = result["claims"]
+    claims = [c for c in result["claims"] if not _is_loss(c["measure"])]  # accuracy points only
     y = np.arange(len(claims))
     points = np.array([100 * c["point"] for c in claims])
     ci = np.array([[100 * v for v in c["ci95"]] for c in claims])
@@ -361,9 +367,28 @@ def _counts(draws: np.ndarray, n: int) -> np.ndarray:
 
 
 def _measure_name(key: str) -> str:
-    return {"non_en": "non-English accuracy", "gap": "gap to English", "heldout": "held-out accuracy"}.get(
-        key, key.replace("accuracy/", "accuracy ")
-    )
+    return {
+        "non_en": "non-English accuracy",
+        "gap": "gap to English",
+        "heldout": "held-out accuracy",
+        "non_en_loss": "non-English answer loss (nats/token)",
+        "heldout_loss": "held-out answer loss (nats/token)",
+    }.get(key, key.replace("accuracy/", "accuracy "))
+
+
+def _is_loss(key: str) -> bool:
+    return key.endswith("loss") or key.startswith("loss/")
+
+
+def _difference(key: str, value: float, ci: Sequence[float]) -> str:
+    """A difference in points of accuracy, or in nats per token for a loss."""
+    if _is_loss(key):
+        return f"{value:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+    return _pts(value, ci)
+
+
+def _size(key: str, mde: float) -> str:
+    return f"{mde:.3f}" if _is_loss(key) else f"{100 * mde:.1f}"
 
 
 def _ci(values: np.ndarray) -> list[float]:

@@ -104,6 +104,13 @@ def test_measures_by_hand_with_seed_and_group_weights() -> None:
     assert m["non_en"][0] == pytest.approx(0.5) and m["gap"][0] == pytest.approx(-0.25)
     assert m["heldout"][0] == pytest.approx(0.25)
     assert m["all_correct"][0] == pytest.approx(0.5)  # en and es right: (s0, g0) and (s1, g0)
+    assert m["non_en_loss"][0] == pytest.approx(1.0) and m["heldout_loss"][0] == pytest.approx(1.0)
+    # The held-out loss is gl's alone: nats per token over gl's rows.
+    nll = np.ones((2, 2, 3))
+    nll[..., 2] = [[2.0, 4.0], [0.0, 2.0]]
+    uneven = analyze.ArmData("b", [0, 1], arm.correct, nll, np.ones((2, 2, 3)))
+    m = analyze.measures(uneven, np.ones((1, 2)), np.ones((1, 2)), LANGS, cfg)
+    assert m["heldout_loss"][0] == pytest.approx(2.0) and m["non_en_loss"][0] == pytest.approx(1.0)
     # A resample drawing seed 1 twice and group 0 twice.
     m = analyze.measures(arm, np.array([[0.0, 2.0]]), np.array([[2.0, 0.0]]), LANGS, cfg)
     assert m["accuracy/en"][0] == 1.0 and m["heldout"][0] == 1.0
