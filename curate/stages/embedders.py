@@ -372,6 +372,13 @@ def _blas_threads() -> int:
     return min(4, cores)
 
 
+def chosen_backend(backend: str, langs: Iterable[str]) -> str:
+    """The backend a build into ``langs`` uses: ``auto`` is USE where it reads every one of them, else e5."""
+    if backend != "auto":
+        return backend
+    return "use" if not unread(langs, USE_LANGS) else "e5"
+
+
 def make_embedder(config: EquivalenceConfig, *, langs: Sequence[str] = ()) -> Embedder:
     """The embedder ``config.backend`` names for a build into ``langs``. ``auto`` is USE where it reads
     every one of them, else e5 where that does. A build with a language its offline encoder cannot read
@@ -384,9 +391,7 @@ def make_embedder(config: EquivalenceConfig, *, langs: Sequence[str] = ()) -> Em
             )
             raise ConfigError(msg)
         readable = {"use": USE_LANGS, "e5": E5_LANGS}
-        backend = config.backend
-        if backend == "auto":
-            backend = "use" if not unread(langs, USE_LANGS) else "e5"
+        backend = chosen_backend(config.backend, langs)
         if missing := unread(langs, readable[backend]):
             msg = (
                 f"equivalence.backend {config.backend!r}: {'USE' if backend == 'use' else 'multilingual-e5'} "

