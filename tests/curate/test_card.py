@@ -19,7 +19,9 @@ SHA = "0" * 64
 
 def manifest(*, rejects: int = 1, thresholds: dict[str, float] | None = None, **config: object) -> Manifest:
     """A manifest of two kept shards and ``rejects`` rejects files, as ``curate build`` writes it."""
-    build = BuildConfig.model_validate({"langs": ["ca", "zh_Hans"], **config})
+    langs = config.pop("langs", ["ca", "zh_Hans"])
+    assert isinstance(langs, list)
+    build = BuildConfig.model_validate({"langs": langs, **config})
     # Every file of a build has its own content, so its own sha256.
     shards = [
         ShardInfo(file=f"shards/part-00000{i}.arrow", rows=600, groups=200, sha256=f"{i:064x}")
@@ -41,7 +43,7 @@ def manifest(*, rejects: int = 1, thresholds: dict[str, float] | None = None, **
             "ca": LangCounts(read=400, kept=390, rejected={"lid.wrong_lang": 6, "lid.low_prob": 3, "x.y": 1})
             if rejects
             else LangCounts(read=390, kept=390),
-            build.langs[-1]: LangCounts(read=400, kept=400),
+            langs[-1]: LangCounts(read=400, kept=400),
         },
         inputs=[InputInfo(path="data/source.jsonl", sha256=SHA)],
         config=build.model_dump(mode="json", exclude=BuildConfig.NOT_IN_OUTPUT),
