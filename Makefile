@@ -41,7 +41,8 @@ test: install
 # The experiment of docs/results.md: does keeping a group's translations in the same batch help? SmolLM2-
 # 135M-Instruct on arithmetic word problems in en, es, ca, eo (gl held out): parallel batches against a
 # language-balanced shuffled control, with SFT, three coupled terms, DPO and ORPO; settings chosen on dev
-# groups, 4 seeds × 250 test groups per arm. Re-running finishes an interrupted run.
+# groups, 4 seeds × 250 test groups per arm: about 12 CPU-hours on a 2-core CPU (docs/results.md). Re-running
+# finishes an interrupted run; the command below with --set 'arms=[...]' runs some arms.
 experiment: install
 	$(PY) -m experiments.batch_alignment.run experiments/batch_alignment/experiment.yaml
 
