@@ -250,7 +250,8 @@ def test_a_request_the_cluster_cannot_hold_is_refused_or_warned_when_it_autoscal
 ) -> None:
     import ray
 
-    stages = [_RefusingStage(ConfigError("unused")) for _ in range(3)]  # named "translate"
+    names = ("translate", "lid", "equivalence")
+    stages = [_NamedStage(name) for name in names]
     writer = ShardWriter(tmp_path)
     if not ray.is_initialized():
         ray.init(address=ray_address)
@@ -259,17 +260,29 @@ def test_a_request_the_cluster_cannot_hold_is_refused_or_warned_when_it_autoscal
         config = RayConfig.model_validate(settings)
         return RayExecutor(stages, writer, config=config)._plan(local=False)
 
+    # translate 0.5 + lid's light 0.25 + equivalence's heavy 1: 1.75 of the cluster's 2 CPUs.
     assert plan(stages={"translate": {"num_cpus": 0.5}})["translate"] == ActorResources(1, 0.5, 0.0)
+    two_each = {name: {"actors": 2, "num_cpus": 1} for name in names}
     with pytest.raises(
         ConfigError, match=r"ask for 6 CPUs and the Ray cluster has 2, so the build would wait"
     ):
-        plan(stages={"translate": {"actors": 2, "num_cpus": 1}})
+        plan(stages=two_each)
     with pytest.raises(
         ConfigError, match=r"translate\.num_gpus=1 is more than any node of the Ray cluster has"
     ):
-        plan(stages={"translate": {"num_gpus": 1}})
+        plan(stages={"translate": {"num_gpus": 1, "num_cpus": 0.5}})
     with pytest.warns(RayResourceWarning, match=r"ask for 6 CPUs and the Ray cluster has 2: the build waits"):
-        plan(autoscale=True, stages={"translate": {"actors": 6}})
+        plan(autoscale=True, stages=two_each)
+
+
+class _NamedStage(Stage):
+    """A stage that only has a name: what planning the cluster's resources reads."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def process(self, batch: pa.Table) -> StageResult:
+        raise NotImplementedError
 
 
 def _nodes(*cpus: float) -> list[dict[str, float]]:
