@@ -22,12 +22,11 @@ from typing import Any
 
 from experiments.batch_alignment.config import ExperimentConfig
 from experiments.parallel_gap.data import (
-    ASSEMBLE,
     build_counts,
     kept_rows,
     run_cli,
     swap_rejected,
-    write_parallel,
+    write_corpus,
 )
 from experiments.parallel_gap.problems import problems
 from schemas import MANIFEST_FILE
@@ -129,33 +128,7 @@ def assemble(cfg: ExperimentConfig, builds: dict[str, Path], out: Path) -> dict[
             ]
         else:
             plan[pool] = [row(g, lang) for g in chosen for lang in langs]
-    corpora = {}
-    for name, rows in plan.items():
-        folder = out / "corpora" / name
-        if not (folder / MANIFEST_FILE).is_file():
-            source = out / "corpora" / f"{name}.jsonl"
-            source.parent.mkdir(parents=True, exist_ok=True)
-            write_parallel(rows, source)
-            langs = sorted({r["lang"] for r in rows} - {ANCHOR})
-            run_cli(
-                [
-                    "curate",
-                    "build",
-                    str(ASSEMBLE),
-                    "--input",
-                    str(source),
-                    "--out",
-                    str(folder),
-                    "--anchor-lang",
-                    ANCHOR,
-                    "--set",
-                    f"langs={json.dumps(langs)}",
-                    "--no-progress",
-                ],
-                log=out / "logs" / f"assemble-{name}.log",
-            )
-        corpora[name] = folder
-    return corpora
+    return {name: write_corpus(rows, ANCHOR, out, name) for name, rows in plan.items()}
 
 
 def prepare(cfg: ExperimentConfig) -> dict[str, Path]:

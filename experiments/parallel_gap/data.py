@@ -192,33 +192,36 @@ def assemble(cfg: ExperimentConfig, builds: dict[str, Path], out: Path) -> dict[
         ),
         "target": ([row[lang](x) for x in train[: g + g // 2] for lang in LANGS[1:]], LANGS[1]),
     }
-    corpora = {}
-    for name, (rows, anchor) in plan.items():
-        folder = out / "corpora" / name
-        if not (folder / MANIFEST_FILE).is_file():
-            source = out / "corpora" / f"{name}.jsonl"
-            source.parent.mkdir(parents=True, exist_ok=True)
-            write_parallel(rows, source)
-            langs = sorted({r["lang"] for r in rows} - {anchor})
-            run_cli(
-                [
-                    "curate",
-                    "build",
-                    str(ASSEMBLE),
-                    "--input",
-                    str(source),
-                    "--out",
-                    str(folder),
-                    "--anchor-lang",
-                    anchor,
-                    "--set",
-                    f"langs={json.dumps(langs)}",
-                    "--no-progress",
-                ],
-                log=out / "logs" / f"assemble-{name}.log",
-            )
-        corpora[name] = folder
-    return corpora
+    return {name: write_corpus(rows, anchor, out, name) for name, (rows, anchor) in plan.items()}
+
+
+def write_corpus(rows: list[dict[str, Any]], anchor: str, out: Path, name: str) -> Path:
+    """``OUT/corpora/<name>``: ``rows`` (checked already) as ordinary shards, by `curate build` of
+    pre-translated records; a corpus already written is reused."""
+    folder = out / "corpora" / name
+    if not (folder / MANIFEST_FILE).is_file():
+        source = out / "corpora" / f"{name}.jsonl"
+        source.parent.mkdir(parents=True, exist_ok=True)
+        write_parallel(rows, source)
+        langs = sorted({r["lang"] for r in rows} - {anchor})
+        run_cli(
+            [
+                "curate",
+                "build",
+                str(ASSEMBLE),
+                "--input",
+                str(source),
+                "--out",
+                str(folder),
+                "--anchor-lang",
+                anchor,
+                "--set",
+                f"langs={json.dumps(langs)}",
+                "--no-progress",
+            ],
+            log=out / "logs" / f"assemble-{name}.log",
+        )
+    return folder
 
 
 def prepare(cfg: ExperimentConfig) -> dict[str, Path]:
