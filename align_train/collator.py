@@ -23,7 +23,7 @@ from align_train.batch import (
     Segments,
     TokenBatch,
 )
-from align_train.config import OBJECTIVE_NAMES, PREFERENCE_OBJECTIVES, ObjectiveName, check_choice
+from align_train.choices import OBJECTIVE_NAMES, PREFERENCE_OBJECTIVES, ObjectiveName, check_choice
 from schemas import ConfigError, Message, canonical_json
 
 _PROBE = [

@@ -8,47 +8,16 @@ the languages asked for, and settings that contradict each other.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from align_train.choices import Attention, ObjectiveName, Policy, Precision, PrefetchWorker, ScorerName
 from align_train.split import Split, check_split
 from schemas import MANIFEST_FILE, Manifest, normalize_lang
 
 RUN_CONFIG = "config.yaml"
-
-ObjectiveName = Literal["sft", "dpo", "orpo"]
-"""What training minimises (:data:`align_train.losses.OBJECTIVES` implements each)."""
-OBJECTIVE_NAMES: tuple[ObjectiveName, ...] = get_args(ObjectiveName)
-PREFERENCE_OBJECTIVES: tuple[ObjectiveName, ...] = ("dpo", "orpo")
-"""The objectives that train on preference rows (a chosen and a rejected completion per row)."""
-
-Policy = Literal["all", "sample", "monolingual"]
-"""Which languages of a group a batch holds (:mod:`align_train.sampler` implements each)."""
-POLICIES: tuple[Policy, ...] = get_args(Policy)
-
-ScorerName = Literal["math", "tool"]
-"""How a task's answers are read and compared (:data:`align_train.eval.scoring.SCORERS` implements each)."""
-
-Precision = Literal["auto", "bf16", "fp32"]
-"""Compute dtype: ``auto`` is bf16 on a GPU and float32 on a CPU."""
-
-Attention = Literal[
-    "auto", "varlen_sdpa", "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"
-]
-"""``auto``: ``varlen_sdpa`` (:mod:`align_train.attention`) where it computes the model exactly, else the
-model's own; any other value is a transformers ``attn_implementation``."""
-
-PrefetchWorker = Literal["process", "thread"]
-"""Where batches are built ahead of the loop (:mod:`align_train.prefetch`)."""
-
-
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    """Refuse a ``value`` of parameter ``name`` that is not one of ``choices``."""
-    if value not in choices:
-        msg = f"{name}={value!r} is invalid: expected one of {choices}"
-        raise ValueError(msg)
 
 
 class _Section(BaseModel):

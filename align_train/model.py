@@ -23,7 +23,8 @@ from transformers import (
 from align_train.attention import VARLEN_SDPA, register
 from align_train.batch import Segments
 from align_train.checkpoint import checkpoint_root, damaged, latest_checkpoint
-from align_train.config import RUN_CONFIG, Attention, LoraConfig, Precision, TrainConfig, training_run
+from align_train.choices import Attention, Precision
+from align_train.config import RUN_CONFIG, LoraConfig, TrainConfig, training_run
 from align_train.distributed import Runtime
 from align_train.head import causal_lm
 from schemas import ConfigError

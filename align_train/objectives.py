@@ -1,6 +1,6 @@
 """Each training objective as the loop uses it, and how micro-batch losses add up to a step's loss.
 
-:data:`OBJECTIVES` maps every name of :data:`align_train.config.OBJECTIVE_NAMES` to its loss from
+:data:`OBJECTIVES` maps every name of :data:`align_train.choices.OBJECTIVE_NAMES` to its loss from
 :mod:`align_train.losses`, whether it needs a frozen reference model, and the unit it averages over.
 :class:`LossScale` is the one place that normalises a micro-batch's loss within an optimizer step.
 """
@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 
 from align_train.batch import TokenBatch
-from align_train.config import ObjectiveName
+from align_train.choices import ObjectiveName
 from align_train.distributed import Runtime, all_sum
 from align_train.losses import LossOutput, SeqLogps, dpo_loss, num_pairs, orpo_loss, sft_loss
 

@@ -31,8 +31,8 @@ import torch
 import torch.multiprocessing
 
 from align_train.batch import ParallelBatch, TokenBatch
+from align_train.choices import PrefetchWorker
 from align_train.collator import Collator
-from align_train.config import PrefetchWorker
 from align_train.sampler import ParallelBatchSampler
 
 WORKER_NAME = "align-train-data"

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from align_train.batch import ParallelBatch
-from align_train.config import POLICIES, Policy, check_choice
+from align_train.choices import POLICIES, Policy, check_choice
 from align_train.shard_stream import Group, ShardStream
 from schemas import normalize_lang
 

@@ -22,8 +22,9 @@ from transformers.utils import logging as hf_logging
 from align_train.attention import VARLEN_SDPA
 from align_train.batch import TokenBatch
 from align_train.checkpoint import load_trainer_state, restore, resume_point, save_checkpoint
+from align_train.choices import PREFERENCE_OBJECTIVES
 from align_train.collator import Collator
-from align_train.config import PREFERENCE_OBJECTIVES, RUN_CONFIG, TrainConfig, save_yaml
+from align_train.config import RUN_CONFIG, TrainConfig, save_yaml
 from align_train.distributed import (
     Runtime,
     StopSignal,

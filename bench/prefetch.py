@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from align_train.choices import PrefetchWorker
 from align_train.collator import Collator
-from align_train.config import PrefetchWorker
 from align_train.model import load_tokenizer
 from align_train.prefetch import Prefetcher, Window, windows
 from align_train.sampler import ParallelBatchSampler

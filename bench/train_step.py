@@ -55,8 +55,9 @@ from transformers.utils import logging as hf_logging
 
 from align_train.attention import VARLEN_SDPA
 from align_train.batch import ParallelBatch, TokenBatch
+from align_train.choices import Attention
 from align_train.collator import Collator
-from align_train.config import Attention, TrainConfig
+from align_train.config import TrainConfig
 from align_train.distributed import Runtime, clip_grad_norm
 from align_train.head import LabelledLM, choose_head
 from align_train.hf import ParallelBatches, ParallelIndexSampler, load_shards

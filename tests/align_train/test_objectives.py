@@ -9,8 +9,8 @@ import torch
 from transformers import LlamaForCausalLM
 
 from align_train.batch import ParallelBatch, TokenBatch
+from align_train.choices import OBJECTIVE_NAMES
 from align_train.collator import Collator
-from align_train.config import OBJECTIVE_NAMES
 from align_train.distributed import Runtime
 from align_train.losses import SeqLogps, alignment_loss, num_pairs, sequence_logps, sft_loss
 from align_train.objectives import OBJECTIVES, LossScale
