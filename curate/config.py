@@ -325,6 +325,12 @@ class BuildConfig(_Section):
     write: WriteConfig = Field(default_factory=WriteConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     report: bool = True
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads of every pool (BLAS, torch, the encoders, CTranslate2) in each process; "
+        "None = OMP_NUM_THREADS, else the idle cores",
+    )
     min_keep_rate: float = Field(
         0.5, ge=0, le=1, description="warn in the summary and the report when a language keeps less"
     )
@@ -332,7 +338,7 @@ class BuildConfig(_Section):
     # Settings that change where a build goes, how it runs or what it says, never the shards, rejects and
     # manifest: left out of the fingerprint and of the manifest's copy of the config, so toggling them
     # between a killed build and its re-run changes nothing the build writes.
-    NOT_IN_OUTPUT: ClassVar[set[str]] = {"out", "executor", "report", "min_keep_rate"}
+    NOT_IN_OUTPUT: ClassVar[set[str]] = {"out", "executor", "report", "min_keep_rate", "threads"}
 
     @field_validator("anchor_lang")
     @classmethod

