@@ -9,7 +9,7 @@ A LoRA run's merged model (for vLLM): ``align-train export runs/demo --out runs/
 The shipped SmolLM2-135M-Instruct as a model folder: ``align-train from-gguf --out models/smollm2-135m``.
 
 Each command imports what it runs when it runs (its settings, then torch), so ``--help`` answers without
-loading either (tests/align_train/test_cli_startup.py keeps it so).
+loading either (tests/test_cli_startup.py keeps it so).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def train_command(
     try:
         cfg = load_config(TrainConfig, config, flags=flags, overrides=set_ or [])
         # Imported only now so that config mistakes answer without waiting for torch.
-        from align_train.train import train
+        from align_train.training.train import train
 
         train(cfg)
     except UserError as e:
@@ -140,13 +140,15 @@ def eval_command(
             typer.echo(f"evaluating split {cfg.split} (holdout {cfg.holdout:g}) of {cfg.data} → {cfg.out}")
         if cfg.tasks:
             typer.echo(f"evaluating lm-eval tasks {', '.join(cfg.tasks)} → {cfg.out}")
-        evaluate(cfg)
+        evaluation = evaluate(cfg)
     except UserError as e:
         _fail(str(e))
     # The report without its per-task tables: the per-language tables of the held-out groups and benchmarks.
     sections = (cfg.out / "report.md").read_text(encoding="utf-8").split("\n## ")
     shown = [sections[0], *(f"## {s}" for s in sections[1:] if not s.startswith("Per task"))]
     typer.echo("\n\n".join(part.rstrip() for part in shown))
+    if evaluation.card is not None:
+        typer.echo(f"\nresults added to the model card {evaluation.card}")
 
 
 @app.command("sweep")
@@ -197,7 +199,7 @@ def export_command(
 ) -> None:
     """Merge a LoRA checkpoint into its base model: a plain model folder for vLLM and other tools."""
     try:
-        from align_train.model import export_run
+        from align_train.modeling.model import export_run
 
         typer.echo(f"merged model written to {export_run(model, out, base_model=base_model)}")
     except UserError as e:
@@ -215,7 +217,7 @@ def from_gguf_command(
     try:
         from transformers.utils import logging as hf_logging
 
-        from align_train.model import from_gguf
+        from align_train.modeling.model import from_gguf
 
         hf_logging.disable_progress_bar()
         typer.echo(f"model folder written to {from_gguf(out, gguf=gguf)}")

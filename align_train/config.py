@@ -13,11 +13,21 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from align_train.choices import Attention, ObjectiveName, Policy, Precision, PrefetchWorker, ScorerName
+from align_train.choices import (
+    UNGROUPED_POLICIES,
+    AlignmentLoss,
+    Attention,
+    ObjectiveName,
+    Policy,
+    Precision,
+    PrefetchWorker,
+    ReferenceKind,
+    ScorerName,
+    Scoring,
+)
+from align_train.run_folder import RUN_CONFIG, training_run
 from align_train.split import Split, check_split
 from schemas import MANIFEST_FILE, Manifest, normalize_lang
-
-RUN_CONFIG = "config.yaml"
 
 
 class _Section(BaseModel):
@@ -89,8 +99,15 @@ class TrainConfig(_Section):
     )
     dpo_beta: float = Field(0.1, gt=0)
     orpo_beta: float = Field(0.1, gt=0)
-    alignment_weight: float = Field(0.0, ge=0, description="cross-lingual alignment term; 0 = off")
-    reference: Literal["frozen", "adapter-disabled"] | None = Field(
+    alignment_loss: AlignmentLoss = Field(
+        "cosine", description="coupled cross-lingual term over a group's translations in a micro-batch"
+    )
+    alignment_weight: float = Field(0.0, ge=0, description="weight of the coupled term; 0 = off")
+    alignment_layer: int = Field(
+        -1, description="hidden_states index the representation terms pool: 0 embeddings, -1 last layer"
+    )
+    alignment_temperature: float = Field(0.1, gt=0, description="temperature of the contrastive term")
+    reference: ReferenceKind | None = Field(
         None, description="DPO reference model; None = 'adapter-disabled' with LoRA, else 'frozen'"
     )
     precompute_reference: bool = Field(
@@ -108,7 +125,7 @@ class TrainConfig(_Section):
     )
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list,
-        description="experiment trackers besides metrics.jsonl (align_train/trackers.py)",
+        description="experiment trackers besides metrics.jsonl (align_train/training/trackers.py)",
     )
     tracking_project: str = Field("polyalign", description="W&B project / MLflow experiment")
     threads: int | None = Field(
@@ -144,10 +161,10 @@ class TrainConfig(_Section):
         if self.export_merged and not self.lora.enabled:
             msg = "export_merged=true needs LoRA: a full fine-tune's checkpoints are model folders already"
             raise ValueError(msg)
-        if self.alignment_weight > 0 and self.policy == "monolingual":
+        if self.alignment_weight > 0 and self.policy in UNGROUPED_POLICIES:
             msg = (
-                f"alignment_weight={self.alignment_weight} needs several languages per group: "
-                "use policy 'all' or 'sample', or alignment_weight=0"
+                f"alignment_weight={self.alignment_weight} needs a group's languages in one batch, which "
+                f"policy={self.policy!r} never gives: use policy 'all' or 'sample', or alignment_weight=0"
             )
             raise ValueError(msg)
         return self
@@ -200,6 +217,11 @@ class EvalConfig(_Section):
     )
     max_groups: int | None = Field(None, ge=1, description="the first N groups by holdout hash; None = all")
     require_all_langs: bool = Field(False, description="only groups that have every evaluated language")
+    scoring: Scoring = Field(
+        "generate",
+        description="accuracy of a scored row: its generated answer equals the reference's (generate), or "
+        "the reference answer is the model's greedy continuation, from the loss pass alone (loglikelihood)",
+    )
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     max_length: int = Field(2048, ge=16, description="tokens of prompt + reference scored for the loss")
@@ -247,14 +269,6 @@ class EvalConfig(_Section):
             self.split = "eval" if self.holdout > 0 else "all"
         check_split(self.split, self.holdout)
         return self
-
-
-def training_run(model: Path | None) -> Path | None:
-    """The training run folder ``model`` is, or is a checkpoint of (it holds ``config.yaml``), if any."""
-    if model is None:
-        return None
-    candidates = [model, model.parent.parent] if model.parent.name == "checkpoints" else [model]
-    return next((run for run in candidates if (run / RUN_CONFIG).is_file()), None)
 
 
 def _run_holdout(model: Path | None, data: Path) -> float:

@@ -36,13 +36,13 @@ import yaml
 from pydantic import ValidationError
 
 from align_train.config import (
-    RUN_CONFIG,
     EvalConfig,
     SweepConfig,
     TrainConfig,
     save_yaml,
 )
 from align_train.eval.report import METRICS_FILE, consistency_cell, number, per_lang_cells, percent
+from align_train.run_folder import RUN_CONFIG
 from schemas import ConfigError, Manifest
 from schemas.config_io import describe_validation_error
 
@@ -132,7 +132,7 @@ def expand(sweep: SweepConfig) -> list[Run]:
 def run_sweep(sweep: SweepConfig, runs: Sequence[Run], *, collect_only: bool = False) -> list[Outcome]:
     """Train and evaluate each incomplete run in turn, then write the results table and plot."""
     from align_train.eval.evaluate import evaluate
-    from align_train.train import train
+    from align_train.training.train import train
 
     outcomes = []
     for k, run in enumerate(runs, 1):

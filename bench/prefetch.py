@@ -28,11 +28,11 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from align_train.choices import PrefetchWorker
-from align_train.collator import Collator
-from align_train.model import load_tokenizer
-from align_train.prefetch import Prefetcher, Window, windows
-from align_train.sampler import ParallelBatchSampler
-from align_train.shard_stream import ShardStream
+from align_train.data.collator import Collator
+from align_train.data.prefetch import Prefetcher, Window, windows
+from align_train.data.sampler import ParallelBatchSampler
+from align_train.data.shard_stream import ShardStream
+from align_train.modeling.model import load_tokenizer
 
 MODES = ("alone", "inline", "thread", "process")
 

@@ -14,9 +14,15 @@ Two language sets: those the default encoder (multilingual USE) separates from u
 every goal applies (keep >= 95% of clean rows, reject >= 95% of each fault), and those it does not
 (bs, hr, sr, nb, da, sv), where only language ID can judge. Then language ID alone (the build's stages
 with equivalence off) on the paragraphs and on short snippets (each paragraph's first 60 characters),
-overall and for each close relative.
+overall and for each close relative. The languages USE reads and the others are built apart, as
+``equivalence.backend: auto`` then gives each its encoder (USE; multilingual-e5-small).
 
-    python bench/quality.py                  # ~2 min on 2 CPU cores
+Then the Apertium dev set (``tests/curate/apertium_dev.py``): word problems and UDHR paragraphs in every
+language Apertium translates English into, each source and language built on its own with default
+settings (as the experiment builds them), clean rows kept per language and each fault rejected, tune and
+held-out parts.
+
+    python bench/quality.py                  # ~15 min on 2 busy CPU cores (multilingual-e5 is the slow part)
     python bench/quality.py --seeds 0 --chunk-sizes 256
 """
 
@@ -32,18 +38,63 @@ from corpus import ROOT, machine
 
 sys.path.insert(0, str(ROOT))
 
+import numpy as np
+
 from curate.build import make_stages
+from curate.stages.embedders import Embedder
+from curate.stages.equivalence import Equivalence
+from tests.curate import apertium_dev as dev
 from tests.curate import udhr
 
 
-def run(units: dict, rows: list, folder: Path, *, chunk_size: int, **sections: dict) -> dict:
-    path = udhr.write_parallel(units, rows, folder / "dev.jsonl")
-    langs = sorted({r.lang for r in rows})
+class Cached:
+    """An embedder whose vectors are kept across the builds of this run, set up once."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner, self.name, self.calibration = inner, inner.name, inner.calibration
+        self.vectors: dict[str, np.ndarray] = {}
+        self.ready = False
+
+    def setup(self) -> None:
+        if not self.ready:
+            self.inner.setup()
+            self.ready = True
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if new:
+            self.vectors.update(zip(new, self.inner.encode(new), strict=True))
+        return np.stack([self.vectors[t] for t in texts])
+
+
+EMBEDDERS: dict[str, Cached] = {}
+
+
+def judged(path: Path, langs: list[str], *, chunk_size: int, **sections: dict) -> dict:
+    """The default stages (each language set's own encoder, cached across builds) over ``path``."""
     config = udhr.config(path, langs, chunk_size=chunk_size, **sections)
     stages = make_stages(config)
+    for i, stage in enumerate(stages):
+        if isinstance(stage, Equivalence):
+            cached = EMBEDDERS.setdefault(stage.embedder.name, Cached(stage.embedder))
+            stages[i] = Equivalence(config.equivalence, cached)
     for stage in stages:
         stage.setup()
     return udhr.judge(config, stages)
+
+
+def run(units: dict, rows: list, folder: Path, *, chunk_size: int, **sections: dict) -> dict:
+    """The UDHR dev set's ``rows``: the languages USE reads in one build, the others in another."""
+    out = {}
+    for name, langs in (
+        ("use", udhr.ENCODED),
+        ("other", tuple(x for x in udhr.LANGS[1:] if x not in udhr.ENCODED)),
+    ):
+        part = [r for r in rows if r.lang in langs]
+        (folder / name).mkdir()
+        path = udhr.write_parallel(units, part, folder / name / "dev.jsonl")
+        out |= judged(path, sorted({r.lang for r in part}), chunk_size=chunk_size, **sections)
+    return out
 
 
 def table(title: str, tallies: dict[str, udhr.Tally], kinds: tuple[str, ...]) -> None:
@@ -68,7 +119,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rate", type=float, default=0.2, help="share of translations made faulty")
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[256, 4])
+    parser.add_argument("--sets", nargs="+", choices=("udhr", "apertium"), default=["udhr", "apertium"])
     args = parser.parse_args()
+    if "apertium" in args.sets:
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            found = apertium(args.seeds, 0.3, Path(tmp))
+        print(f"machine: {machine()}")
+        print(
+            f"Apertium dev set: seeds {args.seeds}, 30% of clean rows made faulty; {time.perf_counter() - start:.0f} s"
+        )
+        apertium_table(found)
+    if "udhr" not in args.sets:
+        return
 
     units = udhr.load_extract()
     short = udhr.snippets(units)
@@ -133,6 +196,45 @@ def main() -> None:
             right, n = tallied(name, (lang,)).count(None, "clean")
             cells.append(f"{right:4d}/{n:<4d} {right / n:6.1%}")
         print(f"{lang:4}" + " | ".join(cells))
+
+
+def apertium(seeds: list[int], rate: float, tmp: Path) -> dev.Tally:
+    """The Apertium dev set, each source and language its own default build."""
+    data = {"problems": dev.load_problems(), "udhr": dev.load_udhr()}
+    tallies = []
+    for seed in seeds:
+        for source in dev.SOURCES:
+            planted = dev.plant_faults(source, data[source], rate=rate, seed=seed)
+            for lang in dev.LANGS:
+                rows = [r for r in planted if r.lang == lang]
+                folder = tmp / f"apertium-{seed}-{source}-{lang}"
+                folder.mkdir()
+                path = dev.write_parallel(data[source], rows, folder / "dev.jsonl")
+                tallies.append(dev.tally(rows, judged(path, [lang], chunk_size=256)))
+    return dev.merge(tallies)
+
+
+def apertium_table(tally: dev.Tally) -> None:
+    for part in dev.PARTS:
+        print(f"\nApertium dev set, {part} part: clean rows kept per language, each fault rejected")
+        print(f"{'':16}" + "".join(f"{lang:>14}" for lang in (*dev.LANGS, "all")))
+        for kind in dev.KINDS:
+            cells = []
+            for langs in (*((lang,) for lang in dev.LANGS), dev.LANGS):
+                right, n = tally.count(kind, parts=[part], langs=langs)
+                cells.append(f"{right:3d}/{n:<3d} {right / n:5.1%}" if n else "-")
+            label = "clean kept" if kind == "clean" else f"{kind} rej."
+            print(f"{label:16}" + "".join(f"{c:>14}" for c in cells))
+        for source in dev.SOURCES:
+            right, n = tally.count("clean", parts=[part], sources=[source])
+            print(f"  {source}: clean kept {right}/{n} {right / n:.1%}", end="")
+        print()
+        for kind in dev.KINDS:
+            missed = {
+                k: v for k, v in tally.why(kind, parts=[part]).items() if (k == "kept") != (kind == "clean")
+            }
+            if missed:
+                print(f"  {kind}: {dict(missed)}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import datasets
 import pyarrow as pa
 from corpus import DEMO, ROOT, grow, machine
 
-from align_train.shard_stream import ShardStream
+from align_train.data.shard_stream import ShardStream
 from curate.build import build
 from curate.config import BuildConfig
 from schemas import Manifest

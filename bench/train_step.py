@@ -53,21 +53,23 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from align_train.attention import VARLEN_SDPA
-from align_train.batch import ParallelBatch, TokenBatch
 from align_train.choices import Attention
-from align_train.collator import Collator
-from align_train.config import TrainConfig
+from align_train.data.batch import ParallelBatch, TokenBatch
+from align_train.data.collator import Collator
+from align_train.data.hf import ParallelBatches, ParallelIndexSampler, load_shards
+from align_train.data.sampler import ParallelBatchSampler
+from align_train.data.shard_stream import ShardStream
 from align_train.distributed import Runtime, clip_grad_norm
-from align_train.head import LabelledLM, choose_head
-from align_train.hf import ParallelBatches, ParallelIndexSampler, load_shards
-from align_train.model import choose_attention, compile_layers, load_model, load_tokenizer, tiny_model
-from align_train.objectives import OBJECTIVES, LossScale
-from align_train.reference import Reference, ReferenceTable
-from align_train.sampler import ParallelBatchSampler
-from align_train.shard_stream import ShardStream
+from align_train.modeling.attention import VARLEN_SDPA
+from align_train.modeling.capabilities import choose_attention, choose_head
+from align_train.modeling.head import LabelledLM
+from align_train.modeling.model import compile_layers, load_model, load_tokenizer, tiny_model
 from align_train.threads import set_threads
-from align_train.train import _optimizer, micro_step
+from align_train.training.coupled import AlignmentSettings
+from align_train.training.objectives import OBJECTIVES, LossScale
+from align_train.training.optim import adamw
+from align_train.training.reference import Reference, ReferenceTable
+from align_train.training.train import micro_step
 
 # Dense bf16 peak (FLOP/s) by device-name fragment, for MFU.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
@@ -258,7 +260,8 @@ def train_flops(model: torch.nn.Module, seq_lengths: list[int]) -> float:
 
 
 def run_ours(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: str) -> dict[str, Any]:
-    """The training loop's step (align_train.train): micro_step, clip, fused AdamW, cosine schedule."""
+    """The training loop's step (align_train.training.train): micro_step, clip, fused AdamW, cosine
+    schedule."""
     device = torch.device(args.device)
     run = Runtime(rank=0, world_size=1, device=device)
     objective_name = "dpo" if arm.startswith("ours-dpo") else "sft"
@@ -289,8 +292,7 @@ def run_ours(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: 
             precompute_s = time.process_time() - start
             reference = ReferenceTable(table)
             del frozen
-    cfg = TrainConfig(shards=args.shards, out=Path(tempfile.gettempdir()), lr=LR)
-    optimizer = _optimizer(model, cfg)
+    optimizer = adamw(model, lr=LR, weight_decay=0.0)
     scheduler = get_cosine_schedule_with_warmup(optimizer, 0, len(batches))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     anchor = ShardStream(args.shards).manifest.anchor_lang
@@ -310,6 +312,7 @@ def run_ours(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, arm: 
                 reference=reference,
                 scale=scale,
                 beta=BETA,
+                alignment=AlignmentSettings(),
                 anchor_lang=anchor,
             )
         out.loss.backward()

@@ -1,11 +1,12 @@
 """``curate build``: read → anchor_lid → translate → structure → lid → equivalence → write, resumable chunk
-by chunk."""
+by chunk; then the manifest, the report and the dataset card."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 
+from curate.card import write_dataset_card
 from curate.config import BuildConfig
 from curate.executors.base import Executor, run_chunk
 from curate.executors.local import LocalExecutor
@@ -13,7 +14,7 @@ from curate.manifest import assemble_manifest, thresholds
 from curate.readers import Chunk, fingerprint_inputs, read_chunks
 from curate.report import write_report
 from curate.stages.base import Stage
-from curate.stages.embedders import Calibration
+from curate.stages.embedders import Calibration, make_embedder
 from curate.stages.equivalence import Equivalence
 from curate.stages.lid import AnchorLid, Lid
 from curate.stages.structure import Structure
@@ -45,7 +46,8 @@ def make_stages(config: BuildConfig) -> list[Stage]:
     if config.lid.enabled:
         stages.append(Lid(config.lid, anchor_lang=config.anchor_lang))
     if config.equivalence.enabled:
-        stages.append(Equivalence(config.equivalence, threads=config.threads))
+        embedder = make_embedder(config.equivalence, langs=config.langs, threads=config.threads)
+        stages.append(Equivalence(config.equivalence, embedder))
     return stages
 
 
@@ -96,6 +98,8 @@ def _build(config: BuildConfig, inputs: list[InputInfo], *, progress: bool) -> M
     atomic_write_bytes(config.out / "manifest.json", manifest.model_dump_json(indent=1).encode())
     if config.report:
         write_report(config.out, min_keep_rate=config.min_keep_rate)
+    # Always, report or not: without the card, datasets.load_dataset(OUT) mixes kept and rejected rows.
+    write_dataset_card(config.out)
     return manifest
 
 

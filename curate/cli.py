@@ -2,7 +2,7 @@
 
 User mistakes (missing input, unknown language, bad config) end with one line on stderr and exit code 2.
 Each command imports what it runs when it runs, so ``--help`` answers without loading pyarrow, polars or
-the models (tests/curate/test_cli_startup.py keeps it so).
+the models (tests/test_cli_startup.py keeps it so).
 """
 
 from __future__ import annotations
@@ -251,7 +251,8 @@ def report_cmd(
         ),
     ] = None,
 ) -> None:
-    """Redraw ``report/`` (markdown and plots) from the manifest and shards."""
+    """Redraw ``report/`` (markdown and plots) and the dataset card (README.md) from the manifest and shards."""
+    from curate.card import write_dataset_card
     from curate.config import BuildConfig
     from curate.report import write_report
 
@@ -259,9 +260,10 @@ def report_cmd(
         min_keep_rate = BuildConfig.model_fields["min_keep_rate"].default
     try:
         path = write_report(out, min_keep_rate=min_keep_rate)
+        card = write_dataset_card(out)
     except UserError as e:
         raise fail(str(e)) from None
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path} and {card}")
 
 
 def _print_counts(manifest: Manifest) -> None:

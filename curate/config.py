@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from curate.lid_relatives import RELATED_LANGS
 from schemas import base_lang, canonical_json, normalize_lang
 
 
@@ -97,39 +99,11 @@ class StructureConfig(_Section):
 
 
 # A language → the close relatives a language ID model may read its text as, so that they may outrank it
-# (see ``LidConfig.related_ratio``). One way only: a model trained on unbalanced data reads a smaller
-# language as its larger neighbour far more often than the reverse (lid.176 reads short Catalan as
-# Spanish, Galician as Portuguese or Spanish, Spanish now and then as Portuguese), and accepting the
-# reverse would let the larger language's text pass under the smaller one's label (a Galician paragraph
-# under ``pt`` would pass in a third of the cases). Codes are compared without their script.
-RELATED_LANGS: dict[str, tuple[str, ...]] = {
-    "ca": ("es", "oc", "pt", "gl", "an", "ast"),
-    "gl": ("pt", "es", "ast"),
-    "es": ("pt",),
-    "ast": ("es", "gl", "pt"),
-    "an": ("es", "ca"),
-    "oc": ("ca", "fr", "es", "it"),
-    "mwl": ("pt", "gl"),
-    "lad": ("es",),
-    **dict.fromkeys(("vec", "lmo", "nap", "scn", "pms", "lij", "fur", "sc", "co"), ("it",)),
-    "sl": ("hr",),
-    "mk": ("bg",),
-    "uk": ("ru",),
-    "be": ("ru", "uk"),
-    "rue": ("uk", "ru"),
-    "sk": ("cs",),
-    "dsb": ("hsb",),
-    "min": ("id", "ms"),
-    "da": ("nb", "sv"),
-    "nb": ("da",),
-    "nn": ("nb", "da"),
-    **dict.fromkeys(("af", "li", "vls"), ("nl",)),
-    **dict.fromkeys(("lb", "bar", "nds", "pfl", "gsw", "ksh"), ("de",)),
-    **dict.fromkeys(("wuu", "yue"), ("zh",)),
-    **dict.fromkeys(("mai", "bh", "mr", "ne", "new"), ("hi",)),
-    "arz": ("ar",),
-    **dict.fromkeys(("gd", "gv"), ("ga",)),
-}
+# (see ``LidConfig.related_ratio``): lid.176's own confusions, measured on the UDHR in every language it
+# has a label for (``curate/lid_relatives.py``), not a table written by hand. One way only: a model
+# trained on unbalanced data reads a smaller language as its larger neighbour far more often than the
+# reverse (lid.176 reads Galician as Portuguese or Spanish, never Portuguese as Galician), and accepting
+# the reverse would let the larger language's text pass under the smaller one's label.
 # Standards of one language that LID models do not tell apart: a label of any of them counts as each.
 # On the UDHR dev set (tests/data/udhr) lid.176 reads 2 of 57 Bosnian paragraphs as Bosnian (the others
 # as Croatian or Serbian) and 9 of 57 Malay ones as Malay (the others as Indonesian), and it has one
@@ -163,19 +137,22 @@ class LidLangConfig(_Section):
 class LidConfig(_Section):
     """fastText language ID; ``model_path`` None means the shipped lid.176.ftz.
 
-    A message reads as its row's language when fastText's top label is that language with ``min_prob``.
-    Otherwise its ``top_k`` labels are read: the row's language is still accepted when it is among them,
-    the labels above it are close relatives it may be read as (``related``) and not the anchor language,
-    and it keeps
-    ``related_ratio`` of the top label's probability; in a message shorter than ``short_chars`` any
-    language but the anchor's may outrank it, if it keeps ``short_ratio``. The probability it is accepted
-    on (its own plus its relatives') must reach ``min_prob``. See ``curate.stages.lid``.
+    A row is judged on the letters of its prose messages together (protected spans and tokens without a
+    letter removed), and each message with ``short_chars`` letters alone as well; a row with fewer than
+    ``min_chars`` letters is not judged. A text reads as its row's language when fastText's top label is
+    that language with ``min_prob``. Otherwise its ``top_k`` labels are read: the row's language is still
+    accepted when it is among them, the labels above it are close relatives it may be read as
+    (``related``) and not the anchor language, and it keeps ``related_ratio`` of the top label's
+    probability; in a text shorter than ``short_chars`` letters any language but the anchor's may outrank
+    it, if it keeps ``short_ratio``. The probability it is accepted on (its own plus its relatives') must
+    reach ``min_prob``. Where fastText is torn between the row's language and one other, the
+    ``second_opinion`` model decides. See ``curate.stages.lid``.
     """
 
     enabled: bool = True
     model_path: Path | None = None
     min_prob: float = Field(0.5, ge=0, le=1)
-    min_chars: int = Field(20, ge=0)
+    min_chars: int = Field(20, ge=0, description="letters a row needs to be judged (a message, to be a copy)")
     check_anchors: bool = Field(
         True,
         description="read the anchors before translating: a group whose anchor is in another language goes",
@@ -192,10 +169,21 @@ class LidConfig(_Section):
     related_ratio: float = Field(
         0.1, ge=0, le=1, description="share of the top relative's probability the row's language keeps"
     )
-    short_chars: int = Field(100, ge=0, description="below this many characters of prose a message is short")
+    short_chars: int = Field(
+        100,
+        ge=0,
+        description="letters under which a text is short; a message with as many is also judged alone",
+    )
     short_ratio: float = Field(
         0.3, ge=0, le=1, description="share of the top label's probability a short message's language keeps"
     )
+    second_opinion: Literal["cld3"] | None = Field(
+        "cld3", description="a second LID model deciding where fastText is torn between two languages"
+    )
+    second_share: float = Field(
+        0.1, ge=0, le=1, description="share of the row language's probability that makes another a rival"
+    )
+    second_min_prob: float = Field(0.9, ge=0, le=1, description="probability the second opinion must give")
     langs: dict[str, LidLangConfig] = Field(default_factory=dict, description="per-language overrides")
 
     _groups = field_validator("varieties")(lambda cls, v: _lang_groups(v))
@@ -232,7 +220,9 @@ class EquivalenceConfig(_Section):
     """
 
     enabled: bool = True
-    backend: Literal["use", "sentence-transformers"] = "use"
+    backend: Literal["auto", "use", "e5", "sentence-transformers"] = Field(
+        "auto", description="auto: USE where it reads every target language, else multilingual-e5-small"
+    )
     model_path: str | None = None
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
@@ -334,11 +324,33 @@ class BuildConfig(_Section):
     min_keep_rate: float = Field(
         0.5, ge=0, le=1, description="warn in the summary and the report when a language keeps less"
     )
+    license: str | None = Field(
+        None,
+        description="licence of the source data, for the dataset card: a Hub identifier (cc-by-4.0, "
+        "apache-2.0...) or another short name; None: unknown, and the card says so",
+    )
 
     # Settings that change where a build goes, how it runs or what it says, never the shards, rejects and
     # manifest: left out of the fingerprint and of the manifest's copy of the config, so toggling them
     # between a killed build and its re-run changes nothing the build writes.
     NOT_IN_OUTPUT: ClassVar[set[str]] = {"out", "executor", "report", "min_keep_rate", "threads"}
+    # Settings that describe the data without changing a row: in the manifest (and the card), not in the
+    # fingerprint, so a finished build takes a corrected value by running it again, recomputing nothing.
+    DESCRIPTIVE: ClassVar[set[str]] = {"license"}
+
+    @field_validator("license")
+    @classmethod
+    def _license(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        name = v.strip().lower()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.+_-]*", name):
+            msg = (
+                f"license {v!r} is not a licence identifier: use the Hub's (cc-by-4.0, apache-2.0, mit, "
+                "odc-by...) or a short name of letters, digits, '.', '-', '+' and '_'"
+            )
+            raise ValueError(msg)
+        return name
 
     @field_validator("anchor_lang")
     @classmethod
@@ -362,6 +374,6 @@ class BuildConfig(_Section):
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the output (not where it goes), to refuse mixing builds."""
-        payload = self.model_dump(mode="json", exclude=self.NOT_IN_OUTPUT)
+        payload = self.model_dump(mode="json", exclude=self.NOT_IN_OUTPUT | self.DESCRIPTIVE)
         payload["translate"].pop("cache", None)
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]

@@ -6,6 +6,7 @@ Layout of an output directory::
     OUT/rejects/part-000000.arrow    rejected rows of chunk 0 with stage and reason
     OUT/.state/chunks/000000.json    written last: chunk 0 is committed
     OUT/manifest.json                written at the end from the markers
+    OUT/README.md                    the dataset card, from the manifest (curate.card)
 
 A file is written under a temporary name and renamed when complete, so a killed build leaves either a
 whole file or none; a chunk counts as done only once its marker exists and its files match their hashes.
@@ -34,6 +35,8 @@ SHARDS_DIR = "shards"
 REJECTS_DIR = "rejects"
 STATE_DIR = ".state"
 RECORD_BATCH_ROWS = 1024
+PART_GLOB = "part-*.arrow"
+"""The files of ``shards/`` or ``rejects/`` a build wrote, and nothing else (a temporary file starts with a dot)."""
 
 
 @dataclass
@@ -134,8 +137,9 @@ class ShardWriter:
         self, index: int, kept: pa.Table, rejected: pa.Table, counts: dict[str, LangCounts]
     ) -> ChunkRecord:
         kept = kept.sort_by([("group_id", "ascending"), ("lang", "ascending")])
-        shard = self._write(kept, f"{SHARDS_DIR}/part-{index:06d}.arrow") if kept.num_rows else None
-        rej = self._write(rejected, f"{REJECTS_DIR}/part-{index:06d}.arrow") if rejected.num_rows else None
+        name = PART_GLOB.replace("*", f"{index:06d}")
+        shard = self._write(kept, f"{SHARDS_DIR}/{name}") if kept.num_rows else None
+        rej = self._write(rejected, f"{REJECTS_DIR}/{name}") if rejected.num_rows else None
         record = ChunkRecord(index=index, shard=shard, rejects=rej, counts=counts)
         atomic_write_bytes(self.marker_path(index), record.to_json().encode())
         return record

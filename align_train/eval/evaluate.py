@@ -8,7 +8,8 @@ answer for math, the first tool-calling turn for tool use, the last assistant tu
 - the per-token loss of the target given the prompt, tokenised by the training :class:`Collator` (so
   the loss is the one training minimises, on the answer tokens only), and
 - when its task has a scorer, a greedy generation from the prompt whose answer is compared with the
-  target's (:mod:`align_train.eval.scoring`).
+  target's (:mod:`align_train.eval.scoring`); or, with ``scoring: loglikelihood``, whether the target is
+  the model's greedy continuation, read from the loss pass (:mod:`align_train.eval.likelihood`).
 
 Per-language metrics, the gap to the anchor language and cross-lingual consistency are computed by
 :mod:`align_train.eval.report`.
@@ -19,20 +20,19 @@ from __future__ import annotations
 import heapq
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from rich.progress import track
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from align_train.batch import ParallelBatch
-from align_train.checkpoint import checkpoint_root, latest_checkpoint
-from align_train.collator import Collator
-from align_train.config import EvalConfig, ScorerName
+from align_train.choices import ScorerName, Scoring
+from align_train.config import EvalConfig
+from align_train.data.collator import Collator
+from align_train.data.shard_stream import Group, ShardStream
 from align_train.eval.benchmarks import (
     BenchmarkReport,
     load_tasks,
@@ -41,12 +41,13 @@ from align_train.eval.benchmarks import (
     write_lm_eval_files,
 )
 from align_train.eval.generate import generate_greedy, generate_vllm, import_vllm
-from align_train.eval.report import write_report
+from align_train.eval.likelihood import ReferenceScore, reference_scores
+from align_train.eval.report import card_results, write_report
 from align_train.eval.scoring import SCORERS, Scorer, last_assistant
 from align_train.eval.summary import EvalReport, RowResult, summarize
-from align_train.losses import sequence_logps
-from align_train.model import compute_dtype, load_model, load_tokenizer
-from align_train.shard_stream import Group, ShardStream
+from align_train.model_card import record_results
+from align_train.modeling.model import compute_dtype, load_model, load_tokenizer
+from align_train.run_folder import resolve_model
 from align_train.threads import set_threads
 from schemas import ConfigError, stable_fraction
 
@@ -79,10 +80,11 @@ class EvalItem:
 @dataclass(frozen=True)
 class Evaluation:
     """What one ``align-train eval`` found: the held-out report (with ``data``) and the benchmarks (with
-    ``tasks``), by benchmark name."""
+    ``tasks``), by benchmark name; and the model card it added them to, if any."""
 
     held_out: EvalReport | None
     benchmarks: dict[str, BenchmarkReport]
+    card: Path | None = None  # the model card the results were added to
 
 
 def evaluate(cfg: EvalConfig) -> Evaluation:
@@ -105,8 +107,10 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
     model = model.to(device=device, dtype=dtype).eval()
     collator = Collator(tokenizer, objective="sft", max_length=cfg.max_length)
     if corpus is not None:
-        losses = reference_nll(model, collator, corpus.items, batch_size=cfg.batch_size)
-        scored = [i for i, item in enumerate(corpus.items) if item.scorer is not None]
+        rows = [item.scoring_row() for item in corpus.items]
+        references = reference_scores(model, collator, rows, batch_size=cfg.batch_size)
+        generated = cfg.scoring == "generate"
+        scored = [i for i, item in enumerate(corpus.items) if item.scorer is not None and generated]
         prompts = [_prompt_ids(tokenizer, collator, corpus.items[i], cfg.max_length) for i in scored]
     if cfg.backend == "vllm":
         del model  # vLLM allocates most of the GPU for itself
@@ -114,10 +118,13 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
         model = None
     held_out, results = None, []
     if corpus is not None:
-        texts = _generate(cfg, model, tokenizer, prompts, model_dir)
+        texts = _generate(cfg, model, tokenizer, prompts, model_dir) if prompts else []
         generations = dict(zip(scored, texts, strict=True))
-        results = [_result(item, losses[i], generations.get(i)) for i, item in enumerate(corpus.items)]
-        held_out = summarize(results, anchor_lang=corpus.anchor, langs=corpus.langs)
+        results = [
+            _result(item, references[i], generations.get(i), cfg.scoring)
+            for i, item in enumerate(corpus.items)
+        ]
+        held_out = summarize(results, anchor_lang=corpus.anchor, langs=corpus.langs, scoring=cfg.scoring)
     benchmarks: dict[str, BenchmarkReport] = {}
     lm_eval_results = None
     if tasks:
@@ -136,6 +143,7 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
         "split": cfg.split,
         "holdout": cfg.holdout,
         "backend": cfg.backend,
+        "scoring": cfg.scoring,
         "max_new_tokens": cfg.max_new_tokens,
         "truncated": collator.stats["truncated"],
         "wall_s": time.perf_counter() - started,
@@ -144,7 +152,11 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
     if lm_eval_results is not None:
         write_lm_eval_files(cfg.out, lm_eval_results)
     write_report(cfg.out, held_out, results, benchmarks, header=header)
-    return Evaluation(held_out, benchmarks)
+    # The scored folder's card, when align-train wrote it (a checkpoint, a merged or converted model).
+    card = None
+    if model_dir is not None:
+        card = record_results(model_dir, card_results(held_out, benchmarks, data=cfg.data, split=cfg.split))
+    return Evaluation(held_out, benchmarks, card)
 
 
 class _Corpus(NamedTuple):
@@ -211,26 +223,25 @@ def _lm_eval_model(
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=str(device))
 
 
-def _result(item: EvalItem, loss: ReferenceLoss, generation: str | None) -> RowResult:
-    scorer = SCORERS[item.scorer] if item.scorer is not None and generation is not None else None
+def _result(item: EvalItem, reference: ReferenceScore, generation: str | None, scoring: Scoring) -> RowResult:
+    """The row's result. Under ``loglikelihood`` the answer is known only when the reference is the greedy
+    continuation: the generation would then be the reference, whose answer is ``expected``."""
+    if scoring == "loglikelihood":
+        predicted = item.expected if reference.greedy else None
+    else:
+        scorer = SCORERS[item.scorer] if item.scorer is not None and generation is not None else None
+        predicted = None if scorer is None else scorer.predicted(generation)
     return RowResult(
         group_id=item.group_id,
         lang=item.lang,
         task=item.task,
-        nll=loss.nll,
-        tokens=loss.tokens,
+        nll=reference.nll,
+        tokens=reference.tokens,
         scorer=item.scorer,
         expected=item.expected,
-        predicted=None if scorer is None else scorer.predicted(generation),
+        predicted=predicted,
         generation=generation,
     )
-
-
-def resolve_model(model: Path | None) -> Path | None:
-    """A training run folder stands for its latest checkpoint; any other folder for itself."""
-    if model is not None and (checkpoint_root(model) / "latest").is_file():
-        return latest_checkpoint(model)
-    return model
 
 
 def load_for_eval(
@@ -281,31 +292,6 @@ def eval_item(row: dict[str, Any], cfg: EvalConfig) -> EvalItem | None:
     )
 
 
-class ReferenceLoss(NamedTuple):
-    """Negative log-likelihood of a target's tokens given its prompt, summed over ``tokens`` tokens."""
-
-    nll: float
-    tokens: int
-
-
-@torch.no_grad()
-def reference_nll(
-    model: PreTrainedModel, collator: Collator, items: Sequence[EvalItem], *, batch_size: int
-) -> list[ReferenceLoss]:
-    """The loss of each item's target given its prompt, batched by length."""
-    device = next(model.parameters()).device
-    order = sorted(range(len(items)), key=lambda i: _chars(items[i]))
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    out = [ReferenceLoss(0.0, 0)] * len(items)
-    for batch in track(batches, description="loss", transient=True):
-        tokens = collator(ParallelBatch.of([items[i].scoring_row() for i in batch])).to(device)
-        logits = model(**tokens.model_inputs()).logits
-        logps = sequence_logps(logits, tokens.labels, tokens.seq_ids, tokens.num_seqs)
-        for i, total, count in zip(batch, logps.sums.tolist(), logps.counts.tolist(), strict=True):
-            out[i] = ReferenceLoss(-total, count)
-    return out
-
-
 def _select(stream: ShardStream, cfg: EvalConfig) -> list[Group]:
     """The groups to evaluate: those with a row to score (of the chosen tasks), then with ``max_groups``
     the first by holdout hash, so the subset does not depend on how the corpus is sharded. Filters come
@@ -325,7 +311,3 @@ def _prompt_ids(
     """The prompt's tokens; a prompt longer than ``max_length`` keeps its end, next to the answer."""
     ids = tokenizer(collator.prompt(item.prompt), add_special_tokens=False)["input_ids"]
     return ids[-max_length:]
-
-
-def _chars(item: EvalItem) -> int:
-    return sum(len(m["content"]) + len(m.get("tool_calls") or "") for m in [*item.prompt, item.target])

@@ -14,10 +14,10 @@ import torch
 from rich.progress import track
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from align_train.eval.decoding import greedy_continuations, supports_slots
 from schemas import ConfigError, import_optional
 
 
-@torch.no_grad()
 def generate_greedy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -28,35 +28,67 @@ def generate_greedy(
 ) -> list[str]:
     """The greedy continuation of each prompt, up to its first stop token, as text.
 
-    Prompts are batched longest first with left padding, so a batch pads little and every continuation
-    starts right after its own prompt.
+    Decoded in slots (:mod:`align_train.eval.decoding`: a finished row hands its place to the next
+    prompt) where the model allows it, else with ``model.generate`` a batch at a time.
     """
-    device = next(model.parameters()).device
     stop = stop_token_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    if supports_slots(model):
+        tokens = greedy_continuations(
+            model, prompts, stop=stop, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
+    else:  # longest first, so that a batch pads little
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        ordered = generate_batches(
+            model,
+            [prompts[i] for i in order],
+            stop=stop,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            pad=tokenizer.pad_token_id,
+        )
+        tokens = [[] for _ in prompts]
+        for i, new in zip(order, ordered, strict=True):
+            tokens[i] = new
+    texts = []
+    for new in tokens:
+        end = next((k for k, token in enumerate(new) if token in stop), len(new))
+        texts.append(tokenizer.decode(new[:end], skip_special_tokens=True))
+    return texts
+
+
+@torch.no_grad()
+def generate_batches(
+    model: PreTrainedModel,
+    prompts: Sequence[list[int]],
+    *,
+    stop: Sequence[int],
+    max_new_tokens: int,
+    batch_size: int,
+    pad: int | None = None,
+) -> list[list[int]]:
+    """The greedy continuations by ``model.generate``, ``batch_size`` prompts at a time in the order given,
+    left-padded; each ends at its first stop token (included) or after ``max_new_tokens`` tokens."""
+    device = next(model.parameters()).device
+    pad = stop[0] if pad is None else pad
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=stop
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=list(stop)
     )
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    texts = [""] * len(prompts)
-    for batch in track(batches, description="generate", transient=True):
-        width = max(len(prompts[i]) for i in batch)
+    out: list[list[int]] = []
+    for start in track(range(0, len(prompts), batch_size), description="generate", transient=True):
+        batch = prompts[start : start + batch_size]
+        width = max(len(p) for p in batch)
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            input_ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            attention_mask[row, width - len(prompts[i]) :] = 1
+        for row, prompt in enumerate(batch):
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            attention_mask[row, width - len(prompt) :] = 1
         output = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            generation_config=config,
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
         )
-        for row, i in enumerate(batch):
-            new = output[row, width:].tolist()
-            end = next((k for k, token in enumerate(new) if token in stop), len(new))
-            texts[i] = tokenizer.decode(new[:end], skip_special_tokens=True)
-    return texts
+        for row in output[:, width:].tolist():
+            end = next((k + 1 for k, token in enumerate(row) if token in stop), len(row))
+            out.append(row[:end])
+    return out
 
 
 def generate_vllm(

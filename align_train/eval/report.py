@@ -1,6 +1,7 @@
 """The files of an evaluation: ``metrics.json``, ``report.md``, ``accuracy.png`` and ``predictions.jsonl``,
 for the held-out groups (:mod:`align_train.eval.summary`) and the benchmarks
-(:mod:`align_train.eval.benchmarks`)."""
+(:mod:`align_train.eval.benchmarks`); and the same numbers as model-index results for the scored model's
+card (:func:`card_results`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import matplotlib.pyplot as plt
 
 from align_train.eval.benchmarks import BenchmarkReport
 from align_train.eval.summary import Agreement, EvalReport, RowResult
+from align_train.model_card import language_results
+from schemas import MANIFEST_FILE, sha256_file
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -53,6 +56,50 @@ def write_report(
     return path
 
 
+def card_results(
+    held_out: EvalReport | None,
+    benchmarks: dict[str, BenchmarkReport],
+    *,
+    data: Path | None,
+    split: str,
+) -> list[dict[str, Any]]:
+    """The numbers of an evaluation as model-index results (:mod:`align_train.model_card`): per language,
+    accuracy, loss and gap to the anchor; over languages, consistency, consistent-and-correct and the mean
+    gap. The held-out groups' dataset is the build, by the sha256 of its manifest (the ``datasets`` of a
+    training card); a benchmark's is its lm-eval name."""
+    out = []
+    if held_out is not None and data is not None:
+        out += language_results(
+            dataset_name=f"{split} groups of {data.name}",
+            dataset_type=sha256_file(data / MANIFEST_FILE),
+            split=split,
+            anchor_lang=held_out.anchor_lang,
+            langs={
+                lang: {"accuracy": r.overall.accuracy, "gap": r.gap, "loss": r.overall.loss}
+                for lang, r in held_out.langs.items()
+            },
+            overall={
+                "consistency": held_out.consistency.share,
+                "consistent_correct": held_out.consistent_correct.share,
+                "mean_gap": held_out.mean_gap,
+            },
+        )
+    for name, b in benchmarks.items():
+        out += language_results(
+            dataset_name=f"{name} (lm-evaluation-harness, {b.metric})",
+            dataset_type=name,
+            split=None,
+            anchor_lang=b.anchor_lang,
+            langs={lang: {"accuracy": r.accuracy, "gap": r.gap} for lang, r in b.langs.items()},
+            overall={
+                "consistency": b.consistency.share,
+                "consistent_correct": b.consistent_correct.share,
+                "mean_gap": b.mean_gap,
+            },
+        )
+    return out
+
+
 def markdown(
     held_out: EvalReport | None, benchmarks: dict[str, BenchmarkReport], *, header: dict[str, Any], chart: str
 ) -> str:
@@ -69,10 +116,20 @@ def _held_out_markdown(report: EvalReport, header: dict[str, Any]) -> list[str]:
     anchor = report.anchor_lang
     langs = list(report.langs)
     rows = sum(r.overall.rows for r in report.langs.values())
+    if report.scoring == "loglikelihood":
+        how = (
+            "Accuracy by log-likelihood scoring: a row is correct when its reference answer is the model's "
+            "greedy continuation (the most likely token at every answer position), read from the loss pass; "
+            "nothing is generated"
+        )
+    else:
+        how = (
+            f"Accuracy of generated answers: greedy decoding, at most {header['max_new_tokens']} new tokens, "
+            f"backend {header['backend']}"
+        )
     lines = [
         f"Data `{header['data']}`, split `{header['split']}` (holdout {header['holdout']:g}): "
-        f"{report.groups} groups, {rows} rows. Greedy decoding, at most {header['max_new_tokens']} new "
-        f"tokens, backend {header['backend']}; {header['wall_s']:.1f} s.",
+        f"{report.groups} groups, {rows} rows. {how}; {header['wall_s']:.1f} s.",
         "",
         f"| lang | rows | scored | accuracy | gap to {anchor} | relative gap | agreement with {anchor} "
         "| loss (nats/token) |",
@@ -86,12 +143,21 @@ def _held_out_markdown(report: EvalReport, header: dict[str, Any]) -> list[str]:
             f"| {agreement} | {number(r.overall.loss)} |"
         )
     c, cc = report.consistency, report.consistent_correct
+    if c.share is None and report.scoring == "loglikelihood":
+        consistency = (
+            f"Cross-lingual consistency: not available under log-likelihood scoring (a wrong answer is not "
+            f"known, so neither is whether two languages gave the same one); {cc.agreeing} of {cc.groups} "
+            f"groups ({percent(cc.share)}) are correct in every language they have."
+        )
+    else:
+        consistency = (
+            f"Cross-lingual consistency: {c.agreeing} of {c.groups} groups ({percent(c.share)}) give the same "
+            f"answer in every language they have; {cc.agreeing} ({percent(cc.share)}) give the correct answer "
+            "in every language. Consistency without correctness means the languages agree on wrong answers."
+        )
     lines += [
         "",
-        f"Mean gap of the other languages to {anchor}: {_signed(report.mean_gap)}. Cross-lingual "
-        f"consistency: {c.agreeing} of {c.groups} groups ({percent(c.share)}) give the same answer in every "
-        f"language they have; {cc.agreeing} ({percent(cc.share)}) give the correct answer in every language. "
-        "Consistency without correctness means the languages agree on wrong answers.",
+        f"Mean gap of the other languages to {anchor}: {_signed(report.mean_gap)}. {consistency}",
         "",
         "## Per task",
         "",
@@ -149,9 +215,10 @@ def _benchmarks_markdown(benchmarks: dict[str, BenchmarkReport]) -> list[str]:
 
 def consistency_cell(consistent: Agreement | float | None, correct: Agreement | float | None) -> str:
     """ "36.0% (0.0% correct)": the share of groups consistent across languages, and of those consistent
-    on the correct answer, side by side so neither is read alone."""
+    on the correct answer, side by side so neither is read alone; "- (8.0% correct)" where consistency is
+    not known (log-likelihood scoring)."""
     shares = [a.share if isinstance(a, Agreement) else a for a in (consistent, correct)]
-    if shares[0] is None:
+    if shares[0] is None and shares[1] is None:
         return "-"
     return f"{percent(shares[0])} ({percent(shares[1])} correct)"
 

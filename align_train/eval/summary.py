@@ -1,6 +1,11 @@
 """Per-language numbers of a held-out evaluation: accuracy and loss per language and task, the gap to the
 anchor language, and cross-lingual consistency (beside consistent-and-correct).
 
+Under ``scoring: loglikelihood`` a row's answer is known only when it is the reference (the reference is
+the greedy continuation); a wrong answer is unknown, so whether two languages gave the same one is too:
+consistency and agreement are then not available (``share`` None), and consistent-and-correct ("all
+correct") is.
+
 Everything here works on :class:`RowResult` records, so the numbers can be checked on hand-made rows and
 recomputed from ``predictions.jsonl`` without a model.
 """
@@ -10,6 +15,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from align_train.choices import Scoring
 
 
 @dataclass(frozen=True)
@@ -64,15 +71,21 @@ class Metrics:
 class Agreement:
     """Of ``groups`` groups, ``agreeing`` gave the same answer: all their languages (consistency) or one
     language and the anchor (pairwise); or, for ``consistent_correct``, the right answer in every language.
-    A missing answer (no number, no tool call, an unreadable call) agrees with nothing."""
+    A missing answer (no number, no tool call, an unreadable call) agrees with nothing. ``agreeing`` and
+    ``share`` are None where the answers are not known (:meth:`unknown`)."""
 
     groups: int
-    agreeing: int
+    agreeing: int | None
     share: float | None
 
     @classmethod
     def of(cls, agrees: Sequence[bool]) -> Agreement:
         return cls(len(agrees), sum(agrees), sum(agrees) / len(agrees) if agrees else None)
+
+    @classmethod
+    def unknown(cls, groups: int) -> Agreement:
+        """Of ``groups`` groups, how many agree is not known."""
+        return cls(groups, None, None)
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,8 @@ class LangReport:
 
 @dataclass(frozen=True)
 class EvalReport:
+    """Every number of a held-out evaluation; ``scoring`` says what made a row correct."""
+
     anchor_lang: str
     groups: int
     langs: dict[str, LangReport]
@@ -101,15 +116,20 @@ class EvalReport:
     consistent_correct: Agreement
     consistent_correct_by_task: dict[str, Agreement]
     mean_gap: float | None  # over the non-anchor languages that have a gap
+    scoring: Scoring = "generate"
 
 
-def summarize(results: Sequence[RowResult], *, anchor_lang: str, langs: Sequence[str]) -> EvalReport:
+def summarize(
+    results: Sequence[RowResult], *, anchor_lang: str, langs: Sequence[str], scoring: Scoring = "generate"
+) -> EvalReport:
     """Metrics per language (in ``langs`` order), gaps to ``anchor_lang`` and consistency across languages.
 
     Consistency counts the groups whose scored rows span at least two languages; such a group is
     consistent when every language gave the same, non-missing answer, and consistent and correct when every
-    language answered correctly.
+    language answered correctly. Under ``loglikelihood`` consistency and agreement are not known (see the
+    module docstring).
     """
+    known = scoring == "generate"
     by_lang: dict[str, list[RowResult]] = defaultdict(list)
     answers: dict[str, dict[str, str | None]] = defaultdict(dict)
     correct: dict[str, list[bool]] = defaultdict(list)
@@ -132,18 +152,17 @@ def summarize(results: Sequence[RowResult], *, anchor_lang: str, langs: Sequence
         relative = None if gap is None or not anchor else gap / anchor
         pairs = None
         if lang != anchor_lang:
-            pairs = Agreement.of(
-                [
-                    _agree([group[lang], group[anchor_lang]])
-                    for group in answers.values()
-                    if lang in group and anchor_lang in group
-                ]
-            )
+            agrees = [
+                _agree([group[lang], group[anchor_lang]])
+                for group in answers.values()
+                if lang in group and anchor_lang in group
+            ]
+            pairs = Agreement.of(agrees) if known else Agreement.unknown(len(agrees))
         reports[lang] = LangReport(overall, tasks, gap, relative, pairs)
     multilingual = {g: list(group.values()) for g, group in answers.items() if len(group) >= 2}
     tasks = sorted({task_of[g] for g in multilingual})
     by_task = {
-        task: Agreement.of([_agree(a) for g, a in multilingual.items() if task_of[g] == task])
+        task: _consistency([a for g, a in multilingual.items() if task_of[g] == task], known)
         for task in tasks
     }
     correct_by_task = {
@@ -154,12 +173,17 @@ def summarize(results: Sequence[RowResult], *, anchor_lang: str, langs: Sequence
         anchor_lang=anchor_lang,
         groups=len({r.group_id for r in results}),
         langs=reports,
-        consistency=Agreement.of([_agree(a) for a in multilingual.values()]),
+        consistency=_consistency(list(multilingual.values()), known),
         consistency_by_task=by_task,
         consistent_correct=Agreement.of([all(correct[g]) for g in multilingual]),
         consistent_correct_by_task=correct_by_task,
         mean_gap=sum(gaps) / len(gaps) if gaps else None,
+        scoring=scoring,
     )
+
+
+def _consistency(groups: Sequence[Sequence[str | None]], known: bool) -> Agreement:
+    return Agreement.of([_agree(a) for a in groups]) if known else Agreement.unknown(len(groups))
 
 
 def _agree(answers: Sequence[str | None]) -> bool:

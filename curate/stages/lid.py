@@ -1,31 +1,48 @@
-"""``anchor_lid`` and ``lid``: every message must be written in its row's language, per fastText language ID.
+"""``anchor_lid`` and ``lid``: every row must be written in its language, per fastText language ID.
 
 ``anchor_lid`` reads the anchors before anything is translated; ``lid`` reads the translations, which must
 also not be copies of their anchor.
 
-Only prose is judged (code, math and URLs are stripped first: they read as English to any LID model), and
-only prose-role messages: tool output is data. Any fastText LID model works (lid.176, GlotLID
-``__label__deu_Latn``, OpenLID): labels go through ``schemas.normalize_lang`` and languages are compared
-without their script, standards a model does not separate (``lid.varieties``: Bosnian, Croatian and
-Serbian; Norwegian) as one.
+**What is judged.** Only what carries language: protected spans (code, math, URLs, placeholders: the
+scanner of :mod:`curate.text.spans`) are removed, then every token without a letter (numbers, operators,
+"=", "25."), and only prose-role messages count (tool output is data). A row's language is decided on its
+messages *together*: their distinct texts joined, so each weighs by its length and "La resposta és" said
+in both answers of a preference row counts once. Digits and short fragments are what lid.176 misreads
+("17 + 8 = 25. La resposta és 25." is Hungarian 0.86 to it; the whole row, digits out, Catalan 0.95), so a
+message is not judged on its own unless it has ``short_chars`` letters: such a long message must also not
+read as another language alone (a wrong-language answer inside a good row). A row with fewer than
+``min_chars`` letters is not judged. Labels of any fastText LID model (lid.176, GlotLID
+``__label__deu_Latn``, OpenLID) go through ``schemas.normalize_lang``; languages are compared without
+their script, standards a model does not separate (``lid.varieties``: Bosnian, Croatian and Serbian;
+Norwegian) as one.
 
-A message is read twice at most. First fastText's top label, for all messages of a batch in one call: a
-message whose top label is its row's language with ``min_prob`` reads as that language, which is what
-almost every good translation does. The others are read again with their ``top_k`` labels, because close
-relatives outrank each other (lid.176 reads short Catalan as Spanish, Galician as Portuguese, Malay as
-Indonesian, and Catalan "La resposta és 26." as Hungarian for its "és"). A language's probability is the
-sum over its labels. The row's language ``L`` is then accepted when
+**Reading.** First fastText's top label, for every text of a batch in one call: a text whose top label is
+its row's language with ``min_prob`` reads as that language, which is what almost every good translation
+does. The others are read again with their ``top_k`` labels, because close relatives outrank each other
+(lid.176 reads Catalan as Spanish, Galician as Portuguese, Malay as Indonesian). A language's probability
+is the sum over its labels. The row's language ``L`` is then accepted when
 
 - it is among the labels, and the anchor language does not outrank it (an untranslated copy);
 - every language that outranks it is a close relative (``lid.related``) and ``L`` keeps
-  ``related_ratio`` of the top one's probability, or the message is short (under ``short_chars``) and
-  ``L`` keeps ``short_ratio`` of the top one, whatever it is (short texts are where any model guesses);
-- its probability plus its relatives' (plus, in a short message, that of the languages above it) reaches
-  ``min_prob``; below it the message is ``low_prob``.
+  ``related_ratio`` of the top one's probability, or the text is short (under ``short_chars`` letters)
+  and ``L`` keeps ``short_ratio`` of the top one, whatever it is (short texts are where any model
+  guesses);
+- its probability plus its relatives' (plus, in a short text, that of the languages above it) reaches
+  ``min_prob``; below it the text is ``low_prob``.
 
     "Com fusiono dos diccionaris en Pitó?" under ca:  es 0.47  ca 0.16  pt 0.12  gl 0.11
-        es is a relative and ca keeps 0.16 / 0.47 = 0.34 >= 0.05; support 0.16 + 0.47 + 0.12 + 0.11  → ca
+        es is a relative and ca keeps 0.16 / 0.47 = 0.34 >= 0.1; support 0.16 + 0.47 + 0.12 + 0.11  → ca
     a Spanish paragraph under ca:                      es 0.98  ca 0.01                    → wrong_lang
+
+**A second opinion** (``lid.second_opinion``, CLD3 by default: :mod:`curate.stages.second_opinion`)
+decides where fastText is torn between ``L`` and one other language ``X``: ``X`` outranks ``L``, or holds
+``second_share`` of ``L``'s probability. If the second model reads ``L`` with ``second_min_prob``, the
+text is ``L``; if it reads ``X`` so, it is ``X``; otherwise fastText's verdict stands. The anchor language
+is never excused this way (a half-translated row stays ``wrong_lang``).
+
+    Apertium's Galician "Cantas laranxas son no crates? A resposta é" under gl:  pt 0.91  gl 0.07
+        CLD3: gl 0.99                                                                        → gl
+    Slovene under hr:   hr 0.81  sl 0.16 (0.2 of hr's);  CLD3: sl 1.00                        → wrong_lang
 """
 
 from __future__ import annotations
@@ -41,23 +58,105 @@ import pyarrow.compute as pc
 
 from curate.config import LidConfig
 from curate.stages.base import FilterStage, Verdict
+from curate.stages.second_opinion import make_second_opinion
 from curate.text.conversation import Prose, prose
 from schemas import ConfigError, MissingFileError, UnknownLanguageError, base_lang, normalize_lang
 
 # How a model label stands to a row's language.
 _OTHER, _SAME, _RELATIVE, _ANCHOR = 0, 1, 2, 3
-# What a message reads as.
+# What a text reads as.
 _OK, _LOW, _WRONG = 0, 1, 2
 
 
 class _Reading(NamedTuple):
-    """Each message's reading: ``status`` (_OK, _LOW, _WRONG), the label it reads as (index into the
-    model's labels), the probability behind that reading, and the row language's own probability."""
+    """Each line's reading: ``status`` (_OK, _LOW, _WRONG), the label it reads as (index into the model's
+    labels), the probability behind that reading and the row language's own probability; from its top-k
+    labels, where it was read with them (else -1 and 0): the strongest other language's best label and
+    probability, and the row language's best label; what the second opinion said, where it decided."""
 
     status: np.ndarray
     label: np.ndarray
     prob: np.ndarray
     own: np.ndarray
+    rival: np.ndarray
+    rival_prob: np.ndarray
+    own_label: np.ndarray
+    second: list[str]
+
+
+# A run of tokens without a letter, with the blanks around it (prose holds single blanks).
+_LETTERLESS = r"(?:^| )[^\pL ]+(?: [^\pL ]+)*(?: |$)"
+
+
+def language_bearing(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Each prose text without its tokens that hold no letter (numbers, operators, "25."), and its
+    letters: what carries language. Two RE2 passes over the batch in Arrow."""
+    words = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, _LETTERLESS, " "))
+    letters = pc.utf8_length(pc.replace_substring_regex(words, r"[^\pL]+", "")).to_numpy(zero_copy_only=False)
+    letters = letters.astype(np.int64)
+    return words, letters
+
+
+class _Texts:
+    """What a batch's language ID reads, as *lines*: each read row's distinct language-bearing message
+    texts joined (its row line), and each message with ``short_chars`` letters in a row that has another
+    (its message line). ``rows[i]`` is line i's row, ``message[i]`` its message (index into the prose) or
+    -1 for a row line, ``text[i]`` its text (index into ``distinct``), ``letters[i]`` its letters."""
+
+    def __init__(
+        self,
+        found: Prose,
+        words: pa.Array,
+        letters: np.ndarray,
+        *,
+        read: np.ndarray,
+        min_chars: int,
+        short_chars: int,
+    ) -> None:
+        self.found = found
+        codes = words.dictionary_encode()
+        word_id = codes.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        # The untranslated check compares messages with min_chars letters.
+        self.copy_lines = np.flatnonzero(letters >= min_chars)
+        self.copy_text = word_id[self.copy_lines]
+        # A row's distinct texts with letters, in order: "La resposta és" of two answers counts once.
+        has = np.flatnonzero((letters > 0) & read[found.rows])
+        key = found.rows[has] * max(len(codes.dictionary), 1) + word_id[has]
+        _, first = np.unique(key, return_index=True)
+        used = has[np.sort(first)]
+        rows = found.rows[used]
+        row_letters = np.bincount(rows, letters[used], minlength=len(read)).astype(np.int64)
+        starts = np.searchsorted(rows, np.arange(len(read) + 1))
+        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(starts, pa.int32()), words.take(used)), " ")
+        row_lines = np.flatnonzero(row_letters >= min_chars)
+        long_used = used[letters[used] >= short_chars]
+        per_row = np.bincount(rows, minlength=len(read))
+        long_used = long_used[per_row[found.rows[long_used]] > 1]
+        self.message = np.concatenate([np.full(len(row_lines), -1), long_used])
+        self.rows = np.concatenate([row_lines, found.rows[long_used]])
+        order = np.argsort(self.rows, kind="stable")  # by row, its row line first
+        self.message, self.rows = self.message[order], self.rows[order]
+        self.letters = np.where(
+            self.message >= 0, letters[np.maximum(self.message, 0)], row_letters[self.rows]
+        )
+        line_texts = pc.if_else(
+            pa.array(self.message >= 0),
+            words.take(pa.array(np.maximum(self.message, 0), pa.int64())),
+            joined.take(pa.array(self.rows, pa.int64())),
+        )
+        distinct = line_texts.dictionary_encode()
+        self.distinct = distinct.dictionary
+        self.text = distinct.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        self._used, self._starts = used, starts
+
+    def what(self, i: int) -> str:
+        """What line ``i`` is, for a reject's detail: ``row (messages[0], messages[1]; 143 letters)`` or
+        ``messages[1] alone (212 letters)``."""
+        if self.message[i] >= 0:
+            return f"{self.found.where(int(self.message[i]))} alone ({self.letters[i]} letters)"
+        row = int(self.rows[i])
+        messages = [self.found.where(m) for m in self._used[self._starts[row] : self._starts[row + 1]]]
+        return f"row ({', '.join(messages)}; {self.letters[i]} letters)"
 
 
 def default_model_path() -> Path:
@@ -70,15 +169,17 @@ def default_model_path() -> Path:
 
 
 class Lid(FilterStage):
-    """Reject a translation when any of its messages reads as another language (``wrong_lang``), as its
-    own with probability below ``min_prob`` (``low_prob``), or is its anchor's message copied unchanged
-    (``untranslated``: a message with ``min_chars`` of prose, the same as the anchor's at that position).
-    What "reads as" means, close relatives included, is in the module's docstring.
+    """Reject a translation when its prose reads as another language (``wrong_lang``), or as its own
+    with probability below ``min_prob`` (``low_prob``), judged on the row's messages together and on each
+    long message alone, or when it holds its anchor's message copied unchanged (``untranslated``: a
+    message with ``min_chars`` letters, the same as the anchor's at that position). What "reads as"
+    means, close relatives and the second opinion included, is in the module's docstring.
 
-    ``lid_lang``/``lid_prob`` hold the deciding message's reading on every row, anchors included (read
-    here unless :class:`AnchorLid` has read them already): the language it was read as and the probability
-    that reading rests on (for a message accepted by its top-k labels, its language's plus its relatives').
-    They stay null where no message has ``min_chars`` of prose, and such rows are kept.
+    ``lid_lang``/``lid_prob`` hold the deciding reading on every row, anchors included (read here unless
+    :class:`AnchorLid` has read them already): the row's, or that of a long message read as another
+    language; the language it was read as and the probability it rests on (for a text accepted by its
+    top-k labels, its language's plus its relatives'; where the second opinion decided, its
+    probability). They stay null where a row has fewer than ``min_chars`` letters, and such rows are kept.
     """
 
     name = "lid"
@@ -88,6 +189,7 @@ class Lid(FilterStage):
         self.config = config
         self.anchor_lang = anchor_lang
         self._model: Any = None
+        self._second = make_second_opinion(config.second_opinion)
         # Per model label (by index): the label, its language (None if it names none) and identity (a
         # number per language, varieties sharing one; -1 for none).
         self._label_index: dict[str, int] = {}
@@ -113,44 +215,45 @@ class Lid(FilterStage):
         langs = [_label_lang(label) for label in self._labels]
         self._label_langs = pa.array(langs, pa.string())
         self._label_idents = np.array([self._ident(lang) for lang in langs], np.int64)
+        if self._second is not None:
+            self._second.setup()
 
     def judge(self, batch: pa.Table) -> Verdict:
         if self._model is None:
             msg = f"{self.name}: setup() must run before judge()"
             raise RuntimeError(msg)
+        config = self.config
         is_anchor = batch.column("is_anchor").to_numpy(zero_copy_only=False)
         judged = is_anchor if self.judges_anchors else ~is_anchor  # the rows this stage may reject
         # The rows to read: those this stage judges, plus anchors no earlier stage has read.
         read = judged | (is_anchor & batch.column("lid_prob").is_null().to_numpy(zero_copy_only=False))
         found = prose(batch)
-        # fastText reads each distinct text once: system prompts and short replies repeat across rows.
-        long_enough = np.flatnonzero(found.chars >= self.config.min_chars)
-        distinct = found.texts.take(pa.array(long_enough)).dictionary_encode()
-        all_text = distinct.indices.to_numpy(zero_copy_only=False)
-        selected = read[found.rows[long_enough]]
-
-        # Per line (message read): its text, its row, and what it reads as.
-        lines = long_enough[selected]
-        needed, text = np.unique(all_text[selected], return_inverse=True)
-        texts = distinct.dictionary.take(pa.array(needed, pa.int64()))
-        rows = found.rows[lines]
+        words, letters = language_bearing(found.texts)
+        texts = _Texts(
+            found, words, letters, read=read, min_chars=config.min_chars, short_chars=config.short_chars
+        )
         langs = batch.column("lang")
         lang, target, min_prob, ratio = self._row_settings(langs)
+        rows = texts.rows
         reading = self._read(
-            texts,
-            text,
+            texts.distinct,
+            texts.text,
             lang=lang[rows],
             target=target[rows],
             min_prob=min_prob[rows],
             ratio=ratio[rows],
-            chars=found.chars[lines],
+            letters=texts.letters,
         )
+        # A long message alone only vetoes: read as another language, not merely unsure.
+        alone = texts.message >= 0
+        reading.status[alone & (reading.status == _LOW)] = _OK
         # Per row, the worst reading: any wrong language, the surest first; else the least sure (a low one
-        # first); the first message on ties (exact: p is a float32).
+        # first); the row's own reading first on ties (exact: p is a float32).
         prob = reading.prob
         badness = np.where(
             reading.status == _WRONG, 4.0 + prob, np.where(reading.status == _LOW, 3.0, 1.0) - prob
         )
+        badness[alone & (reading.status == _OK)] = -np.inf  # an accepted message never decides
         deciding = _first_worst(rows, badness)
         decided = rows[deciding]
 
@@ -171,14 +274,16 @@ class Lid(FilterStage):
         for row in np.flatnonzero(bad).tolist():
             i = line_of[row]
             code = reading.label[i]
-            lang = self._label_langs[code].as_py() or self._labels[code]
+            read_as = self._label_langs[code].as_py() or self._labels[code]
             reasons[row] = "wrong_lang" if reading.status[i] == _WRONG else "low_prob"
-            detail = f"{found.where(lines[i])}: read as {lang} (p={prob[i]:.3f})"
+            detail = f"{texts.what(i)}: read as {read_as} (p={prob[i]:.3f})"
             if reading.status[i] == _WRONG and reading.own[i] > 0:
                 detail += f", {lang_values[row]} {reading.own[i]:.3f}"
+            if reading.second[i]:
+                detail += f"; {reading.second[i]}"
             details[row] = detail
         if not self.judges_anchors:
-            for row, line in _copies(batch, found, long_enough, all_text).items():
+            for row, line in _copies(batch, found, texts.copy_lines, texts.copy_text).items():
                 reasons[row] = "untranslated"
                 details[row] = f"{found.where(line)}: the anchor's text, unchanged"
         row_label = np.zeros(batch.num_rows, np.int64)  # masked to null where a row has no guess
@@ -212,37 +317,100 @@ class Lid(FilterStage):
         target: np.ndarray,
         min_prob: np.ndarray,
         ratio: np.ndarray,
-        chars: np.ndarray,
+        letters: np.ndarray,
     ) -> _Reading:
         """What each line reads as: line ``i`` is the distinct text ``text[i]`` of ``texts``, of
-        ``chars[i]`` characters, in a row of language ``lang[i]`` (identity ``target[i]``) whose settings
+        ``letters[i]`` letters, in a row of language ``lang[i]`` (identity ``target[i]``) whose settings
         are ``min_prob[i]`` and ``ratio[i]`` (``related_ratio``)."""
-        label, prob = self._predict(texts, k=1)
-        label, prob = label[text, 0], prob[text, 0]
+        # Two labels: the top one decides for almost every text; the second names a rival close enough
+        # for the second opinion to be asked.
+        labels, probs = self._predict(texts, k=2)
+        label, prob = labels[text, 0], probs[text, 0]
         ours = self._label_idents[label] == target
         # An anchor read as its language is kept however unsure; a translation needs min_prob.
         status = np.where(ours & ((prob >= min_prob) | self.judges_anchors), _OK, _LOW)
         status[~ours] = _WRONG
-        reading = _Reading(status, label, prob.astype(np.float32), np.where(ours, prob, 0.0))
-        # Read again with the top k labels: messages not read as their language with min_prob (for an
+        n = len(text)
+        none = np.full(n, -1, np.int64)
+        reading = _Reading(
+            status,
+            label,
+            prob.astype(np.float32),
+            np.where(ours, prob, 0.0),
+            none,
+            np.zeros(n),
+            none.copy(),
+            [""] * n,
+        )
+        # Read again with the top k labels: texts not read as their language with min_prob (for an
         # anchor, only one read surely as another language: an unsure one is kept anyway).
         again = ~ours & (prob >= min_prob) if self.judges_anchors else status != _OK
-        if not again.any():
-            return reading
         lines = np.flatnonzero(again)
-        needed, inverse = np.unique(text[lines], return_inverse=True)
-        labels, probs = self._predict(texts.take(pa.array(needed, pa.int64())), k=self.config.top_k)
-        found = self._judge_top_k(
-            labels[inverse],
-            probs[inverse],
-            lang=lang[lines],
-            short=chars[lines] < self.config.short_chars,
-            ratio=ratio[lines],
-            min_prob=min_prob[lines],
-        )
-        for column, values in zip(reading, found, strict=True):
-            column[lines] = values
+        if self._second is not None and not self.judges_anchors:
+            # Texts read as their language with a rival at second_share of it: the second opinion's too.
+            rival, rival_prob = labels[text, 1], probs[text, 1]
+            close = (status == _OK) & (rival_prob >= self.config.second_share * prob)
+            close &= self._label_idents[rival] != target
+            reading.rival[close], reading.rival_prob[close] = rival[close], rival_prob[close]
+            reading.own_label[close] = label[close]
+            lines = np.union1d(lines, np.flatnonzero(close))
+        if not len(lines):
+            return reading
+        reread = lines[status[lines] != _OK]
+        if len(reread):
+            needed, inverse = np.unique(text[reread], return_inverse=True)
+            labels, probs = self._predict(texts.take(pa.array(needed, pa.int64())), k=self.config.top_k)
+            found = self._judge_top_k(
+                labels[inverse],
+                probs[inverse],
+                lang=lang[reread],
+                short=letters[reread] < self.config.short_chars,
+                ratio=ratio[reread],
+                min_prob=min_prob[reread],
+            )
+            for column, values in zip(reading[:-1], found[:-1], strict=True):
+                column[reread] = values
+        if self._second is not None:
+            self._second_opinion(reading, lines, texts.take(pa.array(text[lines], pa.int64())), target[lines])
         return reading
+
+    def _second_opinion(
+        self, reading: _Reading, lines: np.ndarray, texts: pa.Array, target: np.ndarray
+    ) -> None:
+        """Let the second model decide the ``lines`` of ``reading`` (their ``texts``) where fastText is torn
+        between the row's language (identity ``target``) and its strongest rival: the rival outranks it
+        and it is among the top labels, or it leads and the rival holds ``second_share`` of its
+        probability. The anchor language is never excused; a verdict the second model only confirms
+        keeps fastText's reading."""
+        assert self._second is not None
+        rival, own = reading.rival[lines], reading.own[lines]
+        anchor = self._ident(self.anchor_lang) if self.anchor_lang else -2
+        rival_ident = np.where(rival >= 0, self._label_idents[np.maximum(rival, 0)], -1)
+        rival_prob = reading.rival_prob[lines]
+        ok = reading.status[lines] == _OK
+        torn = (rival >= 0) & (rival_ident != anchor) & (own > 0)
+        torn &= np.where(ok, rival_prob >= self.config.second_share * own, True)
+        if not torn.any():
+            return
+        asked = np.flatnonzero(torn)
+        second = self._second.read(texts.take(pa.array(asked, pa.int64())).to_pylist())
+        for j, (lang, p) in zip(
+            asked.tolist(), zip(second.langs, second.probs.tolist(), strict=True), strict=True
+        ):
+            said = self._ident(lang)
+            i = lines[j]
+            if (
+                p < self.config.second_min_prob
+                or ok[j] == (said == target[j])
+                or said not in (target[j], rival_ident[j])
+            ):
+                continue  # unsure, the verdict confirmed, or a third language: fastText's reading stands
+            reading.second[i] = f"{self._second.name} read it as {lang} (p={p:.3f})"
+            reading.prob[i] = p
+            if said == target[j]:
+                reading.status[i], reading.label[i] = _OK, reading.own_label[i]
+            else:
+                reading.status[i], reading.label[i] = _WRONG, rival[j]
 
     def _judge_top_k(
         self,
@@ -278,7 +446,13 @@ class Lid(FilterStage):
         best = labels[n, np.argmax(mass, axis=1)]
         label = np.where(reads_as_own, best_own, best)
         prob = np.minimum(np.where(reads_as_own, support, top), 1.0).astype(np.float32)
-        return _Reading(status, label, prob, own)
+        # The strongest other language, for the second opinion.
+        others = np.where(same, -1.0, mass)
+        rival_at = np.argmax(others, axis=1)
+        rival_prob = others[n, rival_at]
+        rival = np.where(rival_prob > 0, labels[n, rival_at], -1)
+        own_label = np.where(own > 0, best_own, -1)
+        return _Reading(status, label, prob, own, rival, np.maximum(rival_prob, 0.0), own_label, [])
 
     def _predict(self, texts: pa.Array, *, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` labels (indices into the model's labels) of each text and their probabilities
@@ -290,9 +464,11 @@ class Lid(FilterStage):
         lines = pc.binary_join_element_wise(texts, "\n", "").cast(pa.binary()).to_pylist()
         labels, probs = self._model.f.multilinePredict(lines, k, 0.0, "strict")
         index = self._label_index
-        if k == 1:
-            label = np.fromiter((index[top[0]] for top in labels), np.int64, len(labels))[:, None]
-            return label, np.minimum(np.concatenate(probs).astype(np.float64), 1.0)[:, None]
+        n = len(labels)
+        if all(len(names) == k for names in labels):  # the usual case: k labels each
+            label = np.fromiter((index[name] for names in labels for name in names), np.int64, n * k)
+            prob = np.concatenate(probs).astype(np.float64).reshape(n, k)
+            return label.reshape(n, k), np.minimum(prob, 1.0)
         label = np.zeros((len(labels), k), np.int64)
         prob = np.zeros((len(labels), k), np.float64)
         for i, (names, values) in enumerate(zip(labels, probs, strict=True)):

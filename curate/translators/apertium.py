@@ -15,12 +15,16 @@ from curate.config import ApertiumTranslatorConfig
 from curate.translators.base import TranslatorConfigError, translate_each
 from schemas import base_lang, normalize_lang
 
-# (source, target) → mode, for the pairs Debian packages (apertium-eng-spa, -eng-cat, -en-gl, -eo-en).
+# (source, target) → mode, for the pairs Debian packages (apertium-eng-spa, -eng-cat, -en-gl, -eo-en,
+# -hbs-eng; its Serbo-Croatian leaves many English words in, which language ID then rejects).
 APERTIUM_MODES: dict[tuple[str, str], str] = {
     ("en", "es"): "eng-spa",
     ("en", "ca"): "eng-cat",
     ("en", "gl"): "en-gl",
     ("en", "eo"): "en-eo",
+    ("en", "hr"): "eng-hbs_HR",
+    ("en", "sr"): "eng-hbs_SR",
+    ("en", "bs"): "eng-hbs_BS",
     ("es", "en"): "spa-eng",
     ("ca", "en"): "cat-eng",
     ("gl", "en"): "gl-en",

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.parallel_gap.config import ARMS, LANGS, ExperimentConfig, load
+from experiments.parallel_gap.config import ARMS, LANGS, ExperimentConfig, load, plan
 
 ANCHOR = LANGS[0]
 TARGETS = LANGS[1:]
@@ -344,8 +344,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     cfg = load(args.config, args.overrides)
-    from experiments.parallel_gap.run import plan
-
     analyze(cfg, [(r.arm.name, r.seed, r.folder) for r in plan(cfg)])
     print((cfg.out / "results.md").read_text(encoding="utf-8"))
 

@@ -1,4 +1,4 @@
-"""The experiment's settings, validated once (pydantic), and its arms.
+"""The experiment's settings, validated once (pydantic), its arms, and its runs (arm × seed).
 
 An *arm* is one way of training on the same budget: the same number of rows, the same number of optimizer
 steps and the same rows per step, scored on the same held-out groups. Only what the rows are (which
@@ -7,6 +7,7 @@ languages, kept together or shuffled) and the objective change from arm to arm.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -168,6 +169,44 @@ class ExperimentConfig(_Section):
     def groups_per_batch(self, arm: Arm) -> int:
         assert arm.corpus is not None
         return self.rows_per_step // ROWS_PER_GROUP[arm.corpus]
+
+
+# Relative cost of one step, for scheduling only (longest first): DPO runs the policy on chosen and
+# rejected plus the reference, ORPO the policy on both; the base arm only evaluates.
+COST = {"base": 0.5, "sft": 1.0, "orpo": 2.0, "dpo": 2.6}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One arm trained with one seed (or, for the base arm, the model as shipped) and its evaluation."""
+
+    arm: Arm
+    seed: int | None
+    folder: Path
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def done(self) -> bool:
+        return (self.folder / "eval" / "metrics.json").is_file()
+
+    @property
+    def cost(self) -> float:
+        return COST["base" if not self.arm.trains else self.arm.objective]
+
+
+def plan(cfg: ExperimentConfig) -> list[Run]:
+    """Every run of the experiment, in the order of the config's arms and seeds."""
+    runs = []
+    for name in cfg.arms:
+        arm = ARMS[name]
+        # Greedy decoding of an untrained model is deterministic: one evaluation stands for every seed.
+        for seed in cfg.seeds if arm.trains else [None]:
+            folder = cfg.out / "runs" / (name if seed is None else f"{name}__seed={seed}")
+            runs.append(Run(arm, seed, folder))
+    return runs
 
 
 def load(path: Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -47,26 +47,25 @@ ASSEMBLE = HERE / "assemble.yaml"
 Row = dict[str, Any]
 
 
-def run_cli(args: Sequence[str], *, log: Path, threads: int = 1) -> None:
+def run_cli(args: Sequence[str], *, log: Path, threads: int = 1) -> float:
     """``python -m ARGS`` from the repository root (this tree's code, not an installed copy), output to
-    ``log``; a failure raises with the log's end."""
+    ``log``; a failure raises with the log's end. Returns the CPU seconds (user + system) it used."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as out:
         out.write(f"$ python -m {' '.join(args)}\n")
         out.flush()
-        done = subprocess.run(
-            [sys.executable, "-m", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
+        child = subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    if done.returncode:
+        # wait4: this child's own resource use, whatever else runs beside it.
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
         tail = "\n".join(log.read_text(encoding="utf-8").splitlines()[-15:])
-        msg = f"python -m {' '.join(args)} exited with {done.returncode} (log {log}):\n{tail}"
+        msg = f"python -m {' '.join(args)} exited with {child.returncode} (log {log}):\n{tail}"
         raise RuntimeError(msg)
+    return usage.ru_utime + usage.ru_stime
 
 
 def write_sources(cfg: ExperimentConfig, folder: Path) -> list[Path]:
@@ -181,7 +180,7 @@ def assemble(cfg: ExperimentConfig, builds: dict[str, Path], out: Path) -> dict[
         "eval": ([row[lang](x) for x in evals[: cfg.data.eval_groups] for lang in LANGS], ANCHOR),
         "parallel": (
             [
-                _swap_rejected(row[lang](x), row[ANCHOR](x), cfg.data.wrong_language_share)
+                swap_rejected(row[lang](x), row[ANCHOR](x), cfg.data.wrong_language_share)
                 for x in parallel
                 for lang in LANGS
             ],
@@ -199,7 +198,7 @@ def assemble(cfg: ExperimentConfig, builds: dict[str, Path], out: Path) -> dict[
         if not (folder / MANIFEST_FILE).is_file():
             source = out / "corpora" / f"{name}.jsonl"
             source.parent.mkdir(parents=True, exist_ok=True)
-            _write_parallel(rows, source)
+            write_parallel(rows, source)
             langs = sorted({r["lang"] for r in rows} - {anchor})
             run_cli(
                 [
@@ -229,15 +228,15 @@ def prepare(cfg: ExperimentConfig) -> dict[str, Path]:
     corpora = assemble(cfg, builds, cfg.out)
     probes = probe_lid(cfg, sources, cfg.out)
     summary = {
-        "builds": {lang: _counts(folder) for lang, folder in builds.items()},
-        "lid_probe": {lang: _counts(folder) for lang, folder in probes.items()},
-        "corpora": {name: _counts(folder) for name, folder in corpora.items()},
+        "builds": {lang: build_counts(folder) for lang, folder in builds.items()},
+        "lid_probe": {lang: build_counts(folder) for lang, folder in probes.items()},
+        "corpora": {name: build_counts(folder) for name, folder in corpora.items()},
     }
     (cfg.out / "data.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return corpora
 
 
-def _counts(folder: Path) -> dict[str, Any]:
+def build_counts(folder: Path) -> dict[str, Any]:
     manifest = Manifest.load(folder)
     return {
         "groups": sum(s.groups for s in manifest.shards),
@@ -250,7 +249,7 @@ def _has(by_lang: dict[str, dict[tuple[str, str], Row]], group: str, lang: str) 
     return lang == ANCHOR or (group, lang) in by_lang[lang]
 
 
-def _swap_rejected(row: Row, anchor: Row, share: float) -> Row:
+def swap_rejected(row: Row, anchor: Row, share: float) -> Row:
     """A translated row whose rejected answer becomes the anchor's correct one, for ``share`` of the rows
     (chosen by a hash of group and language, so the same rows whatever the corpus size)."""
     if row["lang"] == ANCHOR or stable_fraction(f"{row['group_id']}/{row['lang']}") >= share:
@@ -258,7 +257,7 @@ def _swap_rejected(row: Row, anchor: Row, share: float) -> Row:
     return {**row, "rejected": anchor["chosen"]}
 
 
-def _write_parallel(rows: list[Row], path: Path) -> None:
+def write_parallel(rows: list[Row], path: Path) -> None:
     """Rows as long-form parallel preference records (one per group and language) for `curate build`."""
     with path.open("w", encoding="utf-8") as f:
         for r in rows:

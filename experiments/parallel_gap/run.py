@@ -21,52 +21,14 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from experiments.parallel_gap import analyze
-from experiments.parallel_gap.config import ARMS, Arm, ExperimentConfig, load
+from experiments.parallel_gap.config import ExperimentConfig, Run, load, plan
 from experiments.parallel_gap.data import prepare, run_cli
-
-# Relative cost of one step, for scheduling only (longest first): DPO runs the policy on chosen and
-# rejected plus the reference, ORPO the policy on both; the base arm only evaluates.
-COST = {"base": 0.5, "sft": 1.0, "orpo": 2.0, "dpo": 2.6}
-
-
-@dataclass(frozen=True)
-class Run:
-    """One arm trained with one seed (or, for the base arm, the model as shipped) and its evaluation."""
-
-    arm: Arm
-    seed: int | None
-    folder: Path
-
-    @property
-    def name(self) -> str:
-        return self.folder.name
-
-    @property
-    def done(self) -> bool:
-        return (self.folder / "eval" / "metrics.json").is_file()
-
-    @property
-    def cost(self) -> float:
-        return COST["base" if not self.arm.trains else self.arm.objective]
-
-
-def plan(cfg: ExperimentConfig) -> list[Run]:
-    """Every run of the experiment, in the order of the config's arms and seeds."""
-    runs = []
-    for name in cfg.arms:
-        arm = ARMS[name]
-        # Greedy decoding of an untrained model is deterministic: one evaluation stands for every seed.
-        for seed in cfg.seeds if arm.trains else [None]:
-            folder = cfg.out / "runs" / (name if seed is None else f"{name}__seed={seed}")
-            runs.append(Run(arm, seed, folder))
-    return runs
 
 
 def write_configs(cfg: ExperimentConfig, run: Run, corpora: dict[str, Path]) -> None:

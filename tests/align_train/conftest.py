@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from align_train.model import load_tokenizer, tiny_model
+from align_train.modeling.model import load_tokenizer, tiny_model
 from tests import ROOT
 from tests.align_train.corpus import preference_rows, sft_rows, write_shard_dir
 from tests.align_train.lm_eval_tasks import write_lm_eval_tasks

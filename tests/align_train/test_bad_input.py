@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from align_train.cli import app
-from align_train.train import train
+from align_train.training.train import train
 from tests.align_train.runs import read_metrics, train_config
 
 torch.set_num_threads(1)
@@ -101,7 +101,7 @@ def test_a_bug_in_the_loop_is_a_traceback_not_a_user_error(
         msg = "an internal bug that happens to be a ValueError"
         raise ValueError(msg)
 
-    monkeypatch.setattr("align_train.objectives.sft_loss", broken)  # what the SFT objective calls
+    monkeypatch.setattr("align_train.training.objectives.sft_loss", broken)  # what the SFT objective calls
     result = CliRunner().invoke(app, [str(config_file(tmp_path, shard_dir, model_dir, max_steps=1))])
     assert result.exit_code == 1
     assert isinstance(result.exception, ValueError)

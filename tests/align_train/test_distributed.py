@@ -15,8 +15,9 @@ import yaml
 from safetensors.torch import load_file
 
 from align_train.config import TrainConfig
-from align_train.model import load_policy, load_tokenizer
-from align_train.train import _seed_all, train
+from align_train.model_card import read_model_card
+from align_train.modeling.model import load_policy, load_tokenizer
+from align_train.training.train import _seed_all, train
 from tests import ROOT
 from tests.align_train.corpus import preference_rows, sft_rows
 from tests.align_train.runs import read_metrics, train_config
@@ -121,6 +122,11 @@ def test_two_ranks_match_one_process_with_double_accumulation(
     assert errors[worst] <= UPDATE_RTOL, f"{worst}: update differs by {errors[worst]:.2e} of its norm"
     moved = max(float((ranks[name] - start[name]).abs().max()) for name in ranks)
     assert moved > 1e-2  # the comparison is not between two untrained models
+    # The model card counts the tokens of both ranks: the same rows as the one process trained on.
+    cards = [read_model_card(run / "checkpoints/step-000003") for run in (out, single[lora])]
+    assert cards[0] is not None and cards[1] is not None
+    assert (cards[0][0].world_size, cards[1][0].world_size) == (2, 1)
+    assert cards[0][0].tokens == cards[1][0].tokens > 0
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +165,8 @@ def lora_start(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 
     _seed_all(cfg.seed)
-    return get_peft_model_state_dict(load_policy(cfg, load_tokenizer(cfg.model)))
+    tokenizer = load_tokenizer(cfg.model)
+    return get_peft_model_state_dict(load_policy(cfg.model, tokenizer, lora=cfg.lora, seed=cfg.seed))
 
 
 # Adam divides each gradient by √v + ε, so a weight whose gradient is within float rounding of zero moves

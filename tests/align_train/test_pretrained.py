@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
@@ -17,7 +18,7 @@ from align_train.cli import app
 from align_train.config import EvalConfig
 from align_train.eval.evaluate import evaluate
 from align_train.eval.report import METRICS_FILE
-from align_train.train import train
+from align_train.training.train import train
 from tests.align_train.runs import read_metrics, train_config
 
 pytestmark = [
@@ -43,6 +44,14 @@ def test_the_shipped_smollm2_trains_with_lora_and_evaluates(
 ) -> None:
     model = AutoModelForCausalLM.from_pretrained(smollm2, use_safetensors=True)
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    card = ModelCard.load(smollm2 / "README.md").data.to_dict()
+    assert card["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (card["base_model_relation"], card["license"], card["language"]) == (
+        "quantized",
+        "apache-2.0",
+        ["en"],
+    )
+    assert card["polyalign"]["gguf"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert not hasattr(model.config, "quantization_config")
     del model
 
@@ -65,6 +74,7 @@ def test_the_shipped_smollm2_trains_with_lora_and_evaluates(
     # A pretrained model knows the language of arithmetic: far below a random model's ln(49152) = 10.8.
     assert all(math.isfinite(r["loss"]) and r["loss"] < 5.0 for r in records)
     assert (final / "adapter_model.safetensors").stat().st_size < 5_000_000
+    assert ModelCard.load(final / "README.md").data.license == "apache-2.0"  # the base model's, from its card
 
     report = tmp_path / "eval"
     evaluate(EvalConfig(model=run, data=shard_dir, out=report, max_groups=2, max_new_tokens=8, batch_size=4))

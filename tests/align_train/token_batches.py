@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from align_train.batch import ParallelBatch, TokenBatch
-from align_train.collator import Collator
-from align_train.head import LabelledLM
-from align_train.losses import alignment_loss
-from align_train.objectives import OBJECTIVES
+from align_train.data.batch import ParallelBatch, TokenBatch
+from align_train.data.collator import Collator
+from align_train.modeling.head import LabelledLM
+from align_train.training.coupled import AlignmentSettings, CoupledInputs, coupled_loss
+from align_train.training.objectives import OBJECTIVES
 from tests.align_train.corpus import preference_rows, sft_rows
 
 VOCAB = 97
@@ -125,11 +125,22 @@ def collated(tokenizer: Any, objective: str, pack: bool) -> TokenBatch:
     return Collator(tokenizer, objective=objective, max_length=256, pack=pack)(ParallelBatch.of(rows))
 
 
+COSINE = AlignmentSettings(loss="cosine", weight=1.0)
+
+
 def objective_loss(
-    model: torch.nn.Module, reference: LabelledLM | None, batch: TokenBatch, objective: str
+    model: torch.nn.Module,
+    reference: LabelledLM | None,
+    batch: TokenBatch,
+    objective: str,
+    term: AlignmentSettings = COSINE,
 ) -> torch.Tensor:
-    """The objective plus the alignment term, as a micro-step computes them."""
-    out = model(**batch.labelled_inputs(), output_hidden_states=True, uniform_weights=objective == "sft")
+    """The objective plus a coupled term (weight 1), as a micro-step computes them."""
+    out = model(
+        **batch.labelled_inputs(),
+        hidden_layer=term.hidden_layer,
+        uniform_weights=objective == "sft" and not term.weighs_logps,
+    )
     ref_logps = None
     if reference is not None:
         with torch.no_grad():
@@ -137,4 +148,6 @@ def objective_loss(
     spec = OBJECTIVES[objective]
     count = max(1, spec.count_units(batch))  # as LossScale counts a window without loss units
     result = spec.compute(out.logps, batch, reference=ref_logps, beta=0.1, count=count)
-    return result.loss + alignment_loss(out.hidden, batch, anchor_lang="en").loss
+    return (
+        result.loss + coupled_loss(CoupledInputs(out.logps, out.hidden), batch, term, anchor_lang="en").loss
+    )

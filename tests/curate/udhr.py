@@ -45,6 +45,9 @@ ANCHOR = "en"
 # Norwegian or Swedish, where a translation scores like an unrelated paragraph. Goals on meaning
 # (misaligned, truncated) are measured on these; the others check language ID.
 ENCODED = ("es", "ca", "gl", "pt", "fr", "it", "de", "nl", "pl", "ru", "id", "ms")
+# The languages of this dev set; the extract holds a few more for the Apertium dev set
+# (``tests/curate/apertium_dev.py``).
+LANGS = (ANCHOR, *ENCODED, "hr", "bs", "sr", "nb", "da", "sv")
 FAULTS = ("wrong_lang", "related_lang", "neighbour_lang", "misaligned", "truncated", "untranslated")
 KINDS = ("clean", *FAULTS)
 LID_FAULTS = ("wrong_lang", "related_lang", "neighbour_lang", "untranslated")  # what language ID can see
@@ -95,12 +98,14 @@ class DevRow:
         return PARTS[0] if self.article in TUNE_ARTICLES else PARTS[1]
 
 
-def load_extract(path: Path = EXTRACT) -> dict[str, dict[str, str]]:
-    """unit → language → paragraph, in the extract's order."""
+def load_extract(path: Path = EXTRACT, *, langs: Iterable[str] = LANGS) -> dict[str, dict[str, str]]:
+    """unit → language → paragraph, in the extract's order, for the languages ``langs``."""
+    wanted = set(langs)
     units: dict[str, dict[str, str]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
-        units.setdefault(record["unit"], {})[record["lang"]] = record["text"]
+        if record["lang"] in wanted:
+            units.setdefault(record["unit"], {})[record["lang"]] = record["text"]
     return units
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from experiments.parallel_gap import analyze
 from experiments.parallel_gap.config import ARMS, HERE, ExperimentConfig, load
-from experiments.parallel_gap.data import _swap_rejected
+from experiments.parallel_gap.data import swap_rejected
 from experiments.parallel_gap.problems import ONE_STEP, TWO_STEP, problems
 from tests import ROOT
 
@@ -105,11 +105,11 @@ def test_wrong_language_rejected_answers_replace_a_share_of_translations_only() 
         "rejected": [{"role": "assistant", "content": "1 + 1 = 3. The answer is 3."}],
     }
     rows = [{**anchor, "group_id": f"g{i}", "lang": "es", "rejected": ["wrong es"]} for i in range(400)]
-    swapped = [_swap_rejected(r, anchor, 0.5) for r in rows]
+    swapped = [swap_rejected(r, anchor, 0.5) for r in rows]
     share = sum(r["rejected"] == anchor["chosen"] for r in swapped) / len(rows)
     assert 0.4 < share < 0.6
-    assert _swap_rejected(anchor, anchor, 1.0) is anchor
-    assert all(r["rejected"] == ["wrong es"] for r in (_swap_rejected(r, anchor, 0.0) for r in rows))
+    assert swap_rejected(anchor, anchor, 1.0) is anchor
+    assert all(r["rejected"] == ["wrong es"] for r in (swap_rejected(r, anchor, 0.0) for r in rows))
 
 
 def _arm(correct: list, answers: list) -> analyze.ArmData:
@@ -157,7 +157,8 @@ def _smollm2_ready() -> bool:
 def test_experiment_smoke(tmp_path: Path) -> None:
     """`make experiment-smoke`: every arm trains one step on the same 12 rows' worth of data and is scored on
     the same held-out groups; the analysis writes its tables and plot."""
-    from experiments.parallel_gap.run import experiment, plan
+    from experiments.parallel_gap.config import plan
+    from experiments.parallel_gap.run import experiment
 
     # The converted model is shared with `make experiment-smoke` (written once, under models/).
     cfg = load(

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from align_train.batch import ParallelBatch
-from align_train.collator import Collator
 from align_train.config import EvalConfig
+from align_train.data.batch import IGNORE_INDEX, ParallelBatch
+from align_train.data.collator import Collator
 from align_train.eval.evaluate import evaluate, load_for_eval
 from align_train.eval.report import METRICS_FILE, PREDICTIONS_FILE
 from align_train.eval.summary import RowResult, summarize
-from align_train.losses import sequence_logps
+from align_train.modeling.logps import sequence_logps
+from align_train.modeling.model import load_tokenizer
 from schemas import stable_fraction
 from tests import ROOT
 from tests.align_train.corpus import read_groups
+from tests.rows import message, parallel_row
 
 torch.set_num_threads(1)
 
@@ -162,3 +167,86 @@ def test_max_groups_counts_the_groups_left_after_the_task_filter(
     expected = sorted(tool_groups, key=stable_fraction)[:3]
     assert sorted({r["group_id"] for r in rows}) == sorted(expected)
     assert {r["task"] for r in rows} == {"tool_calling"}
+
+
+def scripted_model(tokenizer: Any, chain: list[int]) -> LlamaForCausalLM:
+    """A tiny Llama whose greedy continuation of ``chain[0]`` is the rest of ``chain``: its layers add
+    nothing (zero output projections), so the last hidden state is the current token's normalised
+    embedding, and the output layer gives each token of the chain its successor's row (logit ``hidden`` =
+    64 against ±8 for a random pair)."""
+    successors = dict(itertools.pairwise(chain))
+    assert len(successors) == len(chain) - 1  # no token of the chain has two successors
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.lm_head.weight.zero_()
+        for token, successor in successors.items():
+            hidden = model.model.embed_tokens.weight[token]
+            model.lm_head.weight[successor] = hidden / hidden.pow(2).mean().sqrt()
+    return model
+
+
+def test_loglikelihood_scoring_counts_the_greedy_references(
+    make_shard_dir: Any, tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """A model that answers every question "The answer is 5.": the English reference is that answer, the
+    German one ("Die Antwort ist 5.") is not. Generation finds 5 in both; log-likelihood scoring counts the
+    English row only, from the loss pass (the same losses), and reports no consistency."""
+    tokenizer = load_tokenizer(tokenizer_dir)
+    rows = [
+        parallel_row(
+            "g1",
+            lang,
+            [message("user", question), message("assistant", reply)],
+            task="math",
+        )
+        for lang, question, reply in [
+            ("en", "What is 2 plus 3?", "The answer is 5."),
+            ("de", "Was ist 2 plus 3?", "Die Antwort ist 5."),
+        ]
+    ]
+    english = Collator(tokenizer, objective="sft", max_length=2048)(ParallelBatch.of(rows[:1]))
+    labelled = (english.labels[0] != IGNORE_INDEX).nonzero()[:, 0].tolist()
+    chain = english.input_ids[0, labelled[0] - 1 : labelled[-1] + 1].tolist()
+    model_dir = tmp_path / "model"
+    scripted_model(tokenizer, chain).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    data = make_shard_dir(rows)
+    found = {}
+    for scoring in ("generate", "loglikelihood"):
+        out = tmp_path / scoring
+        evaluate(EvalConfig(model=model_dir, data=data, out=out, scoring=scoring, max_new_tokens=16))
+        metrics = json.loads((out / METRICS_FILE).read_text())
+        predictions = {
+            p["lang"]: p for p in map(json.loads, (out / PREDICTIONS_FILE).read_text().splitlines())
+        }
+        found[scoring] = metrics, predictions, (out / "report.md").read_text()
+    metrics, predictions, report = found["generate"]
+    assert predictions["de"]["generation"] == "The answer is 5." and predictions["de"]["correct"]
+    assert metrics["scoring"] == "generate" and metrics["consistency"]["share"] == 1.0
+    metrics, predictions, report = found["loglikelihood"]
+    assert metrics["scoring"] == "loglikelihood" and metrics["config"]["scoring"] == "loglikelihood"
+    assert (predictions["en"]["correct"], predictions["de"]["correct"]) == (True, False)
+    assert predictions["en"]["predicted"] == "5" and predictions["de"]["predicted"] is None
+    assert all(p["generation"] is None for p in predictions.values())
+    assert metrics["langs"]["en"]["overall"]["accuracy"] == 1.0 and metrics["langs"]["de"]["gap"] == -1.0
+    assert metrics["consistency"] == {"groups": 1, "agreeing": None, "share": None}
+    assert (
+        metrics["consistent_correct"]["share"] == 0.0 and metrics["langs"]["de"]["agreement"]["share"] is None
+    )
+    assert "log-likelihood scoring" in report
+    for lang in ("en", "de"):
+        assert predictions[lang]["nll"] == found["generate"][1][lang]["nll"]

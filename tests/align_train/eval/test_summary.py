@@ -76,3 +76,35 @@ def test_calling_no_tool_in_every_language_is_not_consistency() -> None:
     assert (report.consistency.groups, report.consistency.agreeing) == (2, 0)
     assert report.consistent_correct.agreeing == 0
     assert report.langs["de"].agreement.agreeing == 0
+
+
+def test_loglikelihood_scoring_reports_all_correct_and_no_consistency() -> None:
+    """A row whose reference is not the greedy answer has an unknown answer: accuracy and all-correct are
+    known, consistency and agreement are not (``share`` None), and the report and chart say so."""
+    from align_train.eval.report import consistency_cell, markdown
+
+    results = [  # predicted = the reference's answer where the reference is the greedy continuation
+        row("g1", "en", "7"),
+        row("g1", "de", "7"),
+        row("g2", "en", "7"),
+        row("g2", "de", None),
+    ]
+    report = summarize(results, anchor_lang="en", langs=["en", "de"], scoring="loglikelihood")
+    assert report.scoring == "loglikelihood"
+    assert report.langs["en"].overall.accuracy == 1.0 and report.langs["de"].overall.accuracy == 0.5
+    assert (report.consistent_correct.groups, report.consistent_correct.agreeing) == (2, 1)
+    assert (report.consistency.groups, report.consistency.agreeing, report.consistency.share) == (
+        2,
+        None,
+        None,
+    )
+    assert report.consistency_by_task["math"].share is None
+    assert report.langs["de"].agreement.share is None and report.langs["de"].agreement.groups == 2
+    cell = consistency_cell(report.consistency, report.consistent_correct)
+    assert cell == "- (50.0% correct)"
+    header = {"data": "d", "split": "all", "holdout": 0.0, "max_new_tokens": 8, "backend": "transformers"}
+    text = markdown(report, {}, header=header | {"wall_s": 1.0, "model": None}, chart="a.png")
+    assert "greedy continuation" in text and "not available under log-likelihood scoring" in text
+    assert "1 of 2 groups (50.0%) are correct in every language" in text
+    generated = summarize(results, anchor_lang="en", langs=["en", "de"])
+    assert generated.scoring == "generate" and generated.consistency.share == 0.5

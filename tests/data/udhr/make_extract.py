@@ -24,7 +24,9 @@ from pathlib import Path
 
 # Our language code → the package's file (``declaration/<code>.html``). English is the anchor; the targets
 # cover the closely related pairs language ID confuses (Iberian Romance, BCMS, Malay/Indonesian,
-# Scandinavian) and a few well-supported languages of the multilingual Universal Sentence Encoder.
+# Scandinavian) and a few well-supported languages of the multilingual Universal Sentence Encoder; the last
+# five complete the languages Apertium translates English into (Esperanto) with a close relative of each
+# that none of them is (Slovene, Ido, Asturian, Occitan).
 VERSIONS = {
     "en": "eng",
     "es": "spa",
@@ -45,6 +47,11 @@ VERSIONS = {
     "nb": "nob",
     "da": "dan",
     "sv": "swe",
+    "eo": "epo",
+    "sl": "slv",
+    "io": "ido",
+    "ast": "ast",
+    "oc": "lnc",
 }
 
 

@@ -1,0 +1,267 @@
+"""Greedy decoding over a causal LM's forward and its KV cache, for evaluation.
+
+``model.generate`` decodes a batch until its longest answer ends: every row keeps computing after its own
+stop token, and the next batch waits. Evaluation answers vary from a few tokens to ``max_new_tokens``, and
+on a CPU a decoding step costs nearly as much for one row as for eight (it reads every weight once), so
+most of that time is spent on rows that have already finished. Here the batch is a set of *slots*:
+
+- a row leaves the batch (its cache rows are dropped) at its stop token, and a waiting prompt takes its
+  slot, so every step decodes up to ``batch_size`` live rows until the prompts run out;
+- the prompts' common prefix (the chat template's system turn) is computed once and its keys and values
+  are shared by every prompt;
+- rows of different lengths share one cache: each row's tokens end at the last column, earlier columns
+  are padding that the attention mask hides, and each row carries its own positions, so nothing depends on
+  where a row sits. Columns that no live row uses are cut off as rows leave.
+
+The output layer runs on the last position of each row only. The continuations are the ones
+``model.generate(do_sample=False)`` gives (the same arithmetic per row; a different batch can change the
+last bits of a matmul, see docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
+
+
+def supports_slots(model: PreTrainedModel) -> bool:
+    """Whether :func:`greedy_continuations` can decode ``model``: a decoder-only model with sdpa or eager
+    attention (which read any padding mask), whose forward takes ``position_ids`` and ``logits_to_keep``
+    and whose cache is plain full attention in every layer (a sliding window counts columns, which padding
+    in the middle of a row would shift)."""
+    if model.config.is_encoder_decoder or model.config._attn_implementation not in ("sdpa", "eager"):
+        return False
+    accepted = inspect.signature(model.forward).parameters
+    if not {"position_ids", "logits_to_keep", "cache"} <= set(accepted):
+        return False
+    cache = DynamicCache(config=model.config)
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+class _GrowingLayer(DynamicLayer):
+    """A full-attention cache layer whose keys and values are views of buffers with spare columns: a step
+    writes its column in place, where :class:`DynamicLayer` copies the whole layer (``torch.cat``)."""
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self.assign(key_states, value_states)
+            return self.keys, self.values
+        used, new = self.keys.shape[-2], key_states.shape[-2]
+        if used + new > self._keys.shape[-2]:
+            self.assign(self.keys, self.values, room=new)
+        self._keys[:, :, used : used + new] = key_states
+        self._values[:, :, used : used + new] = value_states
+        self.keys = self._keys[:, :, : used + new]
+        self.values = self._values[:, :, : used + new]
+        return self.keys, self.values
+
+    def assign(self, keys: torch.Tensor, values: torch.Tensor, *, room: int = 0) -> None:
+        """Hold ``keys`` and ``values`` (copied), with spare columns for ``room`` and then half as many
+        again as they have (at least 32), so that growing costs a copy every so many steps only."""
+        columns = keys.shape[-2] + room
+        spare = max(32, columns // 2)
+        self._keys = keys.new_empty((*keys.shape[:2], columns + spare, keys.shape[-1]))
+        self._values = values.new_empty((*values.shape[:2], columns + spare, values.shape[-1]))
+        self._keys[:, :, : keys.shape[-2]] = keys
+        self._values[:, :, : values.shape[-2]] = values
+        self.keys = self._keys[:, :, : keys.shape[-2]]
+        self.values = self._values[:, :, : values.shape[-2]]
+        self.is_initialized = True
+
+
+def _new_cache(model: PreTrainedModel) -> DynamicCache:
+    cache = DynamicCache(config=model.config)
+    cache.layers = [_GrowingLayer() for _ in cache.layers]
+    return cache
+
+
+@dataclass
+class _Rows:
+    """The live rows: which prompt each decodes, its tokens so far, its next position, and which cache
+    columns it attends to (``mask`` ``[rows, columns]``, its last column the row's last token)."""
+
+    prompt: list[int] = field(default_factory=list)
+    tokens: list[list[int]] = field(default_factory=list)
+    positions: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    cache: DynamicCache | None = None
+
+    def __len__(self) -> int:
+        return len(self.prompt)
+
+
+@torch.no_grad()
+def greedy_continuations(
+    model: PreTrainedModel,
+    prompts: Sequence[list[int]],
+    *,
+    stop: Sequence[int],
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[list[int]]:
+    """The greedy continuation of each prompt: at most ``max_new_tokens`` tokens, ending at the first
+    token of ``stop`` (included)."""
+    device = next(model.parameters()).device
+    stop_ids = set(stop)
+    out: list[list[int]] = [[] for _ in prompts]
+    waiting = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))[::-1]  # popped longest first
+    prefix = _common_prefix([prompts[i] for i in waiting])
+    shared = _prefill_prefix(model, prefix, device) if prefix else None
+    rows = _Rows()
+    while waiting or len(rows):
+        if waiting and len(rows) < batch_size:
+            admitted = [waiting.pop() for _ in range(min(batch_size - len(rows), len(waiting)))]
+            rows = _merge(rows, _admit(model, prompts, admitted, prefix, shared, device))
+        else:
+            _step(model, rows)
+        done = [
+            k
+            for k, tokens in enumerate(rows.tokens)
+            if len(tokens) >= max_new_tokens or tokens[-1] in stop_ids
+        ]
+        if done:
+            for k in done:
+                out[rows.prompt[k]] = rows.tokens[k]
+            rows = _drop(rows, done)
+    return out
+
+
+def _common_prefix(prompts: Sequence[list[int]]) -> list[int]:
+    """The longest token prefix that every prompt shares, short of the last token of the shortest (each
+    prompt keeps a token of its own to compute, whose logits give its first new token)."""
+    if not prompts:
+        return []
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        n = next((k for k in range(n) if p[k] != first[k]), n)
+    return list(first[:n])
+
+
+def _prefill_prefix(model: PreTrainedModel, prefix: list[int], device: torch.device) -> DynamicCache:
+    cache = _new_cache(model)
+    ids = torch.tensor([prefix], device=device)
+    model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+    return cache
+
+
+def _admit(
+    model: PreTrainedModel,
+    prompts: Sequence[list[int]],
+    admitted: list[int],
+    prefix: list[int],
+    shared: DynamicCache | None,
+    device: torch.device,
+) -> _Rows:
+    """New rows for ``admitted`` prompts: their tokens after the shared prefix, left-padded and computed
+    together over the prefix's cache, and their first new token."""
+    suffixes = [prompts[i][len(prefix) :] for i in admitted]
+    width = max(len(s) for s in suffixes)
+    n = len(admitted)
+    ids = torch.zeros((n, width), dtype=torch.long)
+    mask = torch.zeros((n, len(prefix) + width), dtype=torch.long)
+    positions = torch.zeros((n, width), dtype=torch.long)
+    mask[:, : len(prefix)] = 1
+    for r, s in enumerate(suffixes):
+        ids[r, width - len(s) :] = torch.tensor(s)
+        mask[r, len(prefix) + width - len(s) :] = 1
+        positions[r, width - len(s) :] = torch.arange(len(prefix), len(prefix) + len(s))
+    cache = _new_cache(model)
+    if shared is not None:
+        for layer, source in zip(cache.layers, shared.layers, strict=True):
+            layer.assign(source.keys.expand(n, -1, -1, -1), source.values.expand(n, -1, -1, -1), room=width)
+    logits = model(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits
+    first = logits[:, -1].argmax(dim=-1).tolist()
+    return _Rows(
+        prompt=admitted,
+        tokens=[[t] for t in first],
+        positions=torch.tensor([len(p) for p in (prompts[i] for i in admitted)], device=device),
+        mask=mask.to(device),
+        cache=cache,
+    )
+
+
+def _step(model: PreTrainedModel, rows: _Rows) -> None:
+    """One token more for every live row."""
+    assert rows.mask is not None and rows.positions is not None
+    last = torch.tensor([t[-1] for t in rows.tokens], device=rows.mask.device)
+    rows.mask = torch.cat([rows.mask, rows.mask.new_ones((len(rows), 1))], dim=1)
+    logits = model(
+        input_ids=last[:, None],
+        attention_mask=rows.mask,
+        position_ids=rows.positions[:, None],
+        cache=rows.cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits
+    rows.positions = rows.positions + 1
+    for tokens, token in zip(rows.tokens, logits[:, -1].argmax(dim=-1).tolist(), strict=True):
+        tokens.append(token)
+
+
+def _merge(old: _Rows, new: _Rows) -> _Rows:
+    """One batch of both sets of rows: the narrower cache padded on the left to the wider's columns."""
+    if not len(old):
+        return new
+    assert old.mask is not None and new.mask is not None and old.cache and new.cache
+    assert old.positions is not None and new.positions is not None
+    width = max(old.mask.shape[1], new.mask.shape[1])
+    for a, b in zip(old.cache.layers, new.cache.layers, strict=True):
+        a.assign(
+            torch.cat([_pad_left(a.keys, width), _pad_left(b.keys, width)]),
+            torch.cat([_pad_left(a.values, width), _pad_left(b.values, width)]),
+        )
+    return _Rows(
+        prompt=old.prompt + new.prompt,
+        tokens=old.tokens + new.tokens,
+        positions=torch.cat([old.positions, new.positions]),
+        mask=torch.cat([_pad_left(old.mask, width), _pad_left(new.mask, width)]),
+        cache=old.cache,
+    )
+
+
+def _drop(rows: _Rows, done: list[int]) -> _Rows:
+    """The rows without ``done``, and without the leading columns that none of them attends to."""
+    keep = [k for k in range(len(rows)) if k not in set(done)]
+    if not keep:
+        return _Rows()
+    assert rows.mask is not None and rows.positions is not None and rows.cache is not None
+    index = torch.tensor(keep, device=rows.mask.device)
+    mask = rows.mask[index]
+    start = int(mask.any(dim=0).long().argmax())
+    for layer in rows.cache.layers:
+        layer.assign(layer.keys[index, :, start:], layer.values[index, :, start:])
+    return _Rows(
+        prompt=[rows.prompt[k] for k in keep],
+        tokens=[rows.tokens[k] for k in keep],
+        positions=rows.positions[index],
+        mask=mask[:, start:],
+        cache=rows.cache,
+    )
+
+
+def _pad_left(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x`` (mask ``[rows, columns]`` or keys ``[rows, heads, columns, dim]``) with zero columns in front
+    up to ``width`` columns."""
+    dim = 1 if x.dim() == 2 else 2
+    missing = width - x.shape[dim]
+    if not missing:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
