@@ -42,7 +42,9 @@ def build_cmd(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
     langs: Annotated[str | None, typer.Option(help="Target languages, comma-separated: de,fr,sw.")] = None,
     anchor_lang: Annotated[str | None, typer.Option(help="Language of the source data.")] = None,
-    translator: Annotated[str | None, typer.Option(help="pretranslated, apertium, hf or openai.")] = None,
+    translator: Annotated[
+        str | None, typer.Option(help="pretranslated, apertium, hf, ctranslate2 or openai.")
+    ] = None,
     executor: Annotated[str | None, typer.Option(help="local (default) or ray.")] = None,
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster to join: auto, ray://HOST:10001 or HOST:PORT.")

@@ -52,15 +52,36 @@ class DedupConfig(_Section):
     seed: int = 1
 
 
-class HFTranslatorConfig(_Section):
+class _Seq2SeqConfig(_Section):
     """A local Marian / NLLB / M2M100 checkpoint. ``model_path`` may hold ``{src}`` and ``{tgt}`` for per-pair models."""
 
     model_path: str | None = None
-    batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(512, ge=1)
     num_beams: int = Field(1, ge=1)
     device: str = "cpu"
     lang_codes: dict[str, str] = Field(default_factory=dict)
+
+
+class HFTranslatorConfig(_Seq2SeqConfig):
+    """The checkpoint run by ``transformers`` (torch), ``batch_size`` texts at a time."""
+
+    batch_size: int = Field(16, ge=1)
+
+
+class CTranslate2TranslatorConfig(_Seq2SeqConfig):
+    """The checkpoint converted for CTranslate2 (once, kept in ``converted_path``) and run by it.
+
+    ``compute_type`` ``auto`` is int8 on a CPU and float16 on a GPU; float32 gives the ``hf`` backend's
+    greedy output. Batches hold up to ``max_batch_tokens`` source tokens, texts of similar length together.
+    """
+
+    compute_type: Literal["auto", "int8", "float32", "float16", "int8_float16"] = "auto"
+    max_batch_tokens: int = Field(4096, ge=1)
+    converted_path: str | None = Field(
+        None,
+        description="folder for the converted model, may hold {src} and {tgt}; "
+        "None = a hidden .ctranslate2 folder inside the model's folder",
+    )
 
 
 class OpenAITranslatorConfig(_Section):
@@ -84,9 +105,10 @@ class ApertiumTranslatorConfig(_Section):
 
 
 class TranslateConfig(_Section):
-    backend: Literal["pretranslated", "hf", "openai", "apertium"] = "apertium"
+    backend: Literal["pretranslated", "hf", "ctranslate2", "openai", "apertium"] = "apertium"
     cache: Path | None = None
     hf: HFTranslatorConfig = Field(default_factory=HFTranslatorConfig)
+    ctranslate2: CTranslate2TranslatorConfig = Field(default_factory=CTranslate2TranslatorConfig)
     openai: OpenAITranslatorConfig = Field(default_factory=OpenAITranslatorConfig)
     apertium: ApertiumTranslatorConfig = Field(default_factory=ApertiumTranslatorConfig)
 
