@@ -5,7 +5,7 @@ of ``Helsinki-NLP/opus-mt-en-de`` (6 + 6 layers, d_model 512, 8 heads, FFN 2048,
 like a real checkpoint with a word-level tokenizer, then converted by the backend itself. The sentences
 are 6 to 40 words drawn from the vocabulary. A random model does not stop on its own, so every output
 runs to ``--max-new-tokens``: both backends decode the same number of steps (that their greedy outputs
-are the same is tests/curate/translators/test_ct2.py's to check). Speed is sentences per CPU-second on one thread, the median of ``--repeats``
+are the same is tests/curate/translators/test_ctranslate2.py's to check). Speed is sentences per CPU-second on one thread, the median of ``--repeats``
 interleaved runs; ``hf`` in float32 with ``--batch-size`` texts a batch, ``ctranslate2`` in float32 and in int8 (its
 default on a CPU) with ``--max-batch-tokens``.
 

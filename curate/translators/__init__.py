@@ -8,7 +8,7 @@ from curate.config import TranslateConfig
 from curate.translators.apertium import ApertiumTranslator
 from curate.translators.base import TranslationErrors, Translator, TranslatorConfigError
 from curate.translators.cache import TranslationCache
-from curate.translators.ct2 import CTranslate2Translator
+from curate.translators.ctranslate2 import CTranslate2Translator
 from curate.translators.hf_seq2seq import HFSeq2SeqTranslator
 from curate.translators.openai_compat import CleartextKeyWarning, OpenAITranslator
 from curate.translators.pretranslated import PretranslatedTranslator

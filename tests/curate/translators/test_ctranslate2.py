@@ -12,7 +12,7 @@ pytest.importorskip("ctranslate2")
 from curate.config import CTranslate2TranslatorConfig, HFTranslatorConfig
 from curate.stages.translate import Translate
 from curate.translators import CTranslate2Translator, HFSeq2SeqTranslator, TranslationCache, TranslationErrors
-from curate.translators.ct2 import CONVERTED_DIR
+from curate.translators.ctranslate2 import CONVERTED_DIR
 from schemas import ConfigError
 from tests.curate.rows import row, table
 from tests.curate.translation import assert_accounted

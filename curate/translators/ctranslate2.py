@@ -152,6 +152,10 @@ def _convert(ctranslate2: Any, path: str, target: Path, source: dict[str, str]) 
             raise TranslatorConfigError(msg) from None
         (staging / "model" / SOURCE_FILE).write_text(json.dumps(source), encoding="utf-8")
         shutil.rmtree(target, ignore_errors=True)
-        (staging / "model").rename(target)
+        try:
+            (staging / "model").rename(target)
+        except OSError:
+            if _read_source(target) != source:  # not another process's conversion of the same model
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
