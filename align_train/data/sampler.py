@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from align_train.config import POLICIES, Policy, check_choice
+from align_train.choices import POLICIES, Policy, check_choice
 from align_train.data.batch import ParallelBatch
 from align_train.data.shard_stream import Group, ShardStream
 from schemas import normalize_lang

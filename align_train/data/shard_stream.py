@@ -21,11 +21,11 @@ at start-up with one line naming the file.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -35,9 +35,10 @@ import pyarrow.feather as feather
 from align_train.split import Split, check_split, in_split
 from schemas import ConfigError, DataError, Manifest, ShardInfo, normalize_lang, read_ipc
 
+_SLOT_BLOCK = 4096  # shuffle-buffer slots drawn at a time
 
-@dataclass(frozen=True)
-class Group:
+
+class Group(NamedTuple):
     """One source example and its translations: rows sorted by language, anchor included."""
 
     group_id: str
@@ -191,13 +192,23 @@ class ShardStream:
             yield group
 
     def _shuffled(self, epoch: int) -> Iterator[Group]:
+        """A shuffle buffer: once full, each new group takes the place of a random one, which is yielded.
+        The slots are drawn in blocks, as many as there will be draws (the same numbers one draw at a
+        time gives, at a fraction of the cost), so the buffer's final shuffle sees the same generator."""
         rng = np.random.default_rng((self.seed, epoch, self.rank))
+        draws = max(0, self._groups_per_rank - self.shuffle_buffer)
+        slots: Iterator[int] = iter(())
         buffer: list[Group] = []
         for group in self._in_file_order(epoch):
             if len(buffer) < self.shuffle_buffer:
                 buffer.append(group)
                 continue
-            slot = int(rng.integers(len(buffer)))
+            slot = next(slots, None)
+            if slot is None:
+                block = min(draws, _SLOT_BLOCK)
+                draws -= block
+                slots = iter(rng.integers(len(buffer), size=block).tolist())
+                slot = next(slots)
             yield buffer[slot]
             buffer[slot] = group
         rng.shuffle(buffer)  # type: ignore[arg-type]
@@ -215,11 +226,16 @@ class ShardStream:
             first += self._shard_groups_in_split[int(s)]
 
     def _shard_groups(self, shard: ShardInfo, first: int, limit: int) -> Iterator[Group]:
-        """This rank's groups of one shard, whose groups in the split are numbered globally from ``first``."""
+        """This rank's groups of one shard, whose groups in the split are numbered globally from ``first``.
+
+        Per record batch, where groups start and which of them are this rank's is worked out on the group
+        ids in Arrow and numpy; only the rows taken become Python objects, a column at a time.
+        """
         path = self.shard_dir / shard.file
-        index = first - 1
-        current: str | None = None
-        selected = False
+        index = first - 1  # the number of the last group of the split seen
+        last_id: str | None = None  # the group the previous record batch ended in ...
+        last_taken = False  # ... and whether it is this rank's
+        pending_id: str | None = None  # a group this rank takes, held until it is complete
         pending: list[dict[str, Any]] = []
         with pa.memory_map(str(path)) as source:
             reader = pa.ipc.open_file(source)
@@ -228,30 +244,63 @@ class ShardStream:
                 if self._filter is not None:
                     keep = pc.or_(batch.column("is_anchor"), pc.is_in(batch.column("lang"), self._filter))
                     batch = batch.filter(keep)
-                take: list[int] = []
-                for i, group_id in enumerate(batch.column("group_id").to_pylist()):
-                    if group_id != current:
-                        current = group_id
-                        selected = self._whole_shards or in_split(group_id, self.split, self.holdout)
-                        if selected:
-                            index += 1
-                    if selected and index < limit and index % self.world_size == self.rank:
-                        take.append(i)
-                if not take:
+                if batch.num_rows == 0:
                     continue
+                starts = _group_starts(batch, path)
+                ids = batch.column("group_id").take(pa.array(starts)).to_pylist()
+                fresh = np.ones(len(ids), dtype=bool)
+                fresh[0] = ids[0] != last_id  # or the group goes on from the previous batch
+                selected = fresh
+                if not self._whole_shards:
+                    selected = fresh & np.fromiter(
+                        (in_split(g, self.split, self.holdout) for g in ids), dtype=bool, count=len(ids)
+                    )
+                numbers = index + np.cumsum(selected)
+                taken = selected & (numbers < limit) & (numbers % self.world_size == self.rank)
+                taken[0] |= not fresh[0] and last_taken
+                index = int(numbers[-1])
+                last_id, last_taken = ids[-1], bool(taken[-1])
+                if not taken.any():
+                    continue
+                lengths = np.diff(starts, append=batch.num_rows)
+                if not taken.all():
+                    batch = batch.filter(pa.array(np.repeat(taken, lengths)))
+                rows = _rows(batch)
+                ends = np.cumsum(lengths[taken]).tolist()
                 # A group may continue in the next record batch, so it is yielded only once a row of
                 # another group (or the end of the shard) shows it is complete.
-                for record in batch.take(pa.array(take, pa.int64())).to_pylist():
-                    if pending and record["group_id"] != pending[0]["group_id"]:
-                        yield _group(pending)
-                        pending = []
-                    pending.append(record)
+                for group_id, begin, end in zip(
+                    itertools.compress(ids, taken), [0, *ends[:-1]], ends, strict=True
+                ):
+                    if group_id == pending_id:
+                        pending += rows[begin:end]
+                        continue
+                    if pending:
+                        yield Group(pending[0]["group_id"], pending)
+                    pending_id, pending = group_id, rows[begin:end]
         if pending:
-            yield _group(pending)
+            yield Group(pending[0]["group_id"], pending)
 
 
-def _group(rows: list[dict[str, Any]]) -> Group:
-    return Group(rows[0]["group_id"], sorted(rows, key=lambda row: row["lang"]))
+def _group_starts(batch: pa.RecordBatch, path: Path) -> np.ndarray:
+    """Positions where a new group starts in ``batch``, whose rows come in (group_id, lang) order as
+    ``curate build`` writes them (so a group's rows are sorted by language); a shard in another order is
+    refused."""
+    group_ids, langs = batch.column("group_id"), batch.column("lang")
+    n = batch.num_rows
+    same = pc.equal(group_ids.slice(1), group_ids.slice(0, n - 1))
+    if pc.any(pc.and_(same, pc.less(langs.slice(1), langs.slice(0, n - 1)))).as_py():
+        msg = f"shard {path} is not in (group_id, lang) order, as curate build writes shards: rebuild the corpus"
+        raise DataError(msg)
+    changed = pc.invert(same).to_numpy(zero_copy_only=False)
+    return np.concatenate([np.zeros(1, dtype=np.int64), np.flatnonzero(changed) + 1])
+
+
+def _rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """The rows of ``batch`` as dicts: the columns turned into Python lists by Arrow, then zipped into rows
+    by ``map`` in C (``RecordBatch.to_pylist`` builds each row with a dict comprehension instead)."""
+    columns = batch.to_pydict()
+    return list(map(dict, map(zip, itertools.repeat(list(columns)), zip(*columns.values(), strict=True))))
 
 
 def _checked_columns(shard: ShardInfo, root: Path) -> pa.Table:

@@ -29,7 +29,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from align_train.config import EvalConfig, ScorerName, Scoring
+from align_train.choices import ScorerName, Scoring
+from align_train.config import EvalConfig
 from align_train.data.collator import Collator
 from align_train.data.shard_stream import Group, ShardStream
 from align_train.eval.benchmarks import (

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from align_train.config import ScorerName
+from align_train.choices import ScorerName
 from align_train.data.batch import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from schemas import canonical_json, read_numbers
 

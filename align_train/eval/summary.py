@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from align_train.config import Scoring
+from align_train.choices import Scoring
 
 
 @dataclass(frozen=True)

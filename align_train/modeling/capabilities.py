@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from align_train.config import Attention
+from align_train.choices import Attention
 from align_train.data.batch import Segments
 from align_train.modeling.attention import VARLEN_SDPA, register
 from align_train.modeling.head import causal_lm, default_chunk_tokens

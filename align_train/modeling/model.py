@@ -21,7 +21,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from align_train.config import LoraConfig, Precision
+from align_train.choices import Precision
+from align_train.config import LoraConfig
 from align_train.distributed import all_finite
 from align_train.model_card import ModelFacts, gguf_facts, merged_facts, write_model_card
 from align_train.modeling.head import causal_lm

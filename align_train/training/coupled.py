@@ -39,7 +39,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from align_train.config import AlignmentLoss
+from align_train.choices import AlignmentLoss
 from align_train.data.batch import IGNORE_INDEX, ROLE_REJECTED, TokenBatch
 from align_train.modeling.logps import SeqLogps
 from align_train.training.losses import LossOutput, means_of

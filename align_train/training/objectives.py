@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from align_train.config import ObjectiveName
+from align_train.choices import ObjectiveName
 from align_train.data.batch import TokenBatch
 from align_train.distributed import Runtime, all_sum
 from align_train.modeling.logps import SeqLogps

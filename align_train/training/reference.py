@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from align_train.config import LoraConfig, ReferenceKind
+from align_train.choices import ReferenceKind
+from align_train.config import LoraConfig
 from align_train.data.batch import TokenBatch
 from align_train.data.collator import Collator
 from align_train.data.sampler import ParallelBatchSampler

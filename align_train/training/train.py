@@ -20,7 +20,8 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
-from align_train.config import PREFERENCE_OBJECTIVES, TrainConfig, save_yaml
+from align_train.choices import PREFERENCE_OBJECTIVES
+from align_train.config import TrainConfig, save_yaml
 from align_train.data.batch import TokenBatch
 from align_train.data.collator import Collator
 from align_train.data.prefetch import Prefetcher, windows

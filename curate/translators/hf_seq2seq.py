@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from curate.config import HFTranslatorConfig
+from curate.config import CTranslate2TranslatorConfig, HFTranslatorConfig
 from curate.translators.base import TranslationErrors, TranslatorConfigError
 from schemas import ConfigError
 from schemas.model_files import check_model_folder
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
 
 _PATH_FIELDS = frozenset({"src", "tgt"})
@@ -29,9 +29,13 @@ _SAMPLE_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
-class _Loaded:
+class Loaded:
+    """A pair's tokenizer and model, and what the shared code reads of the model's config."""
+
     tokenizer: PreTrainedTokenizerBase
-    model: PreTrainedModel
+    model: Any  # a transformers PreTrainedModel, or a CTranslate2 Translator
+    model_type: str
+    max_positions: int | None  # None: relative positions, no limit
 
 
 class HFSeq2SeqTranslator:
@@ -44,22 +48,16 @@ class HFSeq2SeqTranslator:
     """
 
     translates = True
+    backend = "hf"  # translate.backend, the prefix of ``name`` and the settings' section
 
-    def __init__(self, config: HFTranslatorConfig) -> None:
-        if not config.model_path:
-            msg = "translate.hf.model_path is required: a local folder holding a Marian, NLLB or M2M100 model"
-            raise ConfigError(msg)
-        fields = {name for _, name, _, _ in string.Formatter().parse(config.model_path) if name is not None}
-        if fields - _PATH_FIELDS:
-            msg = (
-                f"translate.hf.model_path {config.model_path!r} uses {sorted(fields - _PATH_FIELDS)}: "
-                "only {src} and {tgt} are allowed"
-            )
-            raise ConfigError(msg)
+    def __init__(self, config: HFTranslatorConfig | CTranslate2TranslatorConfig) -> None:
+        self.section = f"translate.{self.backend}"
+        check_path_template(f"{self.section}.model_path", config.model_path)
+        assert config.model_path is not None
         self.config = config
         self.template = config.model_path
-        self.name = f"hf:{config.model_path}"
-        self._loaded: dict[str, _Loaded] = {}
+        self.name = f"{self.backend}:{config.model_path}"
+        self._loaded: dict[str, Loaded] = {}
         self._fingerprints: dict[str, str] = {}
 
     def setup(self) -> None:
@@ -68,56 +66,62 @@ class HFSeq2SeqTranslator:
     def path(self, src: str, tgt: str) -> str:
         return self.template.format(src=src, tgt=tgt)
 
-    def _load(self, src: str, tgt: str) -> _Loaded:
+    def _load(self, src: str, tgt: str) -> Loaded:
         path = self.path(src, tgt)
         if path not in self._loaded:
             if not Path(path).is_dir():
                 msg = (
-                    f"translate.hf.model_path {self.template!r} gives {path!r} for {src}→{tgt}, "
+                    f"{self.section}.model_path {self.template!r} gives {path!r} for {src}→{tgt}, "
                     "which is not a folder"
                 )
                 raise TranslatorConfigError(msg)
             try:
-                check_model_folder(Path(path), setting=f"translate.hf.model_path ({src}→{tgt})")
+                check_model_folder(Path(path), setting=f"{self.section}.model_path ({src}→{tgt})")
             except ConfigError as e:
                 raise TranslatorConfigError(str(e)) from e
             from safetensors import SafetensorError
-            from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
             try:
-                tokenizer = AutoTokenizer.from_pretrained(
-                    path, local_files_only=True, trust_remote_code=False
-                )
-                model = AutoModelForSeq2SeqLM.from_pretrained(
-                    path, local_files_only=True, use_safetensors=True, trust_remote_code=False
-                )
+                self._loaded[path] = self._load_folder(path, src, tgt)
             except (OSError, ValueError, SafetensorError) as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                msg = f"translate.hf.model_path: {path} cannot be loaded as a translation model ({first})"
+                msg = f"{self.section}.model_path: {path} cannot be loaded as a translation model ({first})"
                 raise TranslatorConfigError(msg) from e
-            model.to(self.config.device).eval()
-            self._loaded[path] = _Loaded(tokenizer, model)
         return self._loaded[path]
+
+    def _load_folder(self, path: str, src: str, tgt: str) -> Loaded:
+        from transformers import AutoModelForSeq2SeqLM
+
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, trust_remote_code=False
+        )
+        model.to(self.config.device).eval()
+        max_positions = getattr(model.config, "max_position_embeddings", None)
+        return Loaded(load_tokenizer(path), model, model.config.model_type, max_positions)
+
+    def fingerprint(self, path: str) -> str:
+        """:func:`model_fingerprint` of a model folder, taken once per folder and run."""
+        if path not in self._fingerprints:
+            self._fingerprints[path] = model_fingerprint(Path(path))
+        return self._fingerprints[path]
 
     def _lang_code(self, lang: str) -> str:
         code = self.config.lang_codes.get(lang)
         if code is None:
             msg = (
-                f"translate.hf.lang_codes has no entry for {lang!r} (it has "
+                f"{self.section}.lang_codes has no entry for {lang!r} (it has "
                 f"{sorted(self.config.lang_codes)}): add the model's code for it, "
-                f"e.g. --set translate.hf.lang_codes.{lang}=..."
+                f"e.g. --set {self.section}.lang_codes.{lang}=..."
             )
             raise TranslatorConfigError(msg)
         return code
 
-    def _forced_bos(self, loaded: _Loaded, src: str, tgt: str) -> int | None:
+    def _forced_bos(self, loaded: Loaded, src: str, tgt: str) -> int | None:
         """The target language token to force first, or None for a single-pair model."""
-        model_type = loaded.model.config.model_type
+        model_type = loaded.model_type
         if not self.config.lang_codes:
             if model_type in _MULTILINGUAL:
-                msg = (
-                    f"{self.path(src, tgt)} is a multilingual {model_type} model: set translate.hf.lang_codes"
-                )
+                msg = f"{self.path(src, tgt)} is a multilingual {model_type} model: set {self.section}.lang_codes"
                 raise TranslatorConfigError(msg)
             return None
         self._lang_code(src)
@@ -128,7 +132,7 @@ class HFSeq2SeqTranslator:
         token_id = get_lang_id(code) if get_lang_id is not None else tokenizer.convert_tokens_to_ids(code)
         if token_id is None or token_id == tokenizer.unk_token_id:
             msg = (
-                f"language code {code!r} (translate.hf.lang_codes.{tgt}) is not a token of "
+                f"language code {code!r} ({self.section}.lang_codes.{tgt}) is not a token of "
                 f"{self.path(src, tgt)}'s tokenizer"
             )
             raise TranslatorConfigError(msg)
@@ -141,12 +145,9 @@ class HFSeq2SeqTranslator:
         """The pair's model folder by content (:func:`model_fingerprint`, taken once per folder), the
         language codes the pair uses and the decoding settings. ``device`` and ``batch_size`` are left
         out: they change the speed, not the translation."""
-        path = self.path(src, tgt)
-        if path not in self._fingerprints:
-            self._fingerprints[path] = model_fingerprint(Path(path))
         return {
-            "backend": "hf",
-            "model": self._fingerprints[path],
+            "backend": self.backend,
+            "model": self.fingerprint(self.path(src, tgt)),
             "lang_codes": [self.config.lang_codes.get(src), self.config.lang_codes.get(tgt)],
             "num_beams": self.config.num_beams,
             "max_new_tokens": self.config.max_new_tokens,
@@ -160,30 +161,43 @@ class HFSeq2SeqTranslator:
             loaded.tokenizer.src_lang = self._lang_code(src)
         if not texts:
             return []
-        limit = getattr(loaded.model.config, "max_position_embeddings", None)  # None: relative positions
-        lengths = [len(ids) for ids in loaded.tokenizer(texts)["input_ids"]]
+        limit = loaded.max_positions
+        ids = loaded.tokenizer(texts)["input_ids"]
         results: list[str | None] = [None] * len(texts)
         errors = {
-            i: f"input is {n} tokens, the model reads at most {limit}"
-            for i, n in enumerate(lengths)
-            if limit is not None and n > limit
+            i: f"input is {len(text_ids)} tokens, the model reads at most {limit}"
+            for i, text_ids in enumerate(ids)
+            if limit is not None and len(text_ids) > limit
         }
-        order = sorted(
-            (i for i in range(len(texts)) if i not in errors), key=lengths.__getitem__, reverse=True
+        readable = [i for i in range(len(texts)) if i not in errors]
+        outputs = self._translate_ids(
+            loaded, [ids[i] for i in readable], [texts[i] for i in readable], forced_bos
         )
+        for i, output in zip(readable, outputs, strict=True):
+            if output is None:
+                errors[i] = f"translation cut at max_new_tokens={self.config.max_new_tokens}"
+            results[i] = output
+        if errors:
+            raise TranslationErrors(results, errors)
+        return [out for out in results if out is not None]
+
+    def _translate_ids(
+        self, loaded: Loaded, ids: list[list[int]], texts: list[str], forced_bos: int | None
+    ) -> list[str | None]:
+        """Outputs of ``texts`` (tokenized as ``ids``), None where cut at ``max_new_tokens``: batches of
+        ``batch_size`` texts, longest first, so that a batch pads little."""
+        assert isinstance(self.config, HFTranslatorConfig)
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
+        results: list[str | None] = [None] * len(texts)
         size = self.config.batch_size
         for start in range(0, len(order), size):
             batch = order[start : start + size]
             outputs = self._generate(loaded, [texts[i] for i in batch], forced_bos)
             for i, output in zip(batch, outputs, strict=True):
-                if output is None:
-                    errors[i] = f"translation cut at max_new_tokens={self.config.max_new_tokens}"
                 results[i] = output
-        if errors:
-            raise TranslationErrors(results, errors)
-        return [out for out in results if out is not None]
+        return results
 
-    def _generate(self, loaded: _Loaded, texts: list[str], forced_bos: int | None) -> list[str | None]:
+    def _generate(self, loaded: Loaded, texts: list[str], forced_bos: int | None) -> list[str | None]:
         """Decoded outputs, None where generation stopped at ``max_new_tokens`` before its end token."""
         import torch
 
@@ -202,6 +216,23 @@ class HFSeq2SeqTranslator:
             out[:, 1:], loaded.model.generation_config.eos_token_id, self.config.max_new_tokens
         )
         return [text if done else None for text, done in zip(decoded, finished, strict=True)]
+
+
+def check_path_template(setting: str, template: str | None) -> None:
+    """Refuse a missing model path, or one with fields other than ``{src}`` and ``{tgt}``."""
+    if not template:
+        msg = f"{setting} is required: a local folder holding a Marian, NLLB or M2M100 model"
+        raise ConfigError(msg)
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    if fields - _PATH_FIELDS:
+        msg = f"{setting} {template!r} uses {sorted(fields - _PATH_FIELDS)}: only {{src}} and {{tgt}} are allowed"
+        raise ConfigError(msg)
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
 
 
 def model_fingerprint(folder: Path) -> str:

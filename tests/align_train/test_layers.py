@@ -13,7 +13,7 @@ PACKAGE = Path(align_train.__file__).parent
 
 LAYERS: dict[str, tuple[str, ...]] = {
     # Settings, the types between layers and lookups that every layer may read.
-    "base": ("config", "split", "run_folder", "threads", "distributed", "model_card"),
+    "base": ("choices", "config", "split", "run_folder", "threads", "distributed", "model_card"),
     "data": ("data",),
     "model": ("modeling",),
     "objectives": ("training.losses", "training.coupled", "training.objectives", "training.reference"),

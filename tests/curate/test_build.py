@@ -327,3 +327,46 @@ def test_kill_minus_9_then_resume_is_byte_identical(tmp_path: Path, demo_subset:
     assert resumed.returncode == 0, resumed.stderr
     assert outputs(killed) == outputs(full)
     assert json.loads((killed / "manifest.json").read_text())["counts"]
+
+
+def test_the_threads_setting_reaches_the_process_and_the_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``threads`` is given to this process's pools before any stage loads, and to the USE encoder."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from curate.build import make_stages
+    from curate.config import BuildConfig
+    from curate.stages.equivalence import Equivalence
+    from schemas.threads import POOL_VARIABLES, set_threads
+
+    for name in POOL_VARIABLES:
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    before = torch.get_num_threads()
+    out = tmp_path / "parallel"
+    try:
+        config_file = str(ROOT / "examples" / "demo_pretranslated.yaml")
+        args = [
+            "build",
+            config_file,
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "threads=2",
+            "--limit",
+            "8",
+        ]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert {os.environ[name] for name in POOL_VARIABLES} == {"2"}
+        assert torch.get_num_threads() == 2
+        assert {pool["num_threads"] for pool in threadpool_info()} == {2}
+    finally:
+        set_threads(before)
+    config = BuildConfig(
+        inputs=[ROOT / "examples" / "demo" / "parallel.jsonl"], out=out, langs=["es"], threads=3
+    )
+    (equivalence,) = [s for s in make_stages(config) if isinstance(s, Equivalence)]
+    assert equivalence.embedder.threads == 3  # type: ignore[attr-defined]

@@ -281,3 +281,20 @@ def test_a_manifest_listing_a_shard_twice_is_refused(shard_dir: Path, tmp_path: 
     (corpus / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=r"part-000000\.arrow is listed twice"):
         ShardStream(corpus)
+
+
+def test_a_shard_out_of_language_order_is_refused(shard_dir: Path, tmp_path: Path) -> None:
+    """A group's rows come sorted by language, as curate build writes them; a shard that is not (written
+    by other code, its manifest updated to match) is named rather than read into groups out of order."""
+    corpus = copy_corpus(shard_dir, tmp_path)
+    path = corpus / "shards" / "part-000001.arrow"
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    table = table.take(list(range(table.num_rows))[::-1])  # same rows and counts, languages descending
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    rewrite_shard(corpus, "shards/part-000001.arrow", sink.getvalue().to_pybytes())
+    stream = ShardStream(corpus)
+    with pytest.raises(DataError, match=r"part-000001\.arrow is not in \(group_id, lang\) order"):
+        list(stream)

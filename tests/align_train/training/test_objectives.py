@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from align_train.config import OBJECTIVE_NAMES
+from align_train.choices import OBJECTIVE_NAMES
 from align_train.data.batch import ParallelBatch, TokenBatch
 from align_train.data.collator import Collator
 from align_train.distributed import Runtime

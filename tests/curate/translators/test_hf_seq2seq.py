@@ -17,46 +17,7 @@ from curate.translators.hf_seq2seq import model_fingerprint
 from schemas import content_hash
 from tests.curate.rows import row, table
 from tests.curate.translation import assert_accounted, contents, rejects
-
-# The tokenizer's whole vocabulary: the words of these lines.
-CORPUS = ("the cat is on the table .", "hello world ?", "el gato está en la mesa ,", "hola mundo ⟦0⟧ ⟦1⟧")
-
-
-def save_marian(path: Path, *, seed: int, bias: dict[str, float] | None = None) -> None:
-    """A tiny randomly initialised Marian model with a word-level tokenizer, saved like a real checkpoint."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
-
-    words = dict.fromkeys(["<pad>", "</s>", "<unk>", *(w for line in CORPUS for w in line.split())])
-    vocab = {w: i for i, w in enumerate(words)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
-    config = MarianConfig(
-        vocab_size=len(vocab),
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    torch.manual_seed(seed)
-    model = MarianMTModel(config)
-    for token, value in (bias or {}).items():
-        model.final_logits_bias[0, vocab[token]] = value
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+from tests.curate.translators.seq2seq_models import save_marian
 
 
 @pytest.fixture(scope="module")
