@@ -51,6 +51,7 @@ CLAIMS: list[tuple[str, str, str, str, int]] = [
     ("Coupled term: answer-likelihood consistency", "consistency", "shuffled", "non_en", +1),
     ("DPO on parallel batches (gap 13.9 → 4.1 in the paper)", "dpo-parallel", "dpo-shuffled", "non_en", +1),
     ("... and the gap to English", "dpo-parallel", "dpo-shuffled", "gap", +1),
+    ("... and the non-English answer loss", "dpo-parallel", "dpo-shuffled", "non_en_loss", -1),
     (
         "ORPO on parallel batches (gap 13.6 → 3.6 in the paper)",
         "orpo-parallel",
@@ -59,6 +60,7 @@ CLAIMS: list[tuple[str, str, str, str, int]] = [
         +1,
     ),
     ("... and the gap to English", "orpo-parallel", "orpo-shuffled", "gap", +1),
+    ("... and the non-English answer loss", "orpo-parallel", "orpo-shuffled", "non_en_loss", -1),
     ("Unseen languages improve with parallel batches", "parallel", "shuffled", "heldout", +1),
     ("... in answer loss", "parallel", "shuffled", "heldout_loss", -1),
     ("Unseen languages improve with parallel training at all", "parallel", "base", "heldout", +1),
