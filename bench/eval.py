@@ -12,6 +12,8 @@ and ``max_new_tokens``:
   slot decoding, see :mod:`align_train.eval.decoding`);
 - ``loglikelihood``: the whole held-out scoring under ``scoring: loglikelihood``: the loss pass, which also
   says whether each reference is the greedy answer (:mod:`align_train.eval.likelihood`); no generation;
+- ``loglikelihood-unshared``: the same with every row computed whole (``share_prefix=False``): what
+  computing the rows' common prefix (the chat template's system turn) once saves;
 - ``loss-full-logits``: the loss pass as it was, for comparison: the collator's padded batches, the full
   logits, ``sequence_logps``.
 
@@ -50,7 +52,7 @@ from align_train.modeling.model import from_gguf
 from align_train.threads import set_threads
 from schemas import stable_fraction
 
-ARMS = ("generate", "ours", "loglikelihood", "loss-full-logits")
+ARMS = ("generate", "ours", "loglikelihood", "loglikelihood-unshared", "loss-full-logits")
 
 
 def main() -> None:
@@ -145,8 +147,11 @@ def run(args: argparse.Namespace, data: Path) -> None:
             model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
         )
 
-    def loglikelihood() -> list[bool]:
-        return [s.greedy for s in reference_scores(model, collator, rows, batch_size=args.batch_size)]
+    def loglikelihood(share_prefix: bool = True) -> list[bool]:
+        scores = reference_scores(
+            model, collator, rows, batch_size=args.batch_size, share_prefix=share_prefix
+        )
+        return [s.greedy for s in scores]
 
     def full_logits() -> list[float]:
         order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
@@ -162,6 +167,7 @@ def run(args: argparse.Namespace, data: Path) -> None:
         "generate": plain,
         "ours": ours,
         "loglikelihood": loglikelihood,
+        "loglikelihood-unshared": lambda: loglikelihood(share_prefix=False),
         "loss-full-logits": full_logits,
     }
     times: dict[str, list[float]] = {arm: [] for arm in args.arms}
@@ -204,6 +210,13 @@ def report(
         print(
             f"loss pass, logits on the answer positions vs full logits: "
             f"{best['loss-full-logits'] / best['loglikelihood']:.2f}x"
+        )
+    if "loglikelihood" in best and "loglikelihood-unshared" in best:
+        same = outputs["loglikelihood"] == outputs["loglikelihood-unshared"]
+        print(
+            f"loglikelihood, the prefix computed once / every row whole: "
+            f"{best['loglikelihood-unshared'] / best['loglikelihood']:.2f}x, "
+            f"{'the same' if same else 'DIFFERENT'} greedy verdicts"
         )
     if "generate" in best and "loglikelihood" in best:
         print(f"vs_generate_loglikelihood: speed={best['generate'] / best['loglikelihood']:.2f}")

@@ -113,8 +113,8 @@ def greedy_continuations(
     stop_ids = set(stop)
     out: list[list[int]] = [[] for _ in prompts]
     waiting = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))[::-1]  # popped longest first
-    prefix = _common_prefix([prompts[i] for i in waiting])
-    shared = _prefill_prefix(model, prefix, device) if prefix else None
+    prefix = common_prefix([prompts[i] for i in waiting])
+    shared = prefill_prefix(model, prefix, device) if prefix else None
     rows = _Rows()
     while waiting or len(rows):
         if waiting and len(rows) < batch_size:
@@ -134,7 +134,7 @@ def greedy_continuations(
     return out
 
 
-def _common_prefix(prompts: Sequence[list[int]]) -> list[int]:
+def common_prefix(prompts: Sequence[list[int]]) -> list[int]:
     """The longest token prefix that every prompt shares, short of the last token of the shortest (each
     prompt keeps a token of its own to compute, whose logits give its first new token)."""
     if not prompts:
@@ -146,10 +146,19 @@ def _common_prefix(prompts: Sequence[list[int]]) -> list[int]:
     return list(first[:n])
 
 
-def _prefill_prefix(model: PreTrainedModel, prefix: list[int], device: torch.device) -> DynamicCache:
+def prefill_prefix(model: PreTrainedModel, prefix: list[int], device: torch.device) -> DynamicCache:
     cache = _new_cache(model)
     ids = torch.tensor([prefix], device=device)
     model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+    return cache
+
+
+def expand_cache(model: PreTrainedModel, shared: DynamicCache, rows: int, *, room: int) -> DynamicCache:
+    """A cache of ``rows`` rows, each starting with ``shared``'s one row of keys and values, with spare
+    columns for ``room`` more."""
+    cache = _new_cache(model)
+    for layer, source in zip(cache.layers, shared.layers, strict=True):
+        layer.assign(source.keys.expand(rows, -1, -1, -1), source.values.expand(rows, -1, -1, -1), room=room)
     return cache
 
 
@@ -174,10 +183,7 @@ def _admit(
         ids[r, width - len(s) :] = torch.tensor(s)
         mask[r, len(prefix) + width - len(s) :] = 1
         positions[r, width - len(s) :] = torch.arange(len(prefix), len(prefix) + len(s))
-    cache = _new_cache(model)
-    if shared is not None:
-        for layer, source in zip(cache.layers, shared.layers, strict=True):
-            layer.assign(source.keys.expand(n, -1, -1, -1), source.values.expand(n, -1, -1, -1), room=width)
+    cache = _new_cache(model) if shared is None else expand_cache(model, shared, n, room=width)
     logits = model(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),

@@ -87,3 +87,29 @@ def test_reference_loss_is_the_training_loss_on_full_logits(tiny: tuple[Any, Any
     assert [s.tokens for s in scores] == logps.counts.tolist()
     assert [s.nll for s in scores] == pytest.approx((-logps.sums).tolist(), rel=1e-5)
     assert not any(s.greedy for s in scores)  # a random model does not answer these
+
+
+def test_a_shared_prefix_is_computed_once_with_the_same_scores(tiny: tuple[Any, Any]) -> None:
+    """Rows that share a system turn: scored over the prefix's cache, the loss and ``is_greedy`` of each
+    row are those of the whole row computed in one piece (``share_prefix=False``), for the model's
+    own greedy answers and for changed ones, in batches of mixed lengths."""
+    import align_train.eval.likelihood as likelihood
+
+    tokenizer, model = tiny
+    system = tokenizer("You are a careful assistant. Answer in one line.\n", add_special_tokens=False)
+    prompts = [
+        system["input_ids"] + tokenizer(t, add_special_tokens=False)["input_ids"]
+        for t in ["What is 2 plus 3?", "x", "Cuánto es 7 por 8, por favor?"]
+    ]
+    sequences = []
+    for prompt in prompts:
+        greedy = model.generate(
+            input_ids=torch.tensor([prompt]), do_sample=False, max_new_tokens=4, pad_token_id=0
+        )[0, len(prompt) :].tolist()
+        sequences += [answer(prompt, greedy), answer(prompt, [*greedy[:1], (greedy[1] + 1) % len(tokenizer)])]
+    assert len(likelihood._unlabelled_prefix(sequences)) == len(system["input_ids"])
+    shared = score_tokens(model, sequences, batch_size=4)
+    whole = score_tokens(model, sequences, batch_size=4, share_prefix=False)
+    assert [s.greedy for s in shared] == [s.greedy for s in whole] == [True, False] * len(prompts)
+    assert [s.tokens for s in shared] == [s.tokens for s in whole]
+    assert [s.nll for s in shared] == pytest.approx([s.nll for s in whole], rel=1e-5, abs=1e-4)
