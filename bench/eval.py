@@ -49,8 +49,8 @@ from align_train.eval.likelihood import reference_scores
 from align_train.eval.scoring import SCORERS
 from align_train.modeling.logps import sequence_logps
 from align_train.modeling.model import from_gguf
-from align_train.threads import set_threads
 from schemas import stable_fraction
+from schemas.threads import set_threads
 
 ARMS = ("generate", "ours", "loglikelihood", "loglikelihood-unshared", "loss-full-logits")
 

@@ -64,12 +64,12 @@ from align_train.modeling.attention import VARLEN_SDPA
 from align_train.modeling.capabilities import choose_attention, choose_head
 from align_train.modeling.head import LabelledLM
 from align_train.modeling.model import compile_layers, load_model, load_tokenizer, tiny_model
-from align_train.threads import set_threads
 from align_train.training.coupled import AlignmentSettings
 from align_train.training.objectives import OBJECTIVES, LossScale
 from align_train.training.optim import adamw
 from align_train.training.reference import Reference, ReferenceTable
 from align_train.training.train import micro_step
+from schemas.threads import set_threads
 
 # Dense bf16 peak (FLOP/s) by device-name fragment, for MFU.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}

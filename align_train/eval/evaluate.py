@@ -48,8 +48,8 @@ from align_train.eval.summary import EvalReport, RowResult, summarize
 from align_train.model_card import record_results
 from align_train.modeling.model import compute_dtype, load_model, load_tokenizer
 from align_train.run_folder import resolve_model
-from align_train.threads import set_threads
 from schemas import ConfigError, stable_fraction
+from schemas.threads import set_threads
 
 
 @dataclass(frozen=True)

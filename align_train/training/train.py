@@ -54,7 +54,6 @@ from align_train.modeling.model import (
     load_tokenizer,
 )
 from align_train.run_folder import RUN_CONFIG
-from align_train.threads import set_threads
 from align_train.training.checkpoint import (
     corpus_identity,
     load_trainer_state,
@@ -76,6 +75,7 @@ from align_train.training.reference import (
 )
 from align_train.training.trackers import open_trackers
 from schemas import ConfigError, UserError
+from schemas.threads import set_threads
 
 
 def train(cfg: TrainConfig) -> Path:

@@ -373,9 +373,9 @@ def make_embedder(
     config: EquivalenceConfig, *, langs: Sequence[str] = (), threads: int | None = None
 ) -> Embedder:
     """The embedder ``config.backend`` names for a build into ``langs``; ``threads`` is the build's CPU
-    thread setting. ``auto`` is USE where it reads every one of them, else e5 where that does. A build with a language its offline encoder cannot read
-    stops here, before anything runs: its true translations would score like unrelated text and be
-    rejected."""
+    thread setting. ``auto`` is USE where it reads every one of them, else e5 where that does. A build
+    with a language its offline encoder cannot read stops here, before anything runs: its true
+    translations would score like unrelated text and be rejected."""
     if config.backend in ("auto", "use", "e5"):
         if config.model_path is not None:
             msg = (
