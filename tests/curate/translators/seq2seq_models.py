@@ -4,6 +4,17 @@ from pathlib import Path
 
 # The tokenizer's whole vocabulary: the words of these lines.
 CORPUS = ("the cat is on the table .", "hello world ?", "el gato está en la mesa ,", "hola mundo ⟦0⟧ ⟦1⟧")
+# Layer sizes of every tiny encoder-decoder here (Marian, M2M100): small enough to build in milliseconds.
+TINY_DIMS = {
+    "d_model": 16,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "encoder_ffn_dim": 32,
+    "decoder_ffn_dim": 32,
+    "max_position_embeddings": 64,
+}
 
 
 def save_marian(
@@ -38,14 +49,7 @@ def save_marian(
     )
     config = MarianConfig(
         vocab_size=len(vocab),
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=64,
+        **TINY_DIMS,
         pad_token_id=vocab["<pad>"],
         eos_token_id=vocab["</s>"],
         decoder_start_token_id=vocab["<pad>"],

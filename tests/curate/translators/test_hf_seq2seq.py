@@ -17,7 +17,7 @@ from curate.translators.hf_seq2seq import model_fingerprint
 from schemas import content_hash
 from tests.curate.rows import row, table
 from tests.curate.translation import assert_accounted, contents, rejects
-from tests.curate.translators.seq2seq_models import save_marian
+from tests.curate.translators.seq2seq_models import TINY_DIMS, save_marian
 
 
 @pytest.fixture(scope="module")
@@ -228,14 +228,7 @@ def nllb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = NllbTokenizer(vocab=vocab, merges=[], extra_special_tokens=["eng_Latn", "spa_Latn"])
     config = M2M100Config(
         vocab_size=len(tokenizer),
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=64,
+        **TINY_DIMS,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
