@@ -267,6 +267,11 @@ class EvalConfig(_Section):
     )
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(256, ge=1)
+    lookahead: int = Field(
+        3,
+        ge=0,
+        description="tokens drafted per answer and step by prompt lookup, checked in the same forward",
+    )
     max_length: int = Field(2048, ge=16, description="tokens of prompt + reference scored for the loss")
     backend: Literal["transformers", "vllm"] = "transformers"
     dtype: Precision = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")

@@ -9,7 +9,8 @@ and ``max_new_tokens``:
 - ``generate``: plain ``model.generate(do_sample=False)``, ``--batch-size`` prompts at a time in the order
   given, left-padded: the loop one writes by hand;
 - ``ours``: the generation path of ``align-train eval`` (:func:`align_train.eval.generate.generate_greedy`:
-  slot decoding, see :mod:`align_train.eval.decoding`);
+  slot decoding with prompt lookup at the default ``lookahead``, see :mod:`align_train.eval.decoding`);
+- ``slots``: the same with ``lookahead: 0``, one token per row and step: what prompt lookup adds;
 - ``loglikelihood``: the whole held-out scoring under ``scoring: loglikelihood``: the loss pass, which also
   says whether each reference is the greedy answer (:mod:`align_train.eval.likelihood`); no generation;
 - ``loglikelihood-unshared``: the same with every row computed whole (``share_prefix=False``): what
@@ -52,7 +53,8 @@ from align_train.modeling.model import from_gguf
 from schemas import stable_fraction
 from schemas.threads import set_threads
 
-ARMS = ("generate", "ours", "loglikelihood", "loglikelihood-unshared", "loss-full-logits")
+ARMS = ("generate", "ours", "slots", "loglikelihood", "loglikelihood-unshared", "loss-full-logits")
+LOOKAHEAD = EvalConfig.model_fields["lookahead"].default
 
 
 def main() -> None:
@@ -142,9 +144,14 @@ def run(args: argparse.Namespace, data: Path) -> None:
             tokenizer.decode([t for t in new if t not in stop], skip_special_tokens=True) for new in tokens
         ]
 
-    def ours() -> list[str]:
+    def ours(lookahead: int = LOOKAHEAD) -> list[str]:
         return generate_greedy(
-            model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            lookahead=lookahead,
         )
 
     def loglikelihood(share_prefix: bool = True) -> list[bool]:
@@ -166,6 +173,7 @@ def run(args: argparse.Namespace, data: Path) -> None:
     runners: dict[str, Callable[[], Any]] = {
         "generate": plain,
         "ours": ours,
+        "slots": lambda: ours(lookahead=0),
         "loglikelihood": loglikelihood,
         "loglikelihood-unshared": lambda: loglikelihood(share_prefix=False),
         "loss-full-logits": full_logits,
@@ -195,12 +203,14 @@ def report(
             SCORERS[i.scorer].predicted(text) == i.expected for i, text in zip(items, reference, strict=True)
         ]
         print(f"generate: accuracy {sum(correct) / len(items):.1%} (answers generated, read by the scorers)")
-        if "ours" in outputs:
-            same = sum(a == b for a, b in zip(reference, outputs["ours"], strict=True))
+        for arm in ("ours", "slots"):
+            if arm not in outputs:
+                continue
+            same = sum(a == b for a, b in zip(reference, outputs[arm], strict=True))
             print(
-                f"ours: {same} of {len(items)} continuations identical to generate's ({same / len(items):.1%})"
+                f"{arm}: {same} of {len(items)} continuations identical to generate's ({same / len(items):.1%})"
             )
-            for k, (a, b) in enumerate(zip(reference, outputs["ours"], strict=True)):
+            for k, (a, b) in enumerate(zip(reference, outputs[arm], strict=True)):
                 if a != b:
                     print(f"  differs at prompt {k}: first {common_chars(a, b)} characters agree")
     if "loglikelihood" in outputs:
@@ -217,6 +227,10 @@ def report(
             f"loglikelihood, the prefix computed once / every row whole: "
             f"{best['loglikelihood-unshared'] / best['loglikelihood']:.2f}x, "
             f"{'the same' if same else 'DIFFERENT'} greedy verdicts"
+        )
+    if "ours" in best and "slots" in best:
+        print(
+            f"prompt lookup (lookahead {LOOKAHEAD}) vs one token per step: {best['slots'] / best['ours']:.2f}x"
         )
     if "generate" in best and "loglikelihood" in best:
         print(f"vs_generate_loglikelihood: speed={best['generate'] / best['loglikelihood']:.2f}")

@@ -13,9 +13,17 @@ most of that time is spent on rows that have already finished. Here the batch is
   are padding that the attention mask hides, and each row carries its own positions, so nothing depends on
   where a row sits. Columns that no live row uses are cut off as rows leave.
 
-The output layer runs on the last position of each row only. The continuations are the ones
-``model.generate(do_sample=False)`` gives (the same arithmetic per row; a different batch can change the
-last bits of a matmul, see docs/evaluation.md).
+With ``lookahead`` (prompt lookup decoding, Saxena 2023; ``prompt_lookup_num_tokens`` in
+``transformers``), a step also drafts, per row, up to that many tokens that followed the latest earlier
+occurrence of the row's last few tokens in its prompt or answer, and checks them in the same forward: a
+row keeps the drafts its own greedy predictions agree with, and one predicted token more. Answers copy
+their prompt's numbers and words and repeat themselves, so many drafts are kept; on a CPU a forward of a
+few tokens per row costs far less than as many forwards of one (every weight is read once per forward).
+Rejected drafts' columns stay in the cache, hidden by the mask.
+
+The output layer runs on the positions it must predict only. The continuations are the ones
+``model.generate(do_sample=False)`` gives (the same arithmetic per row; a different batch or a longer
+step can change the last bits of a matmul, see docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -76,6 +84,12 @@ class _GrowingLayer(DynamicLayer):
         self.values = self._values[:, :, : values.shape[-2]]
         self.is_initialized = True
 
+    def cut(self, columns: int) -> None:
+        """Forget the last ``columns`` columns (their buffer space is reused)."""
+        used = self.keys.shape[-2] - columns
+        self.keys = self._keys[:, :, :used]
+        self.values = self._values[:, :, :used]
+
 
 def _new_cache(model: PreTrainedModel) -> DynamicCache:
     cache = DynamicCache(config=model.config)
@@ -86,7 +100,7 @@ def _new_cache(model: PreTrainedModel) -> DynamicCache:
 @dataclass
 class _Rows:
     """The live rows: which prompt each decodes, its tokens so far, its next position, and which cache
-    columns it attends to (``mask`` ``[rows, columns]``, its last column the row's last token)."""
+    columns it attends to (``mask`` ``[rows, columns]``; a row's last token is not in the cache yet)."""
 
     prompt: list[int] = field(default_factory=list)
     tokens: list[list[int]] = field(default_factory=list)
@@ -106,9 +120,11 @@ def greedy_continuations(
     stop: Sequence[int],
     max_new_tokens: int,
     batch_size: int,
+    lookahead: int = 0,
 ) -> list[list[int]]:
     """The greedy continuation of each prompt: at most ``max_new_tokens`` tokens, ending at the first
-    token of ``stop`` (included)."""
+    token of ``stop`` (included). ``lookahead``: tokens drafted per row and step by prompt lookup (0: one
+    token per step)."""
     device = next(model.parameters()).device
     stop_ids = set(stop)
     out: list[list[int]] = [[] for _ in prompts]
@@ -121,7 +137,7 @@ def greedy_continuations(
             admitted = [waiting.pop() for _ in range(min(batch_size - len(rows), len(waiting)))]
             rows = _merge(rows, _admit(model, prompts, admitted, prefix, shared, device))
         else:
-            _step(model, rows)
+            _step(model, rows, prompts, stop=stop_ids, max_new_tokens=max_new_tokens, lookahead=lookahead)
         done = [
             k
             for k, tokens in enumerate(rows.tokens)
@@ -202,22 +218,75 @@ def _admit(
     )
 
 
-def _step(model: PreTrainedModel, rows: _Rows) -> None:
-    """One token more for every live row."""
-    assert rows.mask is not None and rows.positions is not None
-    last = torch.tensor([t[-1] for t in rows.tokens], device=rows.mask.device)
-    rows.mask = torch.cat([rows.mask, rows.mask.new_ones((len(rows), 1))], dim=1)
+def _step(
+    model: PreTrainedModel,
+    rows: _Rows,
+    prompts: Sequence[list[int]],
+    *,
+    stop: set[int],
+    max_new_tokens: int,
+    lookahead: int,
+) -> None:
+    """One token more for every live row, or more where its drafted tokens are its greedy predictions.
+
+    Each row's last token and its drafts go in one forward, right-padded to the longest draft; the row
+    keeps the drafts that match the predictions before them, and the prediction after the last one kept
+    (at its first stop token, or ``max_new_tokens``, it ends). The columns of the drafts it does not keep
+    are hidden from later steps, and columns that no row keeps are cut off.
+    """
+    assert rows.mask is not None and rows.positions is not None and rows.cache is not None
+    device = rows.mask.device
+    drafts = [
+        _draft(prompts[p] + tokens, min(lookahead, max_new_tokens - len(tokens) - 1)) if lookahead else []
+        for p, tokens in zip(rows.prompt, rows.tokens, strict=True)
+    ]
+    width = 1 + max(len(d) for d in drafts)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (tokens, draft) in enumerate(zip(rows.tokens, drafts, strict=True)):
+        ids[r, : 1 + len(draft)] = torch.tensor([tokens[-1], *draft])
+    offsets = torch.arange(width, device=device)
+    sizes = torch.tensor([1 + len(d) for d in drafts], device=device)
+    rows.mask = torch.cat([rows.mask, (offsets < sizes[:, None]).to(rows.mask.dtype)], dim=1)
     logits = model(
-        input_ids=last[:, None],
+        input_ids=ids.to(device),
         attention_mask=rows.mask,
-        position_ids=rows.positions[:, None],
+        position_ids=rows.positions[:, None] + offsets,
         cache=rows.cache,
         use_cache=True,
-        logits_to_keep=1,
+        logits_to_keep=width,
     ).logits
-    rows.positions = rows.positions + 1
-    for tokens, token in zip(rows.tokens, logits[:, -1].argmax(dim=-1).tolist(), strict=True):
-        tokens.append(token)
+    kept = []
+    for tokens, draft, predicted in zip(rows.tokens, drafts, logits.argmax(dim=-1).tolist(), strict=True):
+        n = next((k for k, token in enumerate(draft) if token != predicted[k]), len(draft))
+        kept.append(1 + n)
+        for token in predicted[: n + 1]:  # the drafts kept are the predictions themselves
+            tokens.append(token)
+            if token in stop or len(tokens) >= max_new_tokens:
+                break
+    if width > 1:
+        used = torch.tensor(kept, device=device)
+        rows.mask[:, -width:] = (offsets < used[:, None]).to(rows.mask.dtype)
+        unused = width - max(kept)
+        if unused:
+            rows.mask = rows.mask[:, :-unused]
+            for layer in rows.cache.layers:
+                layer.cut(unused)
+        rows.positions = rows.positions + used
+    else:
+        rows.positions = rows.positions + 1
+
+
+def _draft(context: list[int], size: int, *, ngram: int = 3) -> list[int]:
+    """Up to ``size`` tokens that followed the latest earlier occurrence of the context's last ``ngram``
+    tokens (or, failing that, fewer of them, down to one): the prompt lookup draft."""
+    if size <= 0:
+        return []
+    for n in range(min(ngram, len(context) - 1), 0, -1):
+        tail = context[-n:]
+        for start in range(len(context) - n - 1, -1, -1):
+            if context[start] == tail[0] and context[start : start + n] == tail:
+                return context[start + n : start + n + size]
+    return []
 
 
 def _merge(old: _Rows, new: _Rows) -> _Rows:

@@ -200,7 +200,12 @@ def _generate(
         return generate_vllm(model_dir, prompts, max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype)
     assert model is not None
     return generate_greedy(
-        model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        lookahead=cfg.lookahead,
     )
 
 

@@ -25,16 +25,23 @@ def generate_greedy(
     *,
     max_new_tokens: int,
     batch_size: int,
+    lookahead: int = 0,
 ) -> list[str]:
     """The greedy continuation of each prompt, up to its first stop token, as text.
 
     Decoded in slots (:mod:`align_train.eval.decoding`: a finished row hands its place to the next
-    prompt) where the model allows it, else with ``model.generate`` a batch at a time.
+    prompt, and ``lookahead`` tokens per row are drafted by prompt lookup and checked in the same step)
+    where the model allows it, else with ``model.generate`` a batch at a time.
     """
     stop = stop_token_ids(model, tokenizer)
     if supports_slots(model):
         tokens = greedy_continuations(
-            model, prompts, stop=stop, max_new_tokens=max_new_tokens, batch_size=batch_size
+            model,
+            prompts,
+            stop=stop,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            lookahead=lookahead,
         )
     else:  # longest first, so that a batch pads little
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))

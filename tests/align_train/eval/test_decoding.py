@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from align_train.eval.decoding import greedy_continuations, supports_slots
+from align_train.eval.decoding import _draft, greedy_continuations, supports_slots
 
 torch.set_num_threads(1)
 
@@ -62,8 +62,11 @@ def reference(model: LlamaForCausalLM, prompt: list[int], stop: list[int], max_n
     return out[:end]
 
 
+@pytest.mark.parametrize("lookahead", [0, 3], ids=["one-token-steps", "prompt-lookup"])
 @pytest.mark.parametrize("chat", [True, False], ids=["shared-prefix", "no-prefix"])
-def test_slot_decoding_matches_generate(gqa_model: LlamaForCausalLM, tokenizer: Any, chat: bool) -> None:
+def test_slot_decoding_matches_generate(
+    gqa_model: LlamaForCausalLM, tokenizer: Any, chat: bool, lookahead: int
+) -> None:
     if chat:  # the SmolLM2 template's system turn: a long shared prefix
         texts = [
             tokenizer.apply_chat_template(
@@ -84,5 +87,50 @@ def test_slot_decoding_matches_generate(gqa_model: LlamaForCausalLM, tokenizer: 
     lengths = sorted(len(e) for e in expected)
     assert lengths[0] < 6 and lengths[-1] == 12  # early and late stops, and rows cut at max_new_tokens
     for batch_size in (1, 3, 16):
-        got = greedy_continuations(gqa_model, prompts, stop=stop, max_new_tokens=12, batch_size=batch_size)
+        got = greedy_continuations(
+            gqa_model, prompts, stop=stop, max_new_tokens=12, batch_size=batch_size, lookahead=lookahead
+        )
         assert got == expected, batch_size
+
+
+def test_prompt_lookup_keeps_drafts_and_the_greedy_answer(tokenizer: Any) -> None:
+    """A small random model (weights at 2.5× the usual scale) soon repeats itself, so many drafts are its
+    own predictions: the same continuations come from fewer forwards, with stops and the token limit
+    falling inside a step's kept drafts."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        initializer_range=0.05,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).double().eval()
+    prompts = [tokenizer(q, add_special_tokens=False)["input_ids"] for q in QUESTIONS]
+    free = [reference(model, p, [], 30) for p in prompts]
+    # Stop tokens that occur once in all the continuations, late in them, so that some rows stop early.
+    stop = [row[k] for row in free for k in range(8, 30) if sum(r.count(row[k]) for r in free) == 1][:2]
+    expected = [reference(model, p, stop, 30) for p in prompts]
+    assert min(len(e) for e in expected) < 30 and max(len(e) for e in expected) == 30
+    forwards = []
+    model.register_forward_hook(lambda module, args, kwargs: forwards.append(1))
+    for lookahead in (0, 1, 4, 8):
+        forwards.clear()
+        got = greedy_continuations(
+            model, prompts, stop=stop, max_new_tokens=30, batch_size=3, lookahead=lookahead
+        )
+        assert got == expected, lookahead
+        if lookahead == 0:
+            one_token_steps = len(forwards)
+        else:
+            assert len(forwards) < one_token_steps * (1 if lookahead == 1 else 0.8), lookahead
+
+
+def test_draft_is_what_followed_the_latest_match() -> None:
+    assert _draft([5, 6, 7, 1, 5, 6, 9, 2, 5, 6], 2) == [9, 2]  # the latest "5 6", not the first
+    assert _draft([1, 2, 3, 4, 2, 3], 5) == [4, 2, 3]  # shorter when the context ends
+    assert _draft([8, 1, 2, 9, 7, 3, 2], 2) == [9, 7]  # no "3 2" earlier: the last token alone
+    assert _draft([1, 2, 3], 4) == []
+    assert _draft([1, 1, 1], 0) == []
