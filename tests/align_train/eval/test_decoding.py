@@ -28,12 +28,9 @@ QUESTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def gqa_model(tokenizer: Any) -> LlamaForCausalLM:
-    """A tiny random Llama with grouped-query attention (4 query heads over 2 key/value heads), float64.
-
-    Weights 5× the usual scale and an untied output layer make its continuations depend on the prompt; at
-    the usual scale a 2-layer model repeats one token whatever it reads."""
+def tiny_gqa_llama(tokenizer: Any, scale: float) -> LlamaForCausalLM:
+    """A tiny random Llama with grouped-query attention (4 query heads over 2 key/value heads) and an
+    untied output layer, weights drawn at ``scale`` from seed 0, float64."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -42,10 +39,17 @@ def gqa_model(tokenizer: Any) -> LlamaForCausalLM:
         num_key_value_heads=2,
         intermediate_size=128,
         tie_word_embeddings=False,
-        initializer_range=0.1,
+        initializer_range=scale,
     )
     torch.manual_seed(0)
     return LlamaForCausalLM(config).double().eval()
+
+
+@pytest.fixture(scope="module")
+def gqa_model(tokenizer: Any) -> LlamaForCausalLM:
+    """Weights 5× the usual scale make the continuations depend on the prompt; at the usual scale a
+    2-layer model repeats one token whatever it reads."""
+    return tiny_gqa_llama(tokenizer, 0.1)
 
 
 def reference(model: LlamaForCausalLM, prompt: list[int], stop: list[int], max_new_tokens: int) -> list[int]:
@@ -97,17 +101,7 @@ def test_prompt_lookup_keeps_drafts_and_the_greedy_answer(tokenizer: Any) -> Non
     """A small random model (weights at 2.5× the usual scale) soon repeats itself, so many drafts are its
     own predictions: the same continuations come from fewer forwards, with stops and the token limit
     falling inside a step's kept drafts."""
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        initializer_range=0.05,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).double().eval()
+    model = tiny_gqa_llama(tokenizer, 0.05)
     prompts = [tokenizer(q, add_special_tokens=False)["input_ids"] for q in QUESTIONS]
     free = [reference(model, p, [], 30) for p in prompts]
     # Stop tokens that occur once in all the continuations, late in them, so that some rows stop early.
