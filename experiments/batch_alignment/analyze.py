@@ -1,11 +1,12 @@
 """The experiment's numbers, from the rows ``align-train eval`` scored in every run.
 
-Every trained arm has the same seeds, and a seed fixes the LoRA initialisation and the group order in
-every arm (common random numbers); every run scores the same test groups. A unit is one (seed, group)
-pair. Confidence intervals come from a **two-way paired bootstrap**: a resample draws the seeds with
-replacement *and* the groups with replacement, and the same draw serves every arm, so a difference between
-arms keeps both pairings and its interval carries the variation of training runs as well as of questions
-(resampling both ways over-counts their interaction: the intervals are, if anything, conservative).
+A seed fixes the LoRA initialisation and the group order in every arm (common random numbers), and every
+run scores the same test groups. A unit is one (seed, group) pair. Confidence intervals come from a
+**two-way paired bootstrap**: a resample draws the seeds with replacement *and* the groups with
+replacement, and the same draw serves every arm, so a difference between arms keeps both pairings and its
+interval carries the variation of training runs as well as of questions (resampling both ways over-counts
+their interaction: the intervals are, if anything, conservative). Every trained arm has the config's
+``seeds``; the arms of ``arm_seeds`` have more, and a difference pairs the seeds both arms have.
 
 Measures, per arm (seeds and groups pooled):
 
@@ -69,6 +70,7 @@ CLAIMS: list[tuple[str, str, str, str, int]] = [
     ("More languages help English", "parallel", "english", "accuracy/en", +1),
     ("Translations narrow the gap", "parallel", "english", "gap", +1),
 ]
+DIFFERENCE_KEYS = ("non_en", "gap", "heldout", "accuracy/en", "non_en_loss", "heldout_loss", "all_correct")
 # Differences reported besides the claims (each coupled term against parallel batches without it).
 EXTRA = [("cosine", "parallel"), ("contrastive", "parallel"), ("consistency", "parallel")]
 
@@ -144,60 +146,76 @@ def analyze(cfg: ExperimentConfig, runs: Sequence[RunRef], tuning: dict[str, Any
         name: load_arm(name, [r for r in runs if r[0] == name], groups, langs)
         for name in dict.fromkeys(arm for arm, _, _ in runs)
     }
-    seeds = next((arm.seeds for arm in arms.values() if len(arm.seeds) > 1), [None])
-    for arm in arms.values():
-        if len(arm.seeds) > 1 and arm.seeds != seeds:
-            msg = f"arm {arm.name} has seeds {arm.seeds}, others {seeds}: the bootstrap pairs them"
-            raise ValueError(msg)
     rng = np.random.default_rng(0)
-    seed_weights = _counts(rng.integers(len(seeds), size=(cfg.bootstrap, len(seeds))), len(seeds))
-    group_weights = _counts(rng.integers(len(groups), size=(cfg.bootstrap, len(groups))), len(groups))
-    ones_s, ones_g = np.ones((1, len(seeds))), np.ones((1, len(groups)))
-    point = {
-        n: {k: float(v[0]) for k, v in measures(a, ones_s, ones_g, langs, cfg).items()}
-        for n, a in arms.items()
+    draws = {
+        tuple(cfg.seeds): _counts(
+            rng.integers(len(cfg.seeds), size=(cfg.bootstrap, len(cfg.seeds))), len(cfg.seeds)
+        )
     }
-    boot = {n: measures(a, seed_weights, group_weights, langs, cfg) for n, a in arms.items()}
+    group_weights = _counts(rng.integers(len(groups), size=(cfg.bootstrap, len(groups))), len(groups))
+    ones_g = np.ones((1, len(groups)))
+
+    def seed_draw(seeds: Sequence[int | None]) -> np.ndarray:
+        """One resampling of ``seeds`` per bootstrap round, the same for every arm paired on them."""
+        key = tuple(cfg.seeds) if seeds == [None] else tuple(seeds)
+        if key not in draws:
+            more = np.random.default_rng([0, *key])
+            draws[key] = _counts(more.integers(len(key), size=(cfg.bootstrap, len(key))), len(key))
+        return draws[key]
+
+    def point_and_boot(arm: ArmData) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        point = measures(arm, np.ones((1, len(arm.seeds))), ones_g, langs, cfg)
+        return {k: float(v[0]) for k, v in point.items()}, measures(
+            arm, seed_draw(arm.seeds), group_weights, langs, cfg
+        )
+
+    whole = {name: point_and_boot(arm) for name, arm in arms.items()}
     result: dict[str, Any] = {
         "groups": len(groups),
-        "seeds": seeds,
-        "units": len(groups) * len(seeds),
+        "seeds": cfg.seeds,
+        "arm_seeds": {name: arm.seeds for name, arm in arms.items() if arm.seeds not in (cfg.seeds, [None])},
+        "units": len(groups) * len(cfg.seeds),
         "bootstrap": cfg.bootstrap,
         "langs": langs,
         "tuning": tuning,
         "arms": {},
     }
     for name, arm in arms.items():
+        point, boot = whole[name]
         result["arms"][name] = {
             "seeds": arm.seeds,
+            "units": len(groups) * len(arm.seeds),
             "description": ARMS[name].description,
-            "point": point[name],
-            "ci95": {k: _ci(boot[name][k]) for k in point[name]},
+            "point": point,
+            "ci95": {k: _ci(boot[k]) for k in point},
             "per_seed": [
                 {
                     k: float(v[0])
-                    for k, v in measures(_one_seed(arm, i), np.ones((1, 1)), ones_g, langs, cfg).items()
+                    for k, v in measures(_seeds(arm, [s]), np.ones((1, 1)), ones_g, langs, cfg).items()
                 }
-                for i in range(len(arm.seeds))
+                for s in arm.seeds
             ],
         }
 
-    def difference(arm: str, other: str, key: str) -> dict[str, Any]:
-        values = boot[arm][key] - boot[other][key]
-        se = float(np.std(values, ddof=1))
-        return {
-            "point": point[arm][key] - point[other][key],
-            "ci95": _ci(values),
-            "se": se,
-            "mde": Z_POWER * se,
-        }
+    def difference(arm: str, other: str) -> dict[str, Any]:
+        """Every measure of ``arm`` − ``other`` over the seeds both have (all of ``arm``'s against the base
+        model's one run)."""
+        a, b = arms[arm], arms[other]
+        common = a.seeds if b.seeds == [None] else [s for s in a.seeds if s in b.seeds]
+        (pa, ba), (pb, bb) = (
+            whole[x.name] if x.seeds in (common, [None]) else point_and_boot(_seeds(x, common))
+            for x in (a, b)
+        )
+        out: dict[str, Any] = {"seeds": common}
+        for key in DIFFERENCE_KEYS:
+            values = ba[key] - bb[key]
+            se = float(np.std(values, ddof=1))
+            out[key] = {"point": pa[key] - pb[key], "ci95": _ci(values), "se": se, "mde": Z_POWER * se}
+        return out
 
-    keys = ("non_en", "gap", "heldout", "accuracy/en", "non_en_loss", "heldout_loss", "all_correct")
     pairs = [(a, b) for _, a, b, _, _ in CLAIMS] + EXTRA
     result["differences"] = {
-        f"{a} - {b}": {k: difference(a, b, k) for k in keys}
-        for a, b in dict.fromkeys(pairs)
-        if a in arms and b in arms
+        f"{a} - {b}": difference(a, b) for a, b in dict.fromkeys(pairs) if a in arms and b in arms
     }
     result["claims"] = [
         {
@@ -210,6 +228,8 @@ def analyze(cfg: ExperimentConfig, runs: Sequence[RunRef], tuning: dict[str, Any
         for claim, a, b, key, sign in CLAIMS
         if f"{a} - {b}" in result["differences"]
     ]
+    for claim in result["claims"]:
+        claim["seeds"] = result["differences"][f"{claim['arm']} - {claim['against']}"]["seeds"]
     result["data"] = json.loads((cfg.out / "data.json").read_text(encoding="utf-8"))
     (cfg.out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (cfg.out / "results.md").write_text(markdown(result), encoding="utf-8")
@@ -237,10 +257,14 @@ def _verdict(diff: dict[str, Any], sign: int) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     """The tables of docs/results.md."""
     langs = result["langs"]
+    more = "".join(
+        f"; {name}: seeds {seeds}, {result['groups'] * len(seeds)} units"
+        for name, seeds in result.get("arm_seeds", {}).items()
+    )
     lines = [
         f"Test groups: {result['groups']}, each scored in {', '.join(langs)}; seeds {result['seeds']}: "
-        f"{result['units']} seed × group units per arm; 95% CI: paired bootstrap over seeds and groups "
-        f"({result['bootstrap']} resamples).",
+        f"{result['units']} seed × group units per arm{more}; 95% CI: paired bootstrap over seeds and groups "
+        f"({result['bootstrap']} resamples; a difference pairs the seeds both arms have).",
         "",
         "| claim | arm − control | measure | difference [95% CI] | minimum detectable effect | verdict |",
         "|---|---|---|---:|---:|---|",
@@ -275,25 +299,29 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Paired differences (95% CI; MDE = minimum detectable effect, points):",
         "",
-        "| arm − control | non-English accuracy | MDE | gap | held-out | English | non-English loss | held-out loss |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm − control | seeds | non-English accuracy | MDE | gap | held-out | English | non-English loss "
+        "| held-out loss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for pair, d in result["differences"].items():
         lines.append(
-            f"| {pair} | {_pts(d['non_en']['point'], d['non_en']['ci95'])} | {100 * d['non_en']['mde']:.1f} | "
+            f"| {pair} | {len(d['seeds'])} | {_pts(d['non_en']['point'], d['non_en']['ci95'])} | "
+            f"{100 * d['non_en']['mde']:.1f} | "
             f"{_pts(d['gap']['point'], d['gap']['ci95'])} | {_pts(d['heldout']['point'], d['heldout']['ci95'])} | "
             f"{_pts(d['accuracy/en']['point'], d['accuracy/en']['ci95'])} | "
             f"{_difference('non_en_loss', d['non_en_loss']['point'], d['non_en_loss']['ci95'])} | "
             f"{_difference('heldout_loss', d['heldout_loss']['point'], d['heldout_loss']['ci95'])} |"
         )
     lines += ["", "Per seed (accuracy " + " / ".join(langs) + "):", ""]
-    lines += [
-        "| arm | " + " | ".join(f"seed {s}" for s in result["seeds"]) + " |",
-        "|---|" + "---|" * len(result["seeds"]),
-    ]
+    columns = sorted({s for arm in result["arms"].values() for s in arm["seeds"] if s is not None})
+    lines += ["| arm | " + " | ".join(f"seed {s}" for s in columns) + " |", "|---|" + "---|" * len(columns)]
     for name, arm in result["arms"].items():
-        cells = [" / ".join(f"{100 * m[f'accuracy/{lang}']:.0f}" for lang in langs) for m in arm["per_seed"]]
-        cells += ["-"] * (len(result["seeds"]) - len(cells))
+        by_seed = {
+            s: " / ".join(f"{100 * m[f'accuracy/{lang}']:.0f}" for lang in langs)
+            for s, m in zip(arm["seeds"], arm["per_seed"], strict=True)
+        }
+        cells = [by_seed.get(s, "-") for s in columns] if None not in by_seed else [by_seed[None]]
+        cells += ["-"] * (len(columns) - len(cells))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if result["tuning"]:
         lines += [
@@ -357,10 +385,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _one_seed(arm: ArmData, i: int) -> ArmData:
-    return ArmData(
-        arm.name, [arm.seeds[i]], arm.correct[i : i + 1], arm.nll[i : i + 1], arm.tokens[i : i + 1]
-    )
+def _seeds(arm: ArmData, seeds: Sequence[int | None]) -> ArmData:
+    """``arm``'s runs of ``seeds``, in that order."""
+    at = [arm.seeds.index(s) for s in seeds]
+    return ArmData(arm.name, list(seeds), arm.correct[at], arm.nll[at], arm.tokens[at])
 
 
 def _counts(draws: np.ndarray, n: int) -> np.ndarray:

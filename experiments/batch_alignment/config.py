@@ -147,6 +147,11 @@ class ExperimentConfig(_Section):
     data: DataConfig
     arms: list[str] = Field(default_factory=lambda: list(ARMS))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=1)
+    arm_seeds: dict[str, list[int]] = Field(
+        default_factory=dict,
+        description="arms trained with more seeds than `seeds` (a superset of it): the pair whose minimum "
+        "detectable effect the report states; a difference pairs the seeds both arms have",
+    )
     tune_seeds: list[int] = Field(
         default_factory=lambda: [0], min_length=1, description="seeds of the dev runs"
     )
@@ -174,6 +179,18 @@ class ExperimentConfig(_Section):
             if arm.warm_start is not None and arm.warm_start not in self.arms:
                 msg = f"arm {name} starts from arm {arm.warm_start}, which is not in arms"
                 raise ValueError(msg)
+        for name, seeds in self.arm_seeds.items():
+            if name not in self.arms or not ARMS[name].trains:
+                msg = f"arm_seeds names {name}, which is not a trained arm of arms"
+                raise ValueError(msg)
+            if not set(self.seeds) <= set(seeds) or len(set(seeds)) != len(seeds):
+                msg = f"arm_seeds.{name}={seeds} must hold every seed of seeds={self.seeds}, each once"
+                raise ValueError(msg)
+        for name in self.arms:
+            start = ARMS[name].warm_start
+            if start is not None and not set(self.seeds_of(name)) <= set(self.seeds_of(start)):
+                msg = f"arm {name} starts from arm {start} of the same seed: give {start} its seeds too"
+                raise ValueError(msg)
         clash = sorted(
             {"shards", "out", "model", "objective", "policy", "seed", "max_steps", "langs"} & set(self.train)
         )
@@ -187,6 +204,10 @@ class ExperimentConfig(_Section):
             )
             raise ValueError(msg)
         return self
+
+    def seeds_of(self, arm: str) -> list[int]:
+        """The seeds ``arm`` is trained with."""
+        return self.arm_seeds.get(arm, self.seeds)
 
     @property
     def steps(self) -> int:

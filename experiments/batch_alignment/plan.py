@@ -41,7 +41,7 @@ def arm_runs(cfg: ExperimentConfig, names: list[str], tuned: dict[str, dict[str,
     for name in names:
         arm = ARMS[name]
         settings = tuned.get(arm.tuned, {}) if arm.tuned else {}
-        for seed in cfg.seeds if arm.trains else [None]:
+        for seed in cfg.seeds_of(name) if arm.trains else [None]:
             folder = cfg.out / "runs" / (name if seed is None else f"{name}__seed={seed}")
             runs.append(Run(arm, seed, folder, "test", settings))
     return runs

@@ -66,6 +66,14 @@ def test_the_config_refuses_what_would_break_the_comparison() -> None:
     data = _config().data.model_dump() | {"heldout_langs": ["es"]}
     with pytest.raises(ValueError, match="one build for each"):
         _config(data=data)
+    more = {
+        "must hold every seed of seeds": {"arm_seeds": {"shuffled": [1, 2, 3]}},
+        "not a trained arm": {"arm_seeds": {"base": [0, 1, 2]}},
+        "give parallel its seeds too": {"arm_seeds": {"dpo-parallel": [0, 1, 2]}},
+    }
+    for message, change in more.items():
+        with pytest.raises(ValueError, match=message):
+            _config(**change)
 
 
 def test_the_plan_pairs_arms_by_seed_and_tunes_on_the_dev_groups() -> None:
@@ -76,6 +84,11 @@ def test_the_plan_pairs_arms_by_seed_and_tunes_on_the_dev_groups() -> None:
     assert {r.seed for r in runs if r.arm.trains} == {0, 1}
     assert all(r.split == "test" for r in runs)
     assert next(r for r in runs if r.arm.name == "consistency").settings == {"alignment_weight": 2.0}
+    # The headline pair may have more seeds; the others keep `seeds`.
+    more = _config(arm_seeds={"parallel": [0, 1, 2, 3], "shuffled": [0, 1, 2, 3]})
+    runs = arm_runs(more, more.arms, tuned)
+    assert [r.seed for r in runs if r.arm.name == "shuffled"] == [0, 1, 2, 3]
+    assert [r.seed for r in runs if r.arm.name == "dpo-parallel"] == [0, 1]
     tune = tuning_runs(cfg)
     assert set(tune) == {"consistency", "dpo"}
     # The preference objectives are tuned on parallel batches; the dev groups score every candidate.
@@ -128,6 +141,62 @@ def test_verdicts_and_the_minimum_detectable_effect() -> None:
     assert pytest.approx(2.8016, abs=1e-4) == analyze.Z_POWER
     counts = analyze._counts(np.array([[0, 0, 2], [1, 2, 1]]), 3)
     assert counts.tolist() == [[2, 0, 1], [0, 2, 1]]
+
+
+def _write_run(folder: Path, correct: list[list[int]]) -> None:
+    """A scored run: ``correct`` [group][lang] over LANGS, every row one answer token of loss 1."""
+    (folder / "eval").mkdir(parents=True)
+    rows = [
+        {"group_id": f"g{g}", "lang": lang, "correct": bool(c), "nll": 1.0, "tokens": 1}
+        for g, by_lang in enumerate(correct)
+        for lang, c in zip(LANGS, by_lang, strict=True)
+    ]
+    (folder / "eval" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "eval" / "metrics.json").write_text("{}")
+
+
+def test_arms_with_more_seeds_are_paired_on_the_seeds_both_have(tmp_path: Path) -> None:
+    cfg = _config(
+        out=str(tmp_path),
+        arms=["base", "parallel", "shuffled", "consistency"],
+        arm_seeds={"parallel": [0, 1, 2], "shuffled": [0, 1, 2]},
+        bootstrap=200,
+    )
+    (tmp_path / "data.json").write_text("{}")
+    # [seed][group][en, es, gl] per arm; seed 2 of parallel and shuffled differs from seeds 0 and 1.
+    runs = {
+        ("base", None): [[0, 0, 0], [0, 0, 0]],
+        ("parallel", 0): [[1, 1, 0], [1, 1, 0]],
+        ("parallel", 1): [[1, 1, 0], [1, 0, 0]],
+        ("parallel", 2): [[1, 0, 0], [0, 0, 0]],
+        ("shuffled", 0): [[1, 0, 0], [1, 0, 0]],
+        ("shuffled", 1): [[1, 0, 0], [1, 0, 0]],
+        ("shuffled", 2): [[1, 1, 0], [1, 1, 0]],
+        ("consistency", 0): [[1, 1, 0], [1, 1, 0]],
+        ("consistency", 1): [[1, 1, 0], [1, 1, 0]],
+    }
+    refs = []
+    for (arm, seed), correct in runs.items():
+        folder = tmp_path / "runs" / (arm if seed is None else f"{arm}__seed={seed}")
+        _write_run(folder, correct)
+        refs.append((arm, seed, folder))
+    assert [r.folder for r in arm_runs(cfg, cfg.arms, {"consistency": {}})] == [f for _, _, f in refs]
+    result = analyze.analyze(cfg, refs, {})
+
+    assert result["arms"]["parallel"]["seeds"] == [0, 1, 2] and result["arm_seeds"]["shuffled"] == [0, 1, 2]
+    assert result["arms"]["parallel"]["point"]["non_en"] == pytest.approx(3 / 6)
+    head = result["differences"]["parallel - shuffled"]
+    assert head["seeds"] == [0, 1, 2] and head["non_en"]["point"] == pytest.approx(3 / 6 - 2 / 6)
+    # Against an arm of the config's seeds, parallel counts its seeds 0 and 1 only: 3/4 right in es.
+    coupled = result["differences"]["consistency - parallel"]
+    assert coupled["seeds"] == [0, 1] and coupled["non_en"]["point"] == pytest.approx(1 - 3 / 4)
+    low, high = coupled["non_en"]["ci95"]
+    assert low <= coupled["non_en"]["point"] <= high
+    # The base model's one run pairs with every seed of the other arm.
+    assert result["differences"]["parallel - base"]["seeds"] == [0, 1, 2]
+    table = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "parallel: seeds [0, 1, 2], 6 units" in table
+    assert "| consistency | 100 / 100 / 0 | 100 / 100 / 0 | - |" in table
 
 
 def _apertium_ready() -> bool:
