@@ -21,7 +21,9 @@ their prompt's numbers and words and repeat themselves, so many drafts are kept;
 few tokens per row costs far less than as many forwards of one (every weight is read once per forward).
 Rejected drafts' columns stay in the cache, hidden by the mask.
 
-The output layer runs on the positions it must predict only. The continuations are the ones
+On a CPU, attention reads a model's grouped key/value heads in place
+(:data:`~align_train.modeling.attention.GROUPED_SDPA`) rather than copying the cache for every query head
+at each step. The output layer runs on the positions it must predict only. The continuations are the ones
 ``model.generate(do_sample=False)`` gives (the same arithmetic per row; a different batch or a longer
 step can change the last bits of a matmul, see docs/evaluation.md).
 """
@@ -36,13 +38,16 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
+from align_train.modeling.attention import GROUPED_SDPA, grouped_heads
+
 
 def supports_slots(model: PreTrainedModel) -> bool:
     """Whether :func:`greedy_continuations` can decode ``model``: a decoder-only model with sdpa or eager
     attention (which read any padding mask), whose forward takes ``position_ids`` and ``logits_to_keep``
     and whose cache is plain full attention in every layer (a sliding window counts columns, which padding
     in the middle of a row would shift)."""
-    if model.config.is_encoder_decoder or model.config._attn_implementation not in ("sdpa", "eager"):
+    attention = model.config._attn_implementation
+    if model.config.is_encoder_decoder or attention not in ("sdpa", "eager", GROUPED_SDPA):
         return False
     accepted = inspect.signature(model.forward).parameters
     if not {"position_ids", "logits_to_keep", "cache"} <= set(accepted):
@@ -130,23 +135,24 @@ def greedy_continuations(
     out: list[list[int]] = [[] for _ in prompts]
     waiting = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))[::-1]  # popped longest first
     prefix = common_prefix([prompts[i] for i in waiting])
-    shared = prefill_prefix(model, prefix, device) if prefix else None
-    rows = _Rows()
-    while waiting or len(rows):
-        if waiting and len(rows) < batch_size:
-            admitted = [waiting.pop() for _ in range(min(batch_size - len(rows), len(waiting)))]
-            rows = _merge(rows, _admit(model, prompts, admitted, prefix, shared, device))
-        else:
-            _step(model, rows, prompts, stop=stop_ids, max_new_tokens=max_new_tokens, lookahead=lookahead)
-        done = [
-            k
-            for k, tokens in enumerate(rows.tokens)
-            if len(tokens) >= max_new_tokens or tokens[-1] in stop_ids
-        ]
-        if done:
-            for k in done:
-                out[rows.prompt[k]] = rows.tokens[k]
-            rows = _drop(rows, done)
+    with grouped_heads(model):
+        shared = prefill_prefix(model, prefix, device) if prefix else None
+        rows = _Rows()
+        while waiting or len(rows):
+            if waiting and len(rows) < batch_size:
+                admitted = [waiting.pop() for _ in range(min(batch_size - len(rows), len(waiting)))]
+                rows = _merge(rows, _admit(model, prompts, admitted, prefix, shared, device))
+            else:
+                _step(model, rows, prompts, stop=stop_ids, max_new_tokens=max_new_tokens, lookahead=lookahead)
+            done = [
+                k
+                for k, tokens in enumerate(rows.tokens)
+                if len(tokens) >= max_new_tokens or tokens[-1] in stop_ids
+            ]
+            if done:
+                for k in done:
+                    out[rows.prompt[k]] = rows.tokens[k]
+                rows = _drop(rows, done)
     return out
 
 

@@ -31,6 +31,7 @@ from transformers import DynamicCache, PreTrainedModel
 from align_train.data.batch import IGNORE_INDEX, ParallelBatch
 from align_train.data.collator import Collator
 from align_train.eval.decoding import common_prefix, expand_cache, prefill_prefix, supports_slots
+from align_train.modeling.attention import grouped_heads
 
 
 class ReferenceScore(NamedTuple):
@@ -73,12 +74,13 @@ def score_tokens(
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
     prefix = _unlabelled_prefix(sequences) if share_prefix and supports_slots(model) else []
-    shared = prefill_prefix(model, prefix, device) if prefix else None
     out = [ReferenceScore(0.0, 0, False)] * len(sequences)
-    for batch in track(batches, description="loss", transient=True):
-        scores = _score(model, [sequences[i] for i in batch], device, keeps_logits, prefix, shared)
-        for i, score in zip(batch, scores, strict=True):
-            out[i] = score
+    with grouped_heads(model):
+        shared = prefill_prefix(model, prefix, device) if prefix else None
+        for batch in track(batches, description="loss", transient=True):
+            scores = _score(model, [sequences[i] for i in batch], device, keeps_logits, prefix, shared)
+            for i, score in zip(batch, scores, strict=True):
+                out[i] = score
     return out
 
 

@@ -16,9 +16,19 @@ Registered with transformers as :data:`VARLEN_SDPA`. With a padding mask or a KV
 is plain ``sdpa``; sliding-window, soft-capped, sink or bidirectional attention is refused, not
 approximated (:func:`align_train.modeling.capabilities.choose_attention` then keeps the model's own
 attention).
+
+:data:`GROUPED_SDPA` is ``sdpa`` for masked attention on a CPU with grouped key/value heads (GQA), the
+case of evaluation's padded and cached batches. There transformers copies every key/value head once per
+query head of its group (``repeat_kv``) before each call, which for a decoding step of several tokens means
+copying the whole cache in every layer; PyTorch's CPU kernel reads the grouped heads itself
+(``enable_gqa``), with the same result. On a GPU, SDPA with a mask and ``enable_gqa`` leaves the fused
+kernels, so everything else goes to ``sdpa`` as it is.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from transformers import AttentionInterface
@@ -28,7 +38,9 @@ from transformers.masking_utils import AttentionMaskInterface, find_packed_seque
 from align_train.data.batch import Segments
 
 VARLEN_SDPA = "varlen_sdpa"
-"""The ``attn_implementation`` name this module registers with transformers."""
+"""The ``attn_implementation`` name of :func:`varlen_sdpa_forward`."""
+GROUPED_SDPA = "grouped_sdpa"
+"""The ``attn_implementation`` name of :func:`grouped_sdpa_forward`."""
 
 _REFUSED = ("sliding_window", "softcap", "s_aux")
 
@@ -104,7 +116,55 @@ def varlen_sdpa_mask(
     )
 
 
+def grouped_sdpa_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """``sdpa``, with a mask on a CPU reading grouped key/value heads in place: ``query`` ``[B, H, T, D]``
+    and ``key`` / ``value`` ``[B, H / groups, S, D]`` in, ``[B, T, H, D]`` out."""
+    grouped = getattr(module, "num_key_value_groups", 1) > 1
+    if (
+        not grouped
+        or attention_mask is None
+        or query.shape[2] == 1  # transformers folds the query heads onto their key/value head then
+        or query.device.type != "cpu"
+        or any(kwargs.get(name) is not None for name in ("softcap", "s_aux", "position_bias"))
+    ):
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, enable_gqa=True
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+@contextmanager
+def grouped_heads(model: torch.nn.Module) -> Iterator[None]:
+    """``model`` on :data:`GROUPED_SDPA` for the duration, if its attention is ``sdpa`` (otherwise as it
+    is)."""
+    own = model.config._attn_implementation
+    if own != "sdpa":
+        yield
+        return
+    register()
+    model.set_attn_implementation(GROUPED_SDPA)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(own)
+
+
 def register() -> None:
-    """Make :data:`VARLEN_SDPA` a valid ``attn_implementation`` in this process (idempotent)."""
+    """Make :data:`VARLEN_SDPA` and :data:`GROUPED_SDPA` valid ``attn_implementation`` names in this
+    process (idempotent)."""
     AttentionInterface.register(VARLEN_SDPA, varlen_sdpa_forward)
     AttentionMaskInterface.register(VARLEN_SDPA, varlen_sdpa_mask)
+    AttentionInterface.register(GROUPED_SDPA, grouped_sdpa_forward)
+    AttentionMaskInterface.register(GROUPED_SDPA, sdpa_mask)

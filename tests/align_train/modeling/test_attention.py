@@ -9,10 +9,17 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers.integrations import sdpa_attention
 
 from align_train.data.batch import BUCKET_RATIO, Segments
-from align_train.modeling.attention import VARLEN_SDPA, register, segments_of_positions
+from align_train.modeling.attention import (
+    GROUPED_SDPA,
+    VARLEN_SDPA,
+    grouped_heads,
+    register,
+    segments_of_positions,
+)
 from align_train.modeling.capabilities import choose_attention
 from align_train.modeling.head import LabelledLM
 from schemas import ConfigError
@@ -175,6 +182,40 @@ def test_generation_with_padding_and_a_cache_is_sdpa_s() -> None:
     expected = model.generate(input_ids=prompts, attention_mask=mask, **settings)
     model.set_attn_implementation(VARLEN_SDPA)
     assert torch.equal(model.generate(input_ids=prompts, attention_mask=mask, **settings), expected)
+
+
+def test_grouped_sdpa_reads_the_grouped_heads_in_place_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A padded prompt batch and then three tokens a row over its cache, as evaluation's decoder runs them:
+    GROUPED_SDPA gives sdpa's logits without one copy of the key/value heads (repeat_kv)."""
+    copies = []
+    real = sdpa_attention.repeat_kv
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", lambda *a: copies.append(1) or real(*a))
+    model = gqa_llama().eval()
+    gen = torch.Generator().manual_seed(5)
+    prompts, steps = torch.randint(0, 97, (2, 6), generator=gen), torch.randint(0, 97, (2, 3), generator=gen)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+
+    def logits() -> torch.Tensor:
+        cache = DynamicCache(config=model.config)
+        first = model(input_ids=prompts, attention_mask=mask, position_ids=positions, cache=cache)
+        step_mask = torch.cat([mask, torch.ones(2, 3, dtype=mask.dtype)], dim=1)
+        step_positions = positions[:, -1:] + 1 + torch.arange(3)
+        then = model(input_ids=steps, attention_mask=step_mask, position_ids=step_positions, cache=cache)
+        return torch.cat([first.logits, then.logits], dim=1)
+
+    with torch.no_grad():
+        expected = logits()
+        assert copies  # sdpa copies the heads for a masked call of several tokens
+        copies.clear()
+        with grouped_heads(model):
+            assert model.config._attn_implementation == GROUPED_SDPA
+            got = logits()
+    assert not copies and model.config._attn_implementation == "sdpa"
+    # float64: the kernel sums the same products per head, in an order that may differ by a few ulps.
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def sliding_qwen2() -> Qwen2ForCausalLM:
