@@ -223,13 +223,12 @@ def analyze(cfg: ExperimentConfig, runs: Sequence[RunRef], tuning: dict[str, Any
             "arm": a,
             "against": b,
             "measure": key,
+            "seeds": result["differences"][f"{a} - {b}"]["seeds"],
             **_verdict(result["differences"][f"{a} - {b}"][key], sign),
         }
         for claim, a, b, key, sign in CLAIMS
         if f"{a} - {b}" in result["differences"]
     ]
-    for claim in result["claims"]:
-        claim["seeds"] = result["differences"][f"{claim['arm']} - {claim['against']}"]["seeds"]
     result["data"] = json.loads((cfg.out / "data.json").read_text(encoding="utf-8"))
     (cfg.out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (cfg.out / "results.md").write_text(markdown(result), encoding="utf-8")
